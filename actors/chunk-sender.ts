@@ -1,0 +1,150 @@
+/**
+ * Streams one chunk to a requester as `chunk.data` segments with a bounded
+ * window: at most `window` segments are sent and not yet acknowledged, and
+ * the next segment is read only when there is room. A VM serving its chunk
+ * (§V.F step 6) and the broker serving one from the core (§V.G step 7) both
+ * use it, so memory stays bounded by window × segment whatever the size.
+ */
+import type { Message } from '../protocol/messages.ts';
+
+export interface Segment {
+  /** Offset within the chunk. */
+  offset: number;
+  bytes: Buffer;
+}
+
+export type SendResult = 'sent' | 'stopped' | 'timeout' | 'missing' | 'failed';
+
+export interface ChunkSenderOptions {
+  /** The download's transfer id. */
+  id: string;
+  index: number;
+  /** This node's member id. */
+  from: string;
+  /** The requester. */
+  to: string;
+  window: number;
+  /** Yields the chunk's segments in order; `null` when the chunk is not here. */
+  open(): Promise<AsyncIterator<Segment> | null>;
+  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  /** Give up when the requester acknowledges nothing for this long. */
+  ackTimeoutMs: number;
+}
+
+export interface ChunkSender {
+  /** The requester took the segment at `offset`. */
+  ack(offset: number): void;
+  /** Stop sending (the requester went elsewhere, or the node stops). */
+  stop(): void;
+  readonly done: Promise<SendResult>;
+}
+
+export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
+  const { id, index, from, to, window } = options;
+  const inFlight = new Set<number>();
+  let segments: AsyncIterator<Segment> | null = null;
+  let exhausted = false;
+  let pumping = false;
+  let finished = false;
+  let settle: (result: SendResult) => void = () => {};
+  const done = new Promise<SendResult>((resolve) => {
+    settle = resolve;
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const armTimer = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => finish('timeout'), options.ackTimeoutMs);
+  };
+
+  const finish = (result: SendResult) => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    segments?.return?.().catch(() => {});
+    settle(result);
+  };
+
+  const fail = (code: 'not-found' | 'internal', message: string) => {
+    options
+      .send(to, { type: 'error', id, from, index, code, message, retryable: code === 'internal' })
+      .catch(() => {});
+    finish(code === 'not-found' ? 'missing' : 'failed');
+  };
+
+  const pump = async () => {
+    if (pumping || finished) return;
+    pumping = true;
+    try {
+      while (!finished && !exhausted && inFlight.size < window) {
+        const next = await (segments as AsyncIterator<Segment>).next();
+        if (finished) return;
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        const { offset, bytes } = next.value;
+        inFlight.add(offset);
+        // Not awaited: the window, not the MQTT acknowledgement, paces us.
+        options
+          .send(to, { type: 'chunk.data', id, from, index, offset }, bytes)
+          .catch((error) => fail('internal', `sending chunk ${index} failed: ${error.message}`));
+      }
+      if (exhausted && inFlight.size === 0) finish('sent');
+    } catch (error) {
+      fail('internal', `reading chunk ${index} failed: ${(error as Error).message}`);
+    } finally {
+      pumping = false;
+    }
+  };
+
+  armTimer();
+  options
+    .open()
+    .then((opened) => {
+      if (finished) return;
+      if (!opened) {
+        fail('not-found', `chunk ${index} is not held here`);
+        return;
+      }
+      segments = opened;
+      void pump();
+    })
+    .catch((error) =>
+      fail('internal', `opening chunk ${index} failed: ${(error as Error).message}`),
+    );
+
+  return {
+    ack(offset) {
+      if (finished || !inFlight.delete(offset)) return;
+      armTimer();
+      if (exhausted && inFlight.size === 0) finish('sent');
+      else void pump();
+    },
+    stop: () => finish('stopped'),
+    done,
+  };
+}
+
+/**
+ * Cuts a chunk read by ranges into segments from `start`; an empty chunk is
+ * one empty segment, so that every chunk announces itself at least once.
+ */
+export async function* rangeSegments(
+  read: (offset: number, length: number) => Promise<Buffer>,
+  size: number,
+  start: number,
+  segmentSize: number,
+): AsyncGenerator<Segment> {
+  if (size === 0) {
+    yield { offset: 0, bytes: Buffer.alloc(0) };
+    return;
+  }
+  for (let offset = start; offset < size; offset += segmentSize) {
+    const length = Math.min(segmentSize, size - offset);
+    const bytes = await read(offset, length);
+    if (bytes.byteLength !== length) {
+      throw new Error(`expected ${length} bytes at offset ${offset}, read ${bytes.byteLength}`);
+    }
+    yield { offset, bytes };
+  }
+}

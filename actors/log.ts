@@ -1,0 +1,17 @@
+/**
+ * Structured logs (pino) on stderr, so that stdout stays for what a command
+ * prints. Level from `CLOUDLET_LOG_LEVEL`, else the caller's default.
+ */
+import pino from 'pino';
+
+export type Logger = pino.Logger;
+
+export function createLogger(name: string, defaultLevel: pino.Level = 'info'): Logger {
+  const level = process.env.CLOUDLET_LOG_LEVEL ?? defaultLevel;
+  return pino({ name, level, base: { name } }, pino.destination({ fd: 2, sync: true }));
+}
+
+/** A logger that drops everything, for tests and embedded use. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,237 @@
+/**
+ * One member's connection to the MQTT server: it publishes frames (QoS 1),
+ * decodes every inbound payload, rejects malformed ones with a logged and
+ * counted reason (answering the sender when it can be named), and hands valid
+ * frames to the node. Handlers that throw are logged, never fatal.
+ */
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import {
+  DEFAULT_MAX_HEADER_BYTES,
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  type FrameError,
+  isMemberId,
+  type Message,
+  type Topics,
+} from '../protocol/index.ts';
+import type { Logger } from './log.ts';
+
+export interface LinkOptions {
+  /** `mqtt://host:port` (or `mqtts://`, `ws://`). */
+  url: string;
+  /** This member's id: its inbox is `<root>/node/<id>`. */
+  id: string;
+  topics: Topics;
+  /** Extra filters to subscribe to beside the member's inbox. */
+  subscriptions?: string[];
+  /** Subscribe to the member's own inbox (default true). */
+  inbox?: boolean;
+  /** Published by the MQTT server if this member vanishes. */
+  will?: { topic: string; payload: Buffer; retain: boolean };
+  username?: string;
+  password?: string;
+  /** CA certificate(s) for `mqtts://`. */
+  ca?: Buffer;
+  /** MQTT protocol level: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5;
+  /** Give up on the first connection after this long (default 5000 ms). */
+  connectTimeoutMs?: number;
+  maxHeaderBytes?: number;
+  log: Logger;
+}
+
+export type FrameHandler = (frame: Frame, topic: string) => void;
+export type RejectHandler = (error: FrameError, topic: string) => void;
+export type ConnectionHandler = (connected: boolean) => void;
+
+export interface Link {
+  readonly id: string;
+  readonly topics: Topics;
+  readonly connected: boolean;
+  /** Publishes `message` to member `to`'s inbox, or the broker's. */
+  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  sendToBroker(message: Message, body?: Uint8Array): Promise<void>;
+  /** Publishes raw bytes (tests, status topics). */
+  publishRaw(topic: string, payload: Buffer, options?: { retain?: boolean }): Promise<void>;
+  onFrame(handler: FrameHandler): () => void;
+  onReject(handler: RejectHandler): () => void;
+  onConnection(handler: ConnectionHandler): () => void;
+  /** Rejected payloads by reason, since start. */
+  rejections(): Record<string, number>;
+  close(): Promise<void>;
+}
+
+/** The MQTT server could not be reached or refused us. */
+export class LinkError extends Error {
+  override readonly name = 'LinkError';
+}
+
+export async function connectLink(options: LinkOptions): Promise<Link> {
+  const { topics, log } = options;
+  const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  const frameHandlers = new Set<FrameHandler>();
+  const rejectHandlers = new Set<RejectHandler>();
+  const connectionHandlers = new Set<ConnectionHandler>();
+  const rejected: Record<string, number> = {};
+  const filters = [
+    ...(options.inbox === false ? [] : [topics.node(options.id)]),
+    ...(options.subscriptions ?? []),
+  ];
+
+  const clientOptions: IClientOptions = {
+    clientId: `${topics.root.replaceAll('/', '_')}_${options.id}`,
+    protocolVersion: options.protocolVersion ?? 4,
+    clean: true,
+    keepalive: 10,
+    reconnectPeriod: 1000,
+    connectTimeout: options.connectTimeoutMs ?? 5000,
+    resubscribe: true,
+    ...(options.will ? { will: { ...options.will, qos: 1 } } : {}),
+    ...(options.username !== undefined ? { username: options.username } : {}),
+    ...(options.password !== undefined ? { password: options.password } : {}),
+    ...(options.ca ? { ca: options.ca } : {}),
+  };
+  const client = await connectFirst(options.url, clientOptions, options.connectTimeoutMs ?? 5000);
+  if (filters.length > 0) await client.subscribeAsync(filters, { qos: 1 });
+
+  const notify = (connected: boolean) => {
+    for (const handler of connectionHandlers) safely(log, () => handler(connected));
+  };
+  client.on('connect', () => {
+    log.info({ url: redact(options.url) }, 'MQTT connected');
+    notify(true);
+  });
+  client.on('offline', () => {
+    log.warn({ url: redact(options.url) }, 'MQTT connection lost; reconnecting');
+    notify(false);
+  });
+  client.on('error', (error) => log.warn({ err: error.message }, 'MQTT error'));
+
+  const publish = (topic: string, payload: Buffer, retain = false) =>
+    new Promise<void>((resolve, reject) => {
+      client.publish(topic, payload, { qos: 1, retain }, (error) => {
+        if (error) reject(new LinkError(`publish to ${topic} failed: ${error.message}`));
+        else resolve();
+      });
+    });
+
+  const reject = (error: FrameError, topic: string) => {
+    rejected[error.reason] = (rejected[error.reason] ?? 0) + 1;
+    log.warn({ topic, reason: error.reason, detail: error.message }, 'rejected a message');
+    for (const handler of rejectHandlers) safely(log, () => handler(error, topic));
+    const { from, id, type } = error.partial;
+    // Answer the sender when it can be named; never answer an error with one.
+    if (from && isMemberId(from) && type !== 'error' && from !== options.id) {
+      const answer: Message = {
+        type: 'error',
+        from: options.id,
+        code: 'bad-request',
+        message: `rejected (${error.reason}): ${error.message}`.slice(0, 1024),
+        retryable: false,
+        ...(id ? { id } : {}),
+      };
+      publish(topics.node(from), encodeFrame(answer)).catch(() => {});
+    }
+  };
+
+  client.on('message', (topic, payload) => {
+    const result = decodeFrame(payload, { maxHeaderBytes });
+    if (!result.ok) {
+      reject(result.error, topic);
+      return;
+    }
+    for (const handler of frameHandlers) safely(log, () => handler(result.frame, topic));
+  });
+
+  const subscribe = <T>(set: Set<T>, handler: T) => {
+    set.add(handler);
+    return () => {
+      set.delete(handler);
+    };
+  };
+
+  return {
+    id: options.id,
+    topics,
+    get connected() {
+      return client.connected;
+    },
+    send: (to, message, body) => publish(topics.node(to), encodeFrame(message, body)),
+    sendToBroker: (message, body) => publish(topics.broker, encodeFrame(message, body)),
+    publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
+    onFrame: (handler) => subscribe(frameHandlers, handler),
+    onReject: (handler) => subscribe(rejectHandlers, handler),
+    onConnection: (handler) => subscribe(connectionHandlers, handler),
+    rejections: () => ({ ...rejected }),
+    close: async () => {
+      frameHandlers.clear();
+      connectionHandlers.clear();
+      await client.endAsync();
+    },
+  };
+}
+
+/**
+ * Waits for the first CONNACK: a member that cannot reach its server at
+ * start says so instead of retrying silently. Later losses are retried.
+ */
+function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
+  return new Promise<MqttClient>((resolve, reject) => {
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(url, options);
+    } catch (error) {
+      reject(new LinkError(`cannot use MQTT URL ${redact(url)}: ${(error as Error).message}`));
+      return;
+    }
+    let lastError = 'no answer';
+    let settled = false;
+    const fail = (reason: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.removeAllListeners('connect');
+      client.end(true);
+      reject(new LinkError(`cannot reach the MQTT server at ${redact(url)}: ${reason}`));
+    };
+    const timer = setTimeout(() => fail(lastError), timeoutMs);
+    // Stays attached: an 'error' event without a listener would crash the process.
+    client.on('error', (error) => {
+      if (settled) return;
+      lastError = error.message;
+      // Refused credentials will not get better by retrying.
+      if (
+        'code' in error &&
+        (error.code === 4 || error.code === 5 || error.code === 134 || error.code === 135)
+      ) {
+        fail(`not authorized (${error.message})`);
+      }
+    });
+    client.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(client);
+    });
+  });
+}
+
+function safely(log: Logger, run: () => void) {
+  try {
+    run();
+  } catch (error) {
+    log.error({ err: error }, 'a message handler failed');
+  }
+}
+
+/** The URL without its password, for logs and errors. */
+export function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return url;
+  }
+}

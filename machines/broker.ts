@@ -1,0 +1,413 @@
+/**
+ * The broker (§IV, §V): connecting ──▶ online ⇄ reconnecting.
+ *
+ * It owns one `membership` actor per VM (the VM table, §IV.1), one `upload`
+ * actor per upload (§V.D) and one `serveDownload` actor per download
+ * (§V.F/§V.G), and routes every inbound message to the one it concerns.
+ * List, delete and other requests that only need I/O go to short-lived
+ * `request` actors whose output is the reply.
+ */
+import {
+  type ActorRefFrom,
+  type EventObject,
+  enqueueActions,
+  fromCallback,
+  fromPromise,
+  type SnapshotFrom,
+  setup,
+} from 'xstate';
+import type { Frame } from '../protocol/frame.ts';
+import type { Message, MessageOf, VmInfo } from '../protocol/messages.ts';
+import type { ParsedTopic } from '../protocol/topics.ts';
+import {
+  type MembershipInput,
+  type MembershipNotice,
+  membershipMachine,
+  vmInfoOf,
+} from './membership.ts';
+import { type ServeDownloadInput, serveDownloadMachine } from './serveDownload.ts';
+import type { SendCommand } from './shared.ts';
+import { type UploadInput, uploadMachine } from './upload.ts';
+
+export interface BrokerConfig {
+  brokerId: string;
+  /** §IV.2.c: chunks per file. */
+  split: number;
+  /** §IV.4.b: bytes taken off a VM's memory per penalty point. */
+  reductionFactor: number;
+  /** The VMs' heartbeat interval (the paper refreshes its table every 5 s). */
+  heartbeatMs: number;
+  /** An edge chunk that does not arrive within this goes to the core. */
+  fetchTimeoutMs: number;
+  segmentSize: number;
+  window: number;
+  /** Uploads and downloads whose member goes silent this long are dropped. */
+  transferIdleTimeoutMs: number;
+}
+
+export type BrokerEvent =
+  | { type: 'CONNECTED' }
+  | { type: 'DISCONNECTED' }
+  | { type: 'FRAME'; frame: Frame; topic: ParsedTopic; at: number }
+  | MembershipNotice;
+
+export interface BrokerContext {
+  config: BrokerConfig;
+  /** Names with an upload in flight, to their transfer id. */
+  uploading: Record<string, string>;
+}
+
+/** What request actors (list, delete) are given. */
+export interface RequestInput {
+  request: MessageOf<'list.request' | 'delete.request'>;
+  table: VmInfo[];
+}
+
+type MembershipRef = ActorRefFrom<typeof membershipMachine>;
+
+export const vmKey = (id: string) => `vm:${id}`;
+export const uploadKey = (id: string) => `upload:${id}`;
+export const serveKey = (id: string) => `serve:${id}`;
+const requestKey = (message: Message) =>
+  `request:${message.from}:${'id' in message ? message.id : ''}`;
+
+export const brokerMachine = setup({
+  types: {
+    context: {} as BrokerContext,
+    events: {} as BrokerEvent,
+    input: {} as BrokerConfig,
+  },
+  actors: {
+    /** The MQTT connection: sends back CONNECTED, DISCONNECTED and FRAME. */
+    mqttBridge: fromCallback<EventObject, { brokerId: string }>(() => {
+      throw new Error('mqttBridge is provided by the runtime');
+    }),
+    membership: membershipMachine,
+    upload: uploadMachine,
+    serveDownload: serveDownloadMachine,
+    /** Answers one list or delete request; its output is the reply. */
+    request: fromPromise<SendCommand, RequestInput>(async () => {
+      throw new Error('request is provided by the runtime');
+    }),
+  },
+  actions: {
+    send: (_, _command: SendCommand) => {
+      throw new Error('send is provided by the runtime');
+    },
+  },
+}).createMachine({
+  id: 'broker',
+  context: ({ input }) => ({ config: input, uploading: {} }),
+  invoke: {
+    id: 'bridge',
+    src: 'mqttBridge',
+    input: ({ context }) => ({ brokerId: context.config.brokerId }),
+  },
+  initial: 'connecting',
+  states: {
+    connecting: { on: { CONNECTED: 'online' } },
+    online: { on: { DISCONNECTED: 'reconnecting' } },
+    reconnecting: { on: { CONNECTED: 'online' } },
+  },
+  on: {
+    FRAME: {
+      actions: enqueueActions(({ context, event, enqueue, self }) => {
+        if (event.type !== 'FRAME') return;
+        const snapshot = self.getSnapshot() as BrokerSnapshot;
+        for (const step of route(context, event, snapshot)) {
+          switch (step.kind) {
+            case 'send':
+              enqueue({ type: 'send', params: step.command });
+              break;
+            case 'tell': {
+              const child = snapshot.children[step.key];
+              if (child) enqueue.sendTo(child as MembershipRef, step.event as never);
+              break;
+            }
+            case 'uploading':
+              enqueue.assign({ uploading: step.uploading });
+              break;
+            case 'spawn':
+              enqueue.spawnChild(step.src, { id: step.key, input: step.input as never });
+              break;
+          }
+        }
+      }),
+    },
+    // A VM's status changed: uploads placed on it must know (§V.D).
+    'VM.STATUS': {
+      actions: enqueueActions(({ event, enqueue, self }) => {
+        for (const [key, child] of Object.entries(self.getSnapshot().children)) {
+          if (key.startsWith('upload:') && child) enqueue.sendTo(child, event);
+        }
+      }),
+    },
+    'xstate.done.actor.*': {
+      actions: enqueueActions(({ event, enqueue, context }) => {
+        const done = event as unknown as { actorId: string; output: unknown };
+        if (done.actorId.startsWith('request:')) {
+          enqueue({ type: 'send', params: done.output as SendCommand });
+        } else if (done.actorId.startsWith('upload:')) {
+          const transferId = done.actorId.slice('upload:'.length);
+          enqueue.assign({
+            uploading: Object.fromEntries(
+              Object.entries(context.uploading).filter(([, id]) => id !== transferId),
+            ),
+          });
+        }
+      }),
+    },
+  },
+});
+
+export type BrokerSnapshot = SnapshotFrom<typeof brokerMachine>;
+
+/** The VM table (§IV.1) as the broker holds it now. */
+export function vmTable(snapshot: BrokerSnapshot): VmInfo[] {
+  return Object.entries(snapshot.children)
+    .filter(([key, child]) => key.startsWith('vm:') && child)
+    .map(([, child]) => vmInfoOf((child as MembershipRef).getSnapshot()))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** An event for a child actor, checked by the child's own event type. */
+type ChildEvent = { type: string } & Record<string, unknown>;
+
+/** One thing to do about an inbound message. */
+export type RouteStep =
+  | { kind: 'send'; command: SendCommand }
+  | { kind: 'tell'; key: string; event: ChildEvent }
+  | {
+      kind: 'spawn';
+      src: 'membership' | 'upload' | 'serveDownload' | 'request';
+      key: string;
+      input: unknown;
+    }
+  | { kind: 'uploading'; uploading: Record<string, string> };
+
+/**
+ * Decides where an inbound message goes (§V.A–§V.G): to the actor it
+ * concerns, to a new one, or straight back as a reply.
+ */
+export function route(
+  context: BrokerContext,
+  event: Extract<BrokerEvent, { type: 'FRAME' }>,
+  snapshot: BrokerSnapshot,
+): RouteStep[] {
+  const steps: RouteStep[] = [];
+  const { config } = context;
+  const { message, body } = event.frame;
+  const has = (key: string) => snapshot.children[key] !== undefined;
+  const tell = (key: string, childEvent: ChildEvent) => {
+    if (has(key)) steps.push({ kind: 'tell', key, event: childEvent });
+  };
+  const reply = (to: string, answer: Message) =>
+    steps.push({ kind: 'send', command: { type: 'SEND', to, message: answer } });
+  const refuse = (to: string, id: string | undefined, code: 'bad-request' | 'busy', text: string) =>
+    reply(to, {
+      type: 'error',
+      from: config.brokerId,
+      code,
+      message: text,
+      retryable: code === 'busy',
+      ...(id ? { id } : {}),
+    });
+
+  if (event.topic.kind === 'status') {
+    // A VM's will (§IV.3.b): it vanished without saying goodbye.
+    if (message.type === 'status' && message.from === event.topic.id && !message.online) {
+      tell(vmKey(message.from), { type: 'OFFLINE', incarnation: message.incarnation });
+    }
+    return steps;
+  }
+  if (event.topic.kind !== 'broker') return steps;
+
+  switch (message.type) {
+    // §V.C: join and heartbeats.
+    case 'join': {
+      if (message.from === config.brokerId) {
+        refuse(
+          message.from,
+          message.id,
+          'bad-request',
+          `a VM cannot use the broker's id "${config.brokerId}"`,
+        );
+        break;
+      }
+      const report = {
+        id: message.id,
+        incarnation: message.incarnation,
+        address: message.address,
+        cpu: message.cpu,
+        memoryFree: message.memoryFree,
+        at: event.at,
+      };
+      if (has(vmKey(message.from))) tell(vmKey(message.from), { type: 'JOIN', ...report });
+      else
+        steps.push({
+          kind: 'spawn',
+          src: 'membership',
+          key: vmKey(message.from),
+          input: {
+            id: message.from,
+            brokerId: config.brokerId,
+            heartbeatMs: config.heartbeatMs,
+            reductionFactor: config.reductionFactor,
+            join: report,
+          } satisfies MembershipInput,
+        });
+      break;
+    }
+    case 'heartbeat': {
+      if (has(vmKey(message.from))) {
+        tell(vmKey(message.from), {
+          type: 'HEARTBEAT',
+          incarnation: message.incarnation,
+          cpu: message.cpu,
+          memoryFree: message.memoryFree,
+          at: event.at,
+        });
+      } else {
+        reply(message.from, {
+          type: 'rejoin',
+          from: config.brokerId,
+          reason: 'the broker does not know this VM; join again',
+        });
+      }
+      break;
+    }
+
+    // §V.D: uploads.
+    case 'upload.begin': {
+      if (has(uploadKey(message.id))) break; // a duplicate delivery
+      if (context.uploading[message.name]) {
+        refuse(
+          message.from,
+          message.id,
+          'busy',
+          `"${message.name}" is being uploaded by another member; try again later`,
+        );
+        break;
+      }
+      steps.push({
+        kind: 'uploading',
+        uploading: { ...context.uploading, [message.name]: message.id },
+      });
+      steps.push({
+        kind: 'spawn',
+        src: 'upload',
+        key: uploadKey(message.id),
+        input: {
+          transferId: message.id,
+          requester: message.from,
+          brokerId: config.brokerId,
+          name: message.name,
+          size: message.size,
+          overwrite: message.overwrite,
+          segmentSize: config.segmentSize,
+          window: config.window,
+          idleTimeoutMs: config.transferIdleTimeoutMs,
+          split: config.split,
+          // §IV.2.b: only the active VMs are candidates.
+          candidates: vmTable(snapshot)
+            .filter((vm) => vm.status === 'alive')
+            .map((vm) => ({ id: vm.id, memoryEffective: vm.memoryEffective })),
+        } satisfies UploadInput,
+      });
+      break;
+    }
+    // Late messages of a transfer that already ended find no actor: dropped.
+    case 'upload.segment':
+      tell(uploadKey(message.id), {
+        type: 'SEGMENT',
+        index: message.index,
+        offset: message.offset,
+        bytes: body,
+      });
+      break;
+    case 'upload.end':
+      tell(uploadKey(message.id), { type: 'END', sha256: message.sha256 });
+      break;
+    case 'upload.abort':
+      tell(uploadKey(message.id), { type: 'ABORT', reason: message.reason });
+      break;
+    case 'chunk.stored':
+      tell(uploadKey(message.id), { ...message, type: 'VM_STORED' });
+      break;
+    case 'error':
+      if (message.id) {
+        tell(uploadKey(message.id), {
+          type: 'VM_ERROR',
+          from: message.from,
+          code: message.code,
+          message: message.message,
+          retryable: message.retryable,
+          ...(message.index !== undefined ? { index: message.index } : {}),
+        });
+      }
+      break;
+
+    // §V.F, §V.G: downloads.
+    case 'download.request':
+      if (has(serveKey(message.id))) break;
+      steps.push({
+        kind: 'spawn',
+        src: 'serveDownload',
+        key: serveKey(message.id),
+        input: {
+          transferId: message.id,
+          requester: message.from,
+          brokerId: config.brokerId,
+          name: message.name,
+          vmStatus: Object.fromEntries(vmTable(snapshot).map((vm) => [vm.id, vm.status])),
+          fetchTimeoutMs: config.fetchTimeoutMs,
+          segmentSize: config.segmentSize,
+          window: config.window,
+          idleTimeoutMs: config.transferIdleTimeoutMs,
+        } satisfies ServeDownloadInput,
+      });
+      break;
+    case 'download.fallback':
+      tell(serveKey(message.id), {
+        type: 'FALLBACK',
+        index: message.index,
+        offset: message.offset,
+        reason: message.reason,
+      });
+      break;
+    case 'download.done':
+      tell(serveKey(message.id), { type: 'DONE', ok: message.ok });
+      break;
+    case 'chunk.ack':
+      tell(serveKey(message.id), { type: 'ACK', index: message.index, offset: message.offset });
+      break;
+
+    // §V.E and the rest.
+    case 'vms.request':
+      reply(message.from, {
+        type: 'vms.response',
+        id: message.id,
+        from: config.brokerId,
+        vms: vmTable(snapshot),
+      });
+      break;
+    case 'list.request':
+    case 'delete.request':
+      if (has(requestKey(message))) break;
+      steps.push({
+        kind: 'spawn',
+        src: 'request',
+        key: requestKey(message),
+        input: { request: message, table: vmTable(snapshot) } satisfies RequestInput,
+      });
+      break;
+    default:
+      refuse(
+        message.from,
+        'id' in message ? message.id : undefined,
+        'bad-request',
+        `the broker does not take ${message.type} messages`,
+      );
+  }
+  return steps;
+}

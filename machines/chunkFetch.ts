@@ -1,0 +1,270 @@
+/**
+ * Fetching one chunk for a download, with the paper's failover (§IV.3.b,
+ * §V.G):
+ *
+ *   edge ──(VM failed, silent for fetchTimeout, error, or bytes that fail
+ *           their sha256)──▶ core ──▶ done | failed
+ *
+ * A chunk whose VM the broker already knows failed starts at `core`. Bytes
+ * are written as they arrive (by the `chunkSink` actor, which also hashes
+ * them and acknowledges each segment to its sender); a switch to the core
+ * after a timeout resumes at the next byte, a checksum failure from byte 0.
+ */
+import { assign, enqueueActions, fromCallback, setup } from 'xstate';
+import type { Failure, SendCommand } from './shared.ts';
+
+export interface ChunkFetchInput {
+  transferId: string;
+  brokerId: string;
+  /** This member, the requester. */
+  self: string;
+  index: number;
+  size: number;
+  sha256: string;
+  source: 'edge' | 'core';
+  /** The VM holding the chunk; `null` when it lives in the core only. */
+  vm: string | null;
+  fetchTimeoutMs: number;
+  /** Fail when the core sends nothing for this long. */
+  coreTimeoutMs: number;
+}
+
+export type FallbackReason = 'timeout' | 'integrity' | 'error';
+
+/** Commands to the sink that writes this chunk's bytes. */
+export type SinkCommand =
+  | { type: 'WRITE'; offset: number; bytes: Buffer; ackTo: string }
+  /** Discard the hash so far: the chunk is fetched again from byte 0. */
+  | { type: 'RESET' };
+
+export type ChunkFetchEvent =
+  | { type: 'DATA'; from: string; offset: number; bytes: Buffer }
+  | { type: 'SOURCE_ERROR'; from: string; message: string }
+  // from the sink
+  | { type: 'COMPLETE'; sha256: string }
+  | { type: 'SINK_FAILED'; message: string };
+
+export interface ChunkFetchContext extends ChunkFetchInput {
+  /** Next byte expected within the chunk. */
+  next: number;
+  edgeBytes: number;
+  coreBytes: number;
+  /** Why the edge was left, when it was. */
+  fallback: FallbackReason | null;
+  failure: Failure | null;
+}
+
+export interface ChunkFetchOutput {
+  index: number;
+  ok: boolean;
+  /** Where the bytes finally came from. */
+  source: 'edge' | 'core';
+  edgeBytes: number;
+  coreBytes: number;
+  fallback: FallbackReason | null;
+  failure: Failure | null;
+}
+
+export const chunkFetchMachine = setup({
+  types: {
+    input: {} as ChunkFetchInput,
+    context: {} as ChunkFetchContext,
+    events: {} as ChunkFetchEvent,
+    output: {} as ChunkFetchOutput,
+  },
+  actors: {
+    /** Writes the chunk's bytes in order, hashes them, acks each segment. */
+    chunkSink: fromCallback<SinkCommand, { index: number; size: number }>(() => {
+      throw new Error('chunkSink is provided by the runtime');
+    }),
+  },
+  delays: {
+    fetchTimeout: ({ context }) => context.fetchTimeoutMs,
+    coreTimeout: ({ context }) => context.coreTimeoutMs,
+  },
+  guards: {
+    startsAtCore: ({ context }) => context.source === 'core' || context.vm === null,
+    edgeInOrder: ({ context, event }) =>
+      event.type === 'DATA' && event.from === context.vm && inOrder(context, event),
+    coreInOrder: ({ context, event }) =>
+      event.type === 'DATA' && event.from === context.brokerId && inOrder(context, event),
+    fromEdge: ({ context, event }) => 'from' in event && event.from === context.vm,
+    fromCore: ({ context, event }) => 'from' in event && event.from === context.brokerId,
+    intact: ({ context, event }) => event.type === 'COMPLETE' && event.sha256 === context.sha256,
+  },
+  actions: {
+    send: (_, _command: SendCommand) => {
+      throw new Error('send is provided by the runtime');
+    },
+    accept: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'DATA') return;
+      const fromCore = event.from === context.brokerId;
+      enqueue.assign({
+        next: context.next + event.bytes.byteLength,
+        edgeBytes: context.edgeBytes + (fromCore ? 0 : event.bytes.byteLength),
+        coreBytes: context.coreBytes + (fromCore ? event.bytes.byteLength : 0),
+      });
+      enqueue.sendTo('sink', {
+        type: 'WRITE',
+        offset: event.offset,
+        bytes: event.bytes,
+        ackTo: event.from,
+      } satisfies SinkCommand);
+    }),
+    leaveEdge: assign({ fallback: (_, reason: FallbackReason) => reason }),
+    restartFromZero: enqueueActions(({ enqueue }) => {
+      enqueue.assign({ next: 0 });
+      enqueue.sendTo('sink', { type: 'RESET' } satisfies SinkCommand);
+    }),
+    fail: assign({ failure: (_, failure: Failure) => failure }),
+  },
+}).createMachine({
+  id: 'chunkFetch',
+  context: ({ input }) => ({
+    ...input,
+    next: 0,
+    edgeBytes: 0,
+    coreBytes: 0,
+    fallback: null,
+    failure: null,
+  }),
+  invoke: {
+    id: 'sink',
+    src: 'chunkSink',
+    input: ({ context }) => ({ index: context.index, size: context.size }),
+  },
+  on: {
+    SINK_FAILED: {
+      target: '.failed',
+      actions: {
+        type: 'fail',
+        params: ({ event }) => ({ code: 'internal', message: event.message, retryable: false }),
+      },
+    },
+  },
+  initial: 'start',
+  states: {
+    start: {
+      always: [{ guard: 'startsAtCore', target: 'core' }, { target: 'edge' }],
+    },
+    // §V.F step 6: the holder sends its chunk straight to us.
+    edge: {
+      initial: 'waiting',
+      states: {
+        waiting: {
+          after: {
+            fetchTimeout: {
+              target: '#chunkFetch.core',
+              actions: { type: 'leaveEdge', params: 'timeout' },
+            },
+          },
+        },
+      },
+      on: {
+        DATA: { guard: 'edgeInOrder', target: '.waiting', reenter: true, actions: 'accept' },
+        SOURCE_ERROR: {
+          guard: 'fromEdge',
+          target: 'core',
+          actions: { type: 'leaveEdge', params: 'error' },
+        },
+        COMPLETE: [
+          { guard: 'intact', target: 'done' },
+          // Bad bytes on the edge: start over from the core.
+          {
+            target: 'core',
+            actions: [{ type: 'leaveEdge', params: 'integrity' }, 'restartFromZero'],
+          },
+        ],
+      },
+    },
+    // §V.G steps 4 and 7: the broker sends the chunk from the core.
+    core: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        // Chunks planned from the core are already on their way.
+        if (context.fallback === null) return;
+        enqueue({
+          type: 'send',
+          params: {
+            type: 'SEND',
+            to: null,
+            message: {
+              type: 'download.fallback',
+              id: context.transferId,
+              from: context.self,
+              index: context.index,
+              offset: context.next,
+              reason: context.fallback,
+            },
+          },
+        });
+      }),
+      initial: 'waiting',
+      states: {
+        waiting: {
+          after: {
+            coreTimeout: {
+              target: '#chunkFetch.failed',
+              actions: {
+                type: 'fail',
+                params: ({ context }) => ({
+                  code: 'timeout',
+                  message: `chunk ${context.index}: the core sent nothing for ${context.coreTimeoutMs} ms`,
+                  retryable: true,
+                }),
+              },
+            },
+          },
+        },
+      },
+      on: {
+        DATA: { guard: 'coreInOrder', target: '.waiting', reenter: true, actions: 'accept' },
+        SOURCE_ERROR: {
+          guard: 'fromCore',
+          target: 'failed',
+          actions: {
+            type: 'fail',
+            params: ({ context, event }) => ({
+              code: 'unavailable',
+              message: `chunk ${context.index} from the core: ${event.message}`,
+              retryable: true,
+            }),
+          },
+        },
+        COMPLETE: [
+          { guard: 'intact', target: 'done' },
+          {
+            target: 'failed',
+            actions: {
+              type: 'fail',
+              params: ({ context }) => ({
+                code: 'integrity',
+                message: `chunk ${context.index} from the core does not match its sha256`,
+                retryable: false,
+              }),
+            },
+          },
+        ],
+      },
+    },
+    done: { type: 'final' },
+    failed: { type: 'final' },
+  },
+  output: ({ context }) => ({
+    index: context.index,
+    ok: context.failure === null,
+    source:
+      context.fallback === null && context.vm !== null && context.source === 'edge'
+        ? 'edge'
+        : 'core',
+    edgeBytes: context.edgeBytes,
+    coreBytes: context.coreBytes,
+    fallback: context.fallback,
+    failure: context.failure,
+  }),
+});
+
+function inOrder(context: ChunkFetchContext, event: { offset: number; bytes: Buffer }) {
+  if (event.offset !== context.next) return false;
+  if (context.size === 0) return event.bytes.byteLength === 0;
+  return event.bytes.byteLength > 0 && event.offset + event.bytes.byteLength <= context.size;
+}

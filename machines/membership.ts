@@ -1,0 +1,241 @@
+/**
+ * One VM's liveness as the broker sees it (§IV.1, §IV.4, §V.C):
+ *
+ *   alive ──(no heartbeat for 1.5 intervals)──▶ suspect
+ *   suspect ──(no heartbeat for 3 intervals)──▶ failed
+ *   alive | suspect ──(its MQTT will)──▶ failed
+ *   failed ──(join)──▶ alive, penalty + 1
+ *
+ * A join from a new incarnation (the VM process restarted) while the table
+ * still thinks it alive is a failure the broker did not see: it costs a
+ * penalty too. A join from the same incarnation (an MQTT reconnect) does not.
+ */
+import { assign, type SnapshotFrom, sendParent, setup } from 'xstate';
+import type { CpuInfo, VmInfo } from '../protocol/messages.ts';
+import { effectiveMemory } from './placement.ts';
+import type { SendCommand } from './shared.ts';
+
+export interface MembershipInput {
+  id: string;
+  brokerId: string;
+  heartbeatMs: number;
+  reductionFactor: number;
+  join: VmReport & { id: string; address: string };
+  /** Restored from the metadata store: failures counted before. */
+  penalty?: number;
+}
+
+/** What a VM tells the broker about itself, stamped with arrival time. */
+export interface VmReport {
+  incarnation: string;
+  cpu: CpuInfo;
+  memoryFree: number;
+  /** Epoch ms when the message arrived. */
+  at: number;
+}
+
+export interface MembershipContext {
+  id: string;
+  address: string;
+  cpu: CpuInfo;
+  memoryFree: number;
+  penalty: number;
+  incarnation: string;
+  lastSeen: number;
+  heartbeatMs: number;
+  reductionFactor: number;
+  brokerId: string;
+  /** Request id of the last join, echoed in its acknowledgement. */
+  joinId: string;
+}
+
+export type MembershipEvent =
+  | ({ type: 'JOIN'; id: string; address: string } & VmReport)
+  | ({ type: 'HEARTBEAT' } & VmReport)
+  | { type: 'OFFLINE'; incarnation: string };
+
+/** Told to the parent (the broker) whenever the status changes. */
+export interface MembershipNotice {
+  type: 'VM.STATUS';
+  id: string;
+  status: VmInfo['status'];
+  penalty: number;
+}
+
+// §V.C step 2: the broker answers a join with the table's view of the VM.
+const ackJoin = {
+  type: 'send' as const,
+  params: ({ context }: { context: MembershipContext }): SendCommand => ({
+    type: 'SEND',
+    to: context.id,
+    message: {
+      type: 'join.ack',
+      id: context.joinId,
+      from: context.brokerId,
+      heartbeatMs: context.heartbeatMs,
+      penalty: context.penalty,
+      memoryEffective: effectiveMemory(
+        context.memoryFree,
+        context.penalty,
+        context.reductionFactor,
+      ),
+    },
+  }),
+};
+
+// A heartbeat from a VM the table holds as failed, or from another
+// incarnation: it must join again (and be counted when it does).
+const askToRejoin = {
+  type: 'send' as const,
+  params: ({ context }: { context: MembershipContext }): SendCommand => ({
+    type: 'SEND',
+    to: context.id,
+    message: {
+      type: 'rejoin',
+      from: context.brokerId,
+      reason: 'the broker holds this VM as failed or restarted; join again',
+    },
+  }),
+};
+
+export const membershipMachine = setup({
+  types: {
+    input: {} as MembershipInput,
+    context: {} as MembershipContext,
+    events: {} as MembershipEvent,
+  },
+  delays: {
+    // The paper refreshes its table every 5 s; one late heartbeat makes a VM
+    // suspect, three intervals of silence make it failed.
+    suspectAfter: ({ context }) => context.heartbeatMs * 1.5,
+    failedAfter: ({ context }) => context.heartbeatMs * 1.5,
+  },
+  guards: {
+    sameIncarnation: ({ context, event }) =>
+      'incarnation' in event && event.incarnation === context.incarnation,
+  },
+  actions: {
+    recordReport: assign(({ event }) => {
+      if (event.type !== 'JOIN' && event.type !== 'HEARTBEAT') return {};
+      return {
+        cpu: event.cpu,
+        memoryFree: event.memoryFree,
+        lastSeen: event.at,
+        incarnation: event.incarnation,
+        ...(event.type === 'JOIN' ? { address: event.address, joinId: event.id } : {}),
+      };
+    }),
+    // §IV.4.a: "Increase the penalty of the corresponding virtual machine".
+    addPenalty: assign({ penalty: ({ context }) => context.penalty + 1 }),
+    notifyStatus: sendParent(({ context }, params: { status: VmInfo['status'] }) => ({
+      type: 'VM.STATUS',
+      id: context.id,
+      status: params.status,
+      penalty: context.penalty,
+    })),
+    send: (_, _command: SendCommand) => {
+      throw new Error('send is provided by the runtime');
+    },
+  },
+}).createMachine({
+  id: 'membership',
+  context: ({ input }) => ({
+    id: input.id,
+    address: input.join.address,
+    cpu: input.join.cpu,
+    memoryFree: input.join.memoryFree,
+    penalty: input.penalty ?? 0,
+    incarnation: input.join.incarnation,
+    lastSeen: input.join.at,
+    heartbeatMs: input.heartbeatMs,
+    reductionFactor: input.reductionFactor,
+    brokerId: input.brokerId,
+    joinId: input.join.id,
+  }),
+  entry: ackJoin,
+  initial: 'alive',
+  states: {
+    alive: {
+      entry: { type: 'notifyStatus', params: { status: 'alive' } },
+      // The timer lives in a child state so that a heartbeat restarts it
+      // without re-entering `alive` (and announcing it again).
+      initial: 'beating',
+      states: {
+        beating: {
+          after: { suspectAfter: '#membership.suspect' },
+          on: {
+            HEARTBEAT: {
+              guard: 'sameIncarnation',
+              target: 'beating',
+              reenter: true,
+              actions: 'recordReport',
+            },
+            JOIN: {
+              guard: 'sameIncarnation',
+              target: 'beating',
+              reenter: true,
+              actions: ['recordReport', ackJoin],
+            },
+          },
+        },
+      },
+      on: {
+        HEARTBEAT: { actions: askToRejoin },
+        // A new incarnation: restarted before we noticed. It failed, and
+        // rejoins (§IV.4).
+        JOIN: {
+          target: 'alive',
+          reenter: true,
+          actions: ['recordReport', 'addPenalty', ackJoin],
+        },
+        OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+      },
+    },
+    suspect: {
+      entry: { type: 'notifyStatus', params: { status: 'suspect' } },
+      after: { failedAfter: 'failed' },
+      on: {
+        HEARTBEAT: [
+          { guard: 'sameIncarnation', target: 'alive', actions: 'recordReport' },
+          { actions: askToRejoin },
+        ],
+        JOIN: [
+          { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
+          { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+        ],
+        OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+      },
+    },
+    failed: {
+      entry: { type: 'notifyStatus', params: { status: 'failed' } },
+      on: {
+        // §IV.4 / §V.C step 2: a failed VM that joins again.
+        JOIN: { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+        HEARTBEAT: { actions: askToRejoin },
+      },
+    },
+  },
+});
+
+export type MembershipSnapshot = SnapshotFrom<typeof membershipMachine>;
+
+export function statusOf(snapshot: MembershipSnapshot): VmInfo['status'] {
+  if (snapshot.matches('alive')) return 'alive';
+  if (snapshot.matches('suspect')) return 'suspect';
+  return 'failed';
+}
+
+/** The VM table row (§IV.1) for one membership snapshot. */
+export function vmInfoOf(snapshot: MembershipSnapshot): VmInfo {
+  const { context } = snapshot;
+  return {
+    id: context.id,
+    address: context.address,
+    cpu: context.cpu,
+    memoryFree: context.memoryFree,
+    memoryEffective: effectiveMemory(context.memoryFree, context.penalty, context.reductionFactor),
+    penalty: context.penalty,
+    status: statusOf(snapshot),
+    lastSeen: new Date(context.lastSeen).toISOString(),
+  };
+}

@@ -1,0 +1,237 @@
+/**
+ * The broker's side of one download (§V.F steps 2–4, §V.G steps 2–7):
+ *
+ *   locating ──(file found)──▶ serving ──(requester done, or silent)──▶ finished
+ *      └──(not found)──▶ finished, with an error to the requester
+ *
+ * On entering `serving` it tells every alive holder to send its chunk
+ * straight to the requester, and streams from the core the chunks whose VM
+ * failed. Later the requester may ask for any chunk from the core (a VM that
+ * timed out, or bytes that failed their checksum): that is a failover.
+ */
+import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
+import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { type Failure, type SendCommand, toFailure } from './shared.ts';
+
+export interface ServeDownloadInput {
+  transferId: string;
+  requester: string;
+  brokerId: string;
+  name: string;
+  /** VM statuses when the request arrived (§V.F step 3). */
+  vmStatus: Record<string, VmInfo['status']>;
+  fetchTimeoutMs: number;
+  segmentSize: number;
+  window: number;
+  /** Stop serving when the requester is silent for this long. */
+  idleTimeoutMs: number;
+}
+
+/** Commands to the actor that streams chunks from the core. */
+export type CoreServerCommand =
+  | { type: 'START'; index: number; offset: number }
+  | { type: 'ACK'; index: number; offset: number };
+
+export type ServeDownloadEvent =
+  | { type: 'FALLBACK'; index: number; offset: number; reason: string }
+  | { type: 'ACK'; index: number; offset: number }
+  | { type: 'DONE'; ok: boolean };
+
+export interface ServeDownloadContext extends ServeDownloadInput {
+  file: FileInfo | null;
+  /** Chunks served from the core because their VM had failed. */
+  planCore: number[];
+  /** Chunks the requester asked again from the core. */
+  failovers: number;
+  ok: boolean | null;
+  failure: Failure | null;
+}
+
+export interface ServeDownloadOutput {
+  name: string;
+  ok: boolean | null;
+  planCore: number[];
+  failovers: number;
+}
+
+export const serveDownloadMachine = setup({
+  types: {
+    input: {} as ServeDownloadInput,
+    context: {} as ServeDownloadContext,
+    events: {} as ServeDownloadEvent,
+    output: {} as ServeDownloadOutput,
+  },
+  actors: {
+    lookupFile: fromPromise<FileInfo, { name: string }>(async () => {
+      throw new Error('lookupFile is provided by the runtime');
+    }),
+    /** Streams chunks of one file from the core to the requester. */
+    coreServer: fromCallback<
+      CoreServerCommand,
+      { file: FileInfo; transferId: string; requester: string }
+    >(() => {
+      throw new Error('coreServer is provided by the runtime');
+    }),
+  },
+  delays: {
+    idleTimeout: ({ context }) => context.idleTimeoutMs,
+  },
+  guards: {
+    knownChunk: ({ context, event }) =>
+      'index' in event && context.file !== null && event.index < context.file.chunks.length,
+  },
+  actions: {
+    send: (_, _command: SendCommand) => {
+      throw new Error('send is provided by the runtime');
+    },
+  },
+}).createMachine({
+  id: 'serveDownload',
+  context: ({ input }) => ({
+    ...input,
+    file: null,
+    planCore: [],
+    failovers: 0,
+    ok: null,
+    failure: null,
+  }),
+  initial: 'locating',
+  states: {
+    // §V.F step 3: the metadata says which VM holds which chunk.
+    locating: {
+      invoke: {
+        src: 'lookupFile',
+        input: ({ context }) => ({ name: context.name }),
+        onDone: {
+          target: 'serving',
+          actions: assign(({ context, event }) => ({
+            file: event.output,
+            planCore: event.output.chunks
+              .filter((chunk) => !isLive(context, chunk.vm))
+              .map((chunk) => chunk.index),
+          })),
+        },
+        onError: {
+          target: 'finished',
+          actions: [
+            assign({ failure: ({ event }) => toFailure(event.error) }),
+            {
+              type: 'send',
+              params: ({ context }) => ({
+                type: 'SEND',
+                to: context.requester,
+                message: {
+                  type: 'error',
+                  id: context.transferId,
+                  from: context.brokerId,
+                  ...(context.failure as Failure),
+                },
+              }),
+            },
+          ],
+        },
+      },
+    },
+    serving: {
+      invoke: {
+        id: 'core',
+        src: 'coreServer',
+        input: ({ context }) => ({
+          file: context.file as FileInfo,
+          transferId: context.transferId,
+          requester: context.requester,
+        }),
+      },
+      entry: enqueueActions(({ context, enqueue }) => {
+        const file = context.file as FileInfo;
+        enqueue({
+          type: 'send',
+          params: {
+            type: 'SEND',
+            to: context.requester,
+            message: {
+              type: 'download.plan',
+              id: context.transferId,
+              from: context.brokerId,
+              file,
+              sources: file.chunks.map((chunk) => ({
+                index: chunk.index,
+                source: context.planCore.includes(chunk.index) ? 'core' : 'edge',
+                vm: chunk.vm,
+              })),
+              segmentSize: context.segmentSize,
+              window: context.window,
+              fetchTimeoutMs: context.fetchTimeoutMs,
+            },
+          },
+        });
+        for (const chunk of file.chunks) {
+          if (context.planCore.includes(chunk.index) || chunk.vm === null) {
+            // §V.G step 4: the failed VM's chunk comes from the core.
+            enqueue.sendTo('core', { type: 'START', index: chunk.index, offset: 0 });
+          } else {
+            // §V.F step 4: notify the holder to send its chunk to the requester.
+            enqueue({
+              type: 'send',
+              params: {
+                type: 'SEND',
+                to: chunk.vm,
+                message: {
+                  type: 'chunk.fetch',
+                  id: context.transferId,
+                  from: context.brokerId,
+                  to: context.requester,
+                  fileId: file.fileId,
+                  index: chunk.index,
+                  chunkSize: chunk.size,
+                  offset: 0,
+                  segmentSize: context.segmentSize,
+                  window: context.window,
+                },
+              },
+            });
+          }
+        }
+      }),
+      initial: 'active',
+      states: {
+        active: { after: { idleTimeout: '#serveDownload.finished' } },
+      },
+      on: {
+        FALLBACK: {
+          guard: 'knownChunk',
+          target: '.active',
+          reenter: true,
+          actions: [
+            assign({ failovers: ({ context }) => context.failovers + 1 }),
+            sendTo('core', ({ event }) => ({
+              type: 'START',
+              index: event.index,
+              offset: event.offset,
+            })),
+          ],
+        },
+        ACK: {
+          guard: 'knownChunk',
+          target: '.active',
+          reenter: true,
+          actions: sendTo('core', ({ event }) => event),
+        },
+        DONE: { target: 'finished', actions: assign({ ok: ({ event }) => event.ok }) },
+      },
+    },
+    finished: { type: 'final' },
+  },
+  output: ({ context }) => ({
+    name: context.name,
+    ok: context.ok,
+    planCore: context.planCore,
+    failovers: context.failovers,
+  }),
+});
+
+function isLive(context: ServeDownloadContext, vm: string | null) {
+  if (vm === null) return false;
+  const status = context.vmStatus[vm];
+  return status === 'alive' || status === 'suspect';
+}

@@ -1,0 +1,483 @@
+/**
+ * One upload, on the broker (§IV.2, §V.D):
+ *
+ *   planning ──▶ transferring.receiving ──(end)──▶ transferring.draining
+ *     │            (each segment stored on its VM and streamed into the core,
+ *     │             then acknowledged to the uploader: a bounded window)
+ *     │          ──(all stored)──▶ transferring.sealing (core objects
+ *     │             committed, checksums compared) ──▶ committing ──▶ committed
+ *     ▼
+ *   rejected            any failure in transferring/committing ──▶ aborting
+ *                       (partial chunks removed everywhere) ──▶ aborted
+ *
+ * The upload is committed only when every chunk is acknowledged by its VM
+ * and stored in the core; the uploader always learns the outcome.
+ */
+import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
+import type { ErrorCode, FileInfo } from '../protocol/messages.ts';
+import { type PlacementCandidate, type PlannedChunk, planPlacement } from './placement.ts';
+import { type Failure, type SendCommand, toFailure } from './shared.ts';
+
+export interface UploadInput {
+  transferId: string;
+  /** The member uploading. */
+  requester: string;
+  brokerId: string;
+  name: string;
+  size: number;
+  overwrite: boolean;
+  segmentSize: number;
+  window: number;
+  /** Abort when the uploader sends nothing for this long. */
+  idleTimeoutMs: number;
+  /** The broker's split value (§IV.2.c). */
+  split: number;
+  /** Alive VMs and their effective memory when the upload began. */
+  candidates: PlacementCandidate[];
+}
+
+export type UploadFailure = Failure;
+
+export interface UploadPlan {
+  fileId: string;
+  chunks: PlannedChunk[];
+}
+
+export interface CommitRequest {
+  name: string;
+  size: number;
+  overwrite: boolean;
+  plan: UploadPlan;
+  sealed: SealedChunks;
+}
+
+export interface SealedChunks {
+  /** sha256 of each chunk, by index, as the broker computed it. */
+  chunkSha256: string[];
+  /** sha256 of the whole file, in chunk order. */
+  sha256: string;
+}
+
+export type UploadEvent =
+  | { type: 'SEGMENT'; index: number; offset: number; bytes: Buffer }
+  | { type: 'END'; sha256: string }
+  | { type: 'ABORT'; reason: string }
+  | { type: 'VM.STATUS'; id: string; status: 'alive' | 'suspect' | 'failed' }
+  // from the chunk writer
+  | { type: 'SEGMENT_STORED'; index: number; offset: number }
+  | ({ type: 'WRITE_FAILED' } & UploadFailure)
+  | ({ type: 'SEALED' } & SealedChunks)
+  // forwarded to the chunk writer
+  | {
+      type: 'VM_STORED';
+      from: string;
+      index: number;
+      offset: number;
+      length: number;
+      sha256?: string;
+    }
+  | ({ type: 'VM_ERROR'; from: string; index?: number } & UploadFailure);
+
+/** Commands the machine sends to its chunk writer. */
+export type WriterCommand =
+  | { type: 'WRITE'; index: number; offset: number; bytes: Buffer }
+  | { type: 'SEAL' }
+  | Extract<UploadEvent, { type: 'VM_STORED' | 'VM_ERROR' }>;
+
+export interface UploadContext extends UploadInput {
+  plan: UploadPlan | null;
+  /** Next expected offset within each chunk. */
+  next: number[];
+  /** Segments received per chunk (an empty chunk is one empty segment). */
+  segments: number[];
+  /** Segments received but not yet stored on VM and core. */
+  pending: number;
+  /** The uploader's sha256 of the whole file. */
+  declaredSha256: string | null;
+  sealed: SealedChunks | null;
+  failure: UploadFailure | null;
+  file: FileInfo | null;
+  outcome: UploadOutput['result'] | null;
+}
+
+export interface UploadOutput {
+  result: 'committed' | 'aborted' | 'rejected';
+  file?: FileInfo;
+  failure?: UploadFailure;
+}
+
+const failure = (code: ErrorCode, message: string, retryable = false): UploadFailure => ({
+  code,
+  message,
+  retryable,
+});
+
+export const uploadMachine = setup({
+  types: {
+    input: {} as UploadInput,
+    context: {} as UploadContext,
+    events: {} as UploadEvent,
+    output: {} as UploadOutput,
+  },
+  actors: {
+    /** Checks the name is free (or may be overwritten); names the file. */
+    reserveName: fromPromise<{ fileId: string }, { name: string; overwrite: boolean }>(async () => {
+      throw new Error('reserveName is provided by the runtime');
+    }),
+    /** §V.D steps 4–6 and §IV.2.g: store segments on VMs and in the core. */
+    chunkWriter: fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(() => {
+      throw new Error('chunkWriter is provided by the runtime');
+    }),
+    /** §IV.2.e: record the metadata, replacing an overwritten file. */
+    commitFile: fromPromise<FileInfo, CommitRequest>(async () => {
+      throw new Error('commitFile is provided by the runtime');
+    }),
+    /** Remove every partial chunk from VMs and core. */
+    cleanUp: fromPromise<void, { plan: UploadPlan; transferId: string }>(async () => {
+      throw new Error('cleanUp is provided by the runtime');
+    }),
+  },
+  delays: {
+    idleTimeout: ({ context }) => context.idleTimeoutMs,
+  },
+  guards: {
+    segmentInOrder: ({ context, event }) => {
+      if (event.type !== 'SEGMENT' || !context.plan) return false;
+      const chunk = context.plan.chunks[event.index];
+      if (!chunk || event.offset !== context.next[event.index]) return false;
+      if (chunk.size === 0)
+        return event.bytes.byteLength === 0 && context.segments[event.index] === 0;
+      return event.bytes.byteLength > 0 && event.offset + event.bytes.byteLength <= chunk.size;
+    },
+    allReceived: ({ context }) =>
+      context.plan?.chunks.every(
+        (chunk, index) => context.next[index] === chunk.size && (context.segments[index] ?? 0) > 0,
+      ) ?? false,
+    allStored: ({ context }) => context.pending === 0,
+    plannedVmFailed: ({ context, event }) =>
+      event.type === 'VM.STATUS' &&
+      event.status === 'failed' &&
+      (context.plan?.chunks.some((chunk) => chunk.vm === event.id) ?? false),
+    checksumsMatch: ({ context }) => context.sealed?.sha256 === context.declaredSha256,
+  },
+  actions: {
+    send: sendTo(
+      ({ system }) => system.get('bridge'),
+      (_, command: SendCommand) => command,
+    ),
+    fail: assign({ failure: (_, params: UploadFailure) => params }),
+  },
+}).createMachine({
+  id: 'upload',
+  context: ({ input }) => ({
+    ...input,
+    plan: null,
+    next: [],
+    segments: [],
+    pending: 0,
+    declaredSha256: null,
+    sealed: null,
+    failure: null,
+    file: null,
+    outcome: null,
+  }),
+  initial: 'planning',
+  on: {
+    // An abort or a failed VM stops the upload in any state before commit;
+    // the states below that must not be interrupted override these.
+    ABORT: {
+      target: '.aborting',
+      actions: {
+        type: 'fail',
+        params: ({ event }) => failure('aborted', `the uploader gave up: ${event.reason}`),
+      },
+    },
+    'VM.STATUS': {
+      guard: 'plannedVmFailed',
+      target: '.aborting',
+      actions: {
+        type: 'fail',
+        params: ({ event }) =>
+          failure('unavailable', `VM ${event.id} failed during the upload; try again`, true),
+      },
+    },
+  },
+  states: {
+    planning: {
+      on: { ABORT: '#upload.rejected', 'VM.STATUS': {} },
+      invoke: {
+        src: 'reserveName',
+        input: ({ context }) => ({ name: context.name, overwrite: context.overwrite }),
+        onDone: {
+          target: 'transferring',
+          actions: [
+            // §V.D step 3: the split VMs with the most memory, chunks sized
+            // by their memory fractions.
+            assign(({ context, event }) => {
+              const chunks = planPlacement(context.candidates, context.size, context.split);
+              return {
+                plan: { fileId: event.output.fileId, chunks },
+                next: chunks.map(() => 0),
+                segments: chunks.map(() => 0),
+              };
+            }),
+            {
+              type: 'send',
+              params: ({ context, event }) => ({
+                type: 'SEND',
+                to: context.requester,
+                message: {
+                  type: 'upload.ready',
+                  id: context.transferId,
+                  from: context.brokerId,
+                  fileId: event.output.fileId,
+                  segmentSize: context.segmentSize,
+                  window: context.window,
+                  chunks: (context.plan as UploadPlan).chunks,
+                },
+              }),
+            },
+          ],
+        },
+        onError: {
+          target: 'rejected',
+          actions: {
+            type: 'fail',
+            params: ({ event }) => toFailure(event.error),
+          },
+        },
+      },
+    },
+    transferring: {
+      invoke: {
+        id: 'writer',
+        src: 'chunkWriter',
+        input: ({ context }) => ({
+          plan: context.plan as UploadPlan,
+          transferId: context.transferId,
+        }),
+      },
+      on: {
+        VM_STORED: { actions: sendTo('writer', ({ event }) => event) },
+        VM_ERROR: { actions: sendTo('writer', ({ event }) => event) },
+        WRITE_FAILED: {
+          target: 'aborting',
+          actions: {
+            type: 'fail',
+            params: ({ event }) => failure(event.code, event.message, event.retryable),
+          },
+        },
+        SEGMENT_STORED: {
+          actions: [
+            assign({ pending: ({ context }) => context.pending - 1 }),
+            {
+              type: 'send',
+              params: ({ context, event }) => ({
+                type: 'SEND',
+                to: context.requester,
+                message: {
+                  type: 'upload.ack',
+                  id: context.transferId,
+                  from: context.brokerId,
+                  index: event.index,
+                  offset: event.offset,
+                },
+              }),
+            },
+          ],
+        },
+      },
+      initial: 'receiving',
+      states: {
+        receiving: {
+          initial: 'waiting',
+          states: {
+            waiting: {
+              after: {
+                idleTimeout: {
+                  target: '#upload.aborting',
+                  actions: {
+                    type: 'fail',
+                    params: failure('timeout', 'the uploader went silent', true),
+                  },
+                },
+              },
+            },
+          },
+          on: {
+            SEGMENT: [
+              {
+                guard: 'segmentInOrder',
+                target: '.waiting',
+                reenter: true,
+                actions: [
+                  assign(({ context, event }) => ({
+                    next: context.next.map((offset, index) =>
+                      index === event.index ? offset + event.bytes.byteLength : offset,
+                    ),
+                    segments: context.segments.map((count, index) =>
+                      index === event.index ? count + 1 : count,
+                    ),
+                    pending: context.pending + 1,
+                  })),
+                  sendTo('writer', ({ event }) => ({ ...event, type: 'WRITE' as const })),
+                ],
+              },
+              {
+                target: '#upload.aborting',
+                actions: {
+                  type: 'fail',
+                  params: ({ context, event }) =>
+                    failure(
+                      'bad-request',
+                      `unexpected segment: chunk ${event.index} offset ${event.offset} ` +
+                        `(${event.bytes.byteLength} bytes); expected offset ${context.next[event.index] ?? 'none'}`,
+                    ),
+                },
+              },
+            ],
+            END: [
+              {
+                guard: 'allReceived',
+                target: 'draining',
+                actions: assign({ declaredSha256: ({ event }) => event.sha256 }),
+              },
+              {
+                target: '#upload.aborting',
+                actions: {
+                  type: 'fail',
+                  params: failure('bad-request', 'the upload ended before every chunk was sent'),
+                },
+              },
+            ],
+          },
+        },
+        draining: {
+          always: { guard: 'allStored', target: 'sealing' },
+        },
+        // The last step of backing up to the core (§IV.2.g): core objects are
+        // committed and every checksum compared.
+        sealing: {
+          entry: sendTo('writer', { type: 'SEAL' }),
+          on: {
+            SEALED: [
+              {
+                guard: 'checksumsMatch',
+                target: '#upload.committing',
+                actions: assign({
+                  sealed: ({ event }) => ({ chunkSha256: event.chunkSha256, sha256: event.sha256 }),
+                }),
+              },
+              {
+                target: '#upload.aborting',
+                actions: [
+                  assign({ sealed: ({ event }) => event }),
+                  {
+                    type: 'fail',
+                    params: ({ context, event }) =>
+                      failure(
+                        'integrity',
+                        `the file's sha256 is ${event.sha256} here but ${context.declaredSha256} at the uploader`,
+                        true,
+                      ),
+                  },
+                ],
+              },
+            ],
+          },
+        },
+      },
+    },
+    committing: {
+      // Once the metadata is being written, the upload runs to its end.
+      on: { ABORT: {}, 'VM.STATUS': {} },
+      invoke: {
+        src: 'commitFile',
+        input: ({ context }) => ({
+          name: context.name,
+          size: context.size,
+          overwrite: context.overwrite,
+          plan: context.plan as UploadPlan,
+          sealed: context.sealed as SealedChunks,
+        }),
+        onDone: {
+          target: 'committed',
+          actions: assign({ file: ({ event }) => event.output }),
+        },
+        onError: {
+          target: 'aborting',
+          actions: { type: 'fail', params: ({ event }) => toFailure(event.error) },
+        },
+      },
+    },
+    committed: {
+      type: 'final',
+      entry: [
+        assign({ outcome: 'committed' }),
+        {
+          type: 'send',
+          params: ({ context }) => ({
+            type: 'SEND',
+            to: context.requester,
+            message: {
+              type: 'upload.done',
+              id: context.transferId,
+              from: context.brokerId,
+              file: context.file as FileInfo,
+            },
+          }),
+        },
+      ],
+    },
+    aborting: {
+      on: { ABORT: {}, 'VM.STATUS': {} },
+      invoke: {
+        src: 'cleanUp',
+        input: ({ context }) => ({
+          plan: context.plan as UploadPlan,
+          transferId: context.transferId,
+        }),
+        onDone: 'aborted',
+        // Cleanup is best effort; what it could not remove is logged by it.
+        onError: 'aborted',
+      },
+    },
+    aborted: {
+      type: 'final',
+      entry: [
+        assign({ outcome: 'aborted' }),
+        { type: 'send', params: ({ context }) => errorReply(context) },
+      ],
+    },
+    rejected: {
+      type: 'final',
+      entry: [
+        assign({ outcome: 'rejected' }),
+        { type: 'send', params: ({ context }) => errorReply(context) },
+      ],
+    },
+  },
+  output: ({ context }) =>
+    context.outcome === 'committed'
+      ? { result: 'committed', file: context.file as FileInfo }
+      : {
+          result: context.outcome ?? 'aborted',
+          failure: context.failure ?? failure('internal', 'upload failed'),
+        },
+});
+
+function errorReply(context: UploadContext): SendCommand {
+  const problem = context.failure ?? failure('internal', 'upload failed');
+  return {
+    type: 'SEND',
+    to: context.requester,
+    message: {
+      type: 'error',
+      id: context.transferId,
+      from: context.brokerId,
+      code: problem.code,
+      message: problem.message.slice(0, 1024),
+      retryable: problem.retryable,
+    },
+  };
+}

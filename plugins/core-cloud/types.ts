@@ -1,0 +1,54 @@
+/**
+ * The core cloud behind the cloudlet (§IV, §V.B: the paper's SkyDrive). Every
+ * chunk is also kept here, so that no VM failure loses a byte. Keys are
+ * relative, `/`-separated paths (see `keys.ts`); values are raw bytes.
+ * "Not found" is `null`, never an exception.
+ */
+export interface CoreCloud {
+  /** Backend name, used in errors and logs: `memory`, `fs`, `onedrive`. */
+  readonly name: string;
+  /** Stores `value` under `key`, replacing what was there. */
+  put(key: string, value: Uint8Array): Promise<void>;
+  /**
+   * Opens a sequential writer for `key`: bytes are appended in order and the
+   * object becomes visible (replacing an older one) only on `commit()`.
+   * `abort()` discards what was written.
+   */
+  createWriter(key: string): Promise<CoreWriter>;
+  /** The whole object, or `null` when there is none. */
+  get(key: string): Promise<Buffer | null>;
+  /**
+   * `length` bytes from `offset` (fewer at the end of the object), or `null`
+   * when the object does not exist.
+   */
+  getRange(key: string, offset: number, length: number): Promise<Buffer | null>;
+  /** Removes `key`; removing a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  /** Every key that starts with `prefix` (all keys when omitted), sorted. */
+  list(prefix?: string): Promise<string[]>;
+  /** Bytes held in committed objects. */
+  usedBytes(): Promise<number>;
+  /** Releases connections and handles. */
+  close(): Promise<void>;
+}
+
+export interface CoreWriter {
+  /** Appends `bytes`; resolves once the backend has accepted them. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Makes the object visible; returns its size in bytes. */
+  commit(): Promise<number>;
+  /** Discards everything written; safe to call more than once. */
+  abort(): Promise<void>;
+}
+
+/** A backend could not be reached, refused an operation, or got a bad key. */
+export class CoreCloudError extends Error {
+  override readonly name = 'CoreCloudError';
+  constructor(
+    readonly backend: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${backend} core cloud: ${message}`, options);
+  }
+}

@@ -1,0 +1,367 @@
+/**
+ * The schema of every message header that crosses the wire, one per step of
+ * the paper's flows (§V.A–§V.G) plus the replies a real system needs. Bytes
+ * never go in a header: data messages carry them raw after it (`frame.ts`).
+ */
+import { z } from 'zod';
+import { fileNameProblem } from './names.ts';
+import { MEMBER_ID_PATTERN } from './topics.ts';
+
+// ---------------------------------------------------------------- fields
+
+export const memberId = z
+  .string()
+  .regex(MEMBER_ID_PATTERN, 'a member id is 1-64 letters, digits, ".", "_" or "-"');
+/** Request, transfer, file and incarnation ids. */
+export const OPAQUE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+export const opaqueId = z
+  .string()
+  .regex(OPAQUE_ID_PATTERN, 'an id is 1-64 letters, digits, "_" or "-"');
+export const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 is 64 lowercase hex digits');
+export const byteCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+export const fileName = z.string().superRefine((name, ctx) => {
+  const problem = fileNameProblem(name);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+/** Chunk numbers: a file is split over at most this many VMs. */
+export const MAX_CHUNKS = 4096;
+export const chunkIndex = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(MAX_CHUNKS - 1);
+/** Segments are at least 1 byte and at most 64 MiB. */
+export const segmentSize = z
+  .number()
+  .int()
+  .min(1)
+  .max(64 * 1024 * 1024);
+/** Segments allowed in flight per transfer. */
+export const windowSize = z.number().int().min(1).max(1024);
+const shortText = z.string().max(1024);
+
+export const cpuInfo = z.strictObject({
+  /** Logical cores. */
+  cores: z.number().int().min(1).max(65536),
+  /** One-minute load average. */
+  load: z.number().nonnegative().max(1e6),
+});
+
+export const vmStatus = z.enum(['alive', 'suspect', 'failed']);
+
+/** One row of the broker's VM table (§IV.1), as `vms --json` prints it. */
+export const vmInfo = z.strictObject({
+  id: memberId,
+  address: z.string().max(255),
+  cpu: cpuInfo,
+  memoryFree: byteCount,
+  memoryEffective: byteCount,
+  penalty: z.number().int().nonnegative(),
+  status: vmStatus,
+  lastSeen: z.iso.datetime(),
+});
+
+/** Where one chunk of a file lives (§IV.2.e, "Meta data of files"). */
+export const chunkInfo = z.strictObject({
+  index: chunkIndex,
+  offset: byteCount,
+  size: byteCount,
+  /** The VM holding it; `null` when it lives in the core only. */
+  vm: memberId.nullable(),
+  sha256: sha256Hex,
+});
+
+export const fileInfo = z.strictObject({
+  name: fileName,
+  fileId: opaqueId,
+  size: byteCount,
+  sha256: sha256Hex,
+  createdAt: z.iso.datetime(),
+  chunks: z.array(chunkInfo).max(MAX_CHUNKS),
+});
+
+/** A chunk as planned at upload time, before its bytes are known. */
+export const chunkPlan = chunkInfo.omit({ sha256: true });
+
+export const errorCode = z.enum([
+  'bad-request',
+  'not-found',
+  'exists',
+  'no-space',
+  'unavailable',
+  'timeout',
+  'integrity',
+  'aborted',
+  'busy',
+  'too-large',
+  'internal',
+]);
+
+// --------------------------------------------------------------- messages
+
+const base = { from: memberId };
+const request = { ...base, id: opaqueId };
+
+export const messageSchemas = {
+  /** §V.C step 1: a VM asks to join, with its IP, CPU and free memory. */
+  join: z.strictObject({
+    ...request,
+    type: z.literal('join'),
+    /** Random per process start, so a restart is told from a reconnect. */
+    incarnation: opaqueId,
+    address: z.string().max(255),
+    cpu: cpuInfo,
+    memoryFree: byteCount,
+  }),
+  /** §V.C step 2: the broker's answer, with the heartbeat interval to use. */
+  'join.ack': z.strictObject({
+    ...request,
+    type: z.literal('join.ack'),
+    heartbeatMs: z.number().int().min(10).max(3_600_000),
+    penalty: z.number().int().nonnegative(),
+    memoryEffective: byteCount,
+  }),
+  /** Periodic liveness and resource report (the paper refreshes every 5 s). */
+  heartbeat: z.strictObject({
+    ...base,
+    type: z.literal('heartbeat'),
+    incarnation: opaqueId,
+    cpu: cpuInfo,
+    memoryFree: byteCount,
+  }),
+  /** The broker does not know this VM (any more): it must join again. */
+  rejoin: z.strictObject({
+    ...base,
+    type: z.literal('rejoin'),
+    reason: shortText,
+  }),
+  /** Retained on a VM's status topic; `online: false` is its MQTT will. */
+  status: z.strictObject({
+    ...base,
+    type: z.literal('status'),
+    incarnation: opaqueId,
+    online: z.boolean(),
+  }),
+
+  /** §V.D step 1: a member starts uploading a file. */
+  'upload.begin': z.strictObject({
+    ...request,
+    type: z.literal('upload.begin'),
+    name: fileName,
+    size: byteCount,
+    overwrite: z.boolean(),
+  }),
+  /** §V.D step 3: the placement; the member sends each chunk's segments. */
+  'upload.ready': z.strictObject({
+    ...request,
+    type: z.literal('upload.ready'),
+    fileId: opaqueId,
+    segmentSize,
+    window: windowSize,
+    chunks: z.array(chunkPlan).max(MAX_CHUNKS),
+  }),
+  /** Bytes of one chunk, from `offset` within that chunk. Carries a body. */
+  'upload.segment': z.strictObject({
+    ...request,
+    type: z.literal('upload.segment'),
+    index: chunkIndex,
+    offset: byteCount,
+  }),
+  /** The segment is stored on its VM and in the core: one more may be sent. */
+  'upload.ack': z.strictObject({
+    ...request,
+    type: z.literal('upload.ack'),
+    index: chunkIndex,
+    offset: byteCount,
+  }),
+  /** Every segment is sent; the member's sha256 of the whole file. */
+  'upload.end': z.strictObject({
+    ...request,
+    type: z.literal('upload.end'),
+    sha256: sha256Hex,
+  }),
+  /** The member gives up (interrupted); the broker cleans up. */
+  'upload.abort': z.strictObject({
+    ...request,
+    type: z.literal('upload.abort'),
+    reason: shortText,
+  }),
+  /** The upload is committed and listed. */
+  'upload.done': z.strictObject({
+    ...request,
+    type: z.literal('upload.done'),
+    file: fileInfo,
+  }),
+
+  /** §V.D steps 4–6: the broker hands a VM bytes of a chunk. Carries a body. */
+  'chunk.store': z.strictObject({
+    ...request,
+    type: z.literal('chunk.store'),
+    fileId: opaqueId,
+    index: chunkIndex,
+    chunkSize: byteCount,
+    offset: byteCount,
+  }),
+  /** The VM stored them; `sha256` once the whole chunk is in. */
+  'chunk.stored': z.strictObject({
+    ...request,
+    type: z.literal('chunk.stored'),
+    fileId: opaqueId,
+    index: chunkIndex,
+    offset: byteCount,
+    length: byteCount,
+    sha256: sha256Hex.optional(),
+  }),
+  /** §V.F step 4: send this chunk, from `offset`, straight to member `to`. */
+  'chunk.fetch': z.strictObject({
+    ...request,
+    type: z.literal('chunk.fetch'),
+    to: memberId,
+    fileId: opaqueId,
+    index: chunkIndex,
+    chunkSize: byteCount,
+    offset: byteCount,
+    segmentSize,
+    window: windowSize,
+  }),
+  /** §V.F step 6 / §V.G step 7: bytes of a chunk for a download. Body. */
+  'chunk.data': z.strictObject({
+    ...request,
+    type: z.literal('chunk.data'),
+    index: chunkIndex,
+    offset: byteCount,
+  }),
+  /** The requester took a segment: its sender may send one more. */
+  'chunk.ack': z.strictObject({
+    ...request,
+    type: z.literal('chunk.ack'),
+    index: chunkIndex,
+    offset: byteCount,
+  }),
+  /** Drop the chunks of a file (all of them when `index` is absent). */
+  'chunk.delete': z.strictObject({
+    ...request,
+    type: z.literal('chunk.delete'),
+    fileId: opaqueId,
+    index: chunkIndex.optional(),
+  }),
+  'chunk.deleted': z.strictObject({
+    ...request,
+    type: z.literal('chunk.deleted'),
+    fileId: opaqueId,
+  }),
+
+  /** §V.E step 1: which files are there (paged; one file with `name`). */
+  'list.request': z.strictObject({
+    ...request,
+    type: z.literal('list.request'),
+    name: fileName.optional(),
+    limit: z.number().int().min(1).max(10_000).optional(),
+    cursor: z.string().max(1024).optional(),
+  }),
+  /** §V.E step 4. */
+  'list.response': z.strictObject({
+    ...request,
+    type: z.literal('list.response'),
+    files: z.array(fileInfo),
+    nextCursor: z.string().max(1024).optional(),
+  }),
+
+  /** §V.F step 1 / §V.G step 1. */
+  'download.request': z.strictObject({
+    ...request,
+    type: z.literal('download.request'),
+    name: fileName,
+  }),
+  /** Which chunk comes from where (§V.F step 3, §V.G step 4). */
+  'download.plan': z.strictObject({
+    ...request,
+    type: z.literal('download.plan'),
+    file: fileInfo,
+    sources: z
+      .array(
+        z.strictObject({
+          index: chunkIndex,
+          source: z.enum(['edge', 'core']),
+          vm: memberId.nullable(),
+        }),
+      )
+      .max(MAX_CHUNKS),
+    segmentSize,
+    window: windowSize,
+    fetchTimeoutMs: z.number().int().min(1).max(3_600_000),
+  }),
+  /** The edge did not deliver a chunk: serve it from the core (§V.G). */
+  'download.fallback': z.strictObject({
+    ...request,
+    type: z.literal('download.fallback'),
+    index: chunkIndex,
+    offset: byteCount,
+    reason: z.enum(['timeout', 'integrity', 'error']),
+  }),
+  /** The requester is finished, verified or not. */
+  'download.done': z.strictObject({
+    ...request,
+    type: z.literal('download.done'),
+    ok: z.boolean(),
+    reason: shortText.optional(),
+  }),
+
+  'delete.request': z.strictObject({
+    ...request,
+    type: z.literal('delete.request'),
+    name: fileName,
+  }),
+  'delete.done': z.strictObject({
+    ...request,
+    type: z.literal('delete.done'),
+    name: fileName,
+  }),
+
+  /** The VM table (§IV.1). */
+  'vms.request': z.strictObject({
+    ...request,
+    type: z.literal('vms.request'),
+  }),
+  'vms.response': z.strictObject({
+    ...request,
+    type: z.literal('vms.response'),
+    vms: z.array(vmInfo),
+  }),
+
+  /** A request failed, or a message was rejected. */
+  error: z.strictObject({
+    ...base,
+    type: z.literal('error'),
+    /** The request this answers, when it had one. */
+    id: opaqueId.optional(),
+    code: errorCode,
+    message: shortText,
+    retryable: z.boolean(),
+    /** The chunk concerned, for errors inside a transfer. */
+    index: chunkIndex.optional(),
+  }),
+} as const;
+
+export type MessageType = keyof typeof messageSchemas;
+export type Message = { [T in MessageType]: z.infer<(typeof messageSchemas)[T]> }[MessageType];
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+export type FileInfo = z.infer<typeof fileInfo>;
+export type ChunkInfo = z.infer<typeof chunkInfo>;
+export type ChunkPlan = z.infer<typeof chunkPlan>;
+export type VmInfo = z.infer<typeof vmInfo>;
+export type CpuInfo = z.infer<typeof cpuInfo>;
+export type ErrorCode = z.infer<typeof errorCode>;
+
+export const MESSAGE_TYPES = Object.keys(messageSchemas) as MessageType[];
+
+/** Messages that carry raw bytes after the header; all others carry none. */
+export const DATA_MESSAGE_TYPES: ReadonlySet<MessageType> = new Set([
+  'upload.segment',
+  'chunk.store',
+  'chunk.data',
+]);
+
+export function isMessageType(type: string): type is MessageType {
+  return Object.hasOwn(messageSchemas, type);
+}

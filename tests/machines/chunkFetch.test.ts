@@ -1,0 +1,163 @@
+import { describe, expect, test } from 'bun:test';
+import { createHash } from 'node:crypto';
+import { createActor, fromCallback, SimulatedClock, toPromise } from 'xstate';
+import {
+  type ChunkFetchInput,
+  chunkFetchMachine,
+  type SinkCommand,
+} from '../../machines/chunkFetch.ts';
+import type { SendCommand } from '../../machines/shared.ts';
+
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const chunk = Buffer.from('0123456789abcdef');
+
+/** A sink that keeps bytes in memory and reports COMPLETE like the real one. */
+function memorySink(written: Buffer[]) {
+  return fromCallback<SinkCommand, { index: number; size: number }>(
+    ({ input, receive, sendBack }) => {
+      let hash = createHash('sha256');
+      let count = 0;
+      receive((command) => {
+        if (command.type === 'RESET') {
+          hash = createHash('sha256');
+          count = 0;
+          written.length = 0;
+          return;
+        }
+        hash.update(command.bytes);
+        written.push(command.bytes);
+        count += command.bytes.byteLength;
+        if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+      });
+    },
+  );
+}
+
+function start(overrides: Partial<ChunkFetchInput> = {}) {
+  const clock = new SimulatedClock();
+  const sent: SendCommand[] = [];
+  const written: Buffer[] = [];
+  const machine = chunkFetchMachine.provide({
+    actors: { chunkSink: memorySink(written) },
+    actions: { send: (_, command) => void sent.push(command) },
+  });
+  const actor = createActor(machine, {
+    clock,
+    input: {
+      transferId: 't1',
+      brokerId: 'broker',
+      self: 'cli-1',
+      index: 0,
+      size: chunk.byteLength,
+      sha256: sha(chunk),
+      source: 'edge',
+      vm: 'vm-a',
+      fetchTimeoutMs: 2000,
+      coreTimeoutMs: 30_000,
+      ...overrides,
+    },
+  }).start();
+  const data = (from: string, offset: number, bytes: Buffer) =>
+    actor.send({ type: 'DATA', from, offset, bytes });
+  return { clock, actor, sent, written, data };
+}
+
+describe('chunkFetch (§V.G failover)', () => {
+  test('all from the edge', async () => {
+    const { actor, data, sent } = start();
+    data('vm-a', 0, chunk.subarray(0, 10));
+    data('vm-a', 10, chunk.subarray(10));
+    const output = await toPromise(actor);
+    expect(output).toMatchObject({ ok: true, source: 'edge', edgeBytes: 16, coreBytes: 0 });
+    expect(sent).toEqual([]);
+  });
+
+  test('edge silent for the fetch timeout → core, resuming at the next byte', async () => {
+    const { actor, clock, data, sent, written } = start();
+    data('vm-a', 0, chunk.subarray(0, 10));
+    clock.increment(1999);
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+    clock.increment(1);
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(sent.map((c) => c.message)).toEqual([
+      {
+        type: 'download.fallback',
+        id: 't1',
+        from: 'cli-1',
+        index: 0,
+        offset: 10,
+        reason: 'timeout',
+      },
+    ]);
+    data('vm-a', 10, chunk.subarray(10)); // late edge bytes are ignored
+    data('broker', 10, chunk.subarray(10));
+    const output = await toPromise(actor);
+    expect(output).toMatchObject({
+      ok: true,
+      source: 'core',
+      edgeBytes: 10,
+      coreBytes: 6,
+      fallback: 'timeout',
+    });
+    expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('bytes that fail their checksum → the whole chunk again from the core', async () => {
+    const { actor, data, sent, written } = start();
+    const corrupt = Buffer.from(chunk);
+    corrupt[3] = 0xff - (corrupt[3] ?? 0);
+    data('vm-a', 0, corrupt);
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(sent[0]?.message).toMatchObject({
+      type: 'download.fallback',
+      offset: 0,
+      reason: 'integrity',
+    });
+    data('broker', 0, chunk);
+    expect(await toPromise(actor)).toMatchObject({
+      ok: true,
+      source: 'core',
+      fallback: 'integrity',
+    });
+    expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('the VM says it lacks the chunk → core', () => {
+    const { actor, sent } = start();
+    actor.send({ type: 'SOURCE_ERROR', from: 'vm-a', message: 'chunk 0 is not held here' });
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(sent[0]?.message).toMatchObject({ reason: 'error', offset: 0 });
+  });
+
+  test('a chunk of a failed VM starts at the core without asking again', async () => {
+    const { actor, data, sent } = start({ source: 'core' });
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    data('broker', 0, chunk);
+    expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'core', coreBytes: 16 });
+    expect(sent).toEqual([]);
+  });
+
+  test('core silent too → failed with a retryable timeout', async () => {
+    const { actor, clock } = start({ source: 'core' });
+    clock.increment(30_000);
+    expect(await toPromise(actor)).toMatchObject({
+      ok: false,
+      failure: { code: 'timeout', retryable: true },
+    });
+  });
+
+  test('out-of-order or foreign bytes are not taken', () => {
+    const { actor, data, written } = start();
+    data('vm-a', 5, chunk.subarray(5));
+    data('vm-x', 0, chunk);
+    data('broker', 0, chunk);
+    expect(written).toEqual([]);
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+  });
+
+  test('an empty chunk is one empty segment', async () => {
+    const { actor, data } = start({ size: 0, sha256: sha(Buffer.alloc(0)) });
+    data('vm-a', 0, Buffer.alloc(0));
+    expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'edge' });
+  });
+});

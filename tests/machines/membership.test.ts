@@ -1,0 +1,169 @@
+import { describe, expect, test } from 'bun:test';
+import { type ActorRefFrom, assign, createActor, SimulatedClock, setup } from 'xstate';
+import {
+  type MembershipNotice,
+  membershipMachine,
+  statusOf,
+  vmInfoOf,
+} from '../../machines/membership.ts';
+import type { SendCommand } from '../../machines/shared.ts';
+
+const MiB = 1024 * 1024;
+const HEARTBEAT_MS = 5000;
+const cpu = { cores: 4, load: 0.25 };
+
+/** A stand-in broker: owns one membership actor and records what it is told. */
+const sent: SendCommand[] = [];
+const parentMachine = setup({
+  types: {
+    context: {} as { notices: MembershipNotice[] },
+    events: {} as MembershipNotice,
+  },
+  actors: {
+    membership: membershipMachine.provide({
+      actions: { send: (_, command) => void sent.push(command) },
+    }),
+  },
+}).createMachine({
+  context: { notices: [] },
+  invoke: {
+    id: 'vm',
+    src: 'membership',
+    input: {
+      id: 'vm-1',
+      brokerId: 'broker',
+      heartbeatMs: HEARTBEAT_MS,
+      reductionFactor: 50 * MiB,
+      join: {
+        id: 'j0',
+        incarnation: 'inc-1',
+        address: '10.0.0.7',
+        cpu,
+        memoryFree: 300 * MiB,
+        at: 0,
+      },
+    },
+  },
+  on: {
+    '*': { actions: assign({ notices: ({ context, event }) => [...context.notices, event] }) },
+  },
+});
+
+function start() {
+  sent.length = 0;
+  const clock = new SimulatedClock();
+  const parent = createActor(parentMachine, { clock }).start();
+  const vm = parent.getSnapshot().children.vm as ActorRefFrom<typeof membershipMachine>;
+  const status = () => statusOf(vm.getSnapshot());
+  const notices = () => parent.getSnapshot().context.notices;
+  const heartbeat = (at: number, incarnation = 'inc-1') =>
+    vm.send({ type: 'HEARTBEAT', incarnation, cpu, memoryFree: 300 * MiB, at });
+  const join = (id: string, incarnation: string, at: number) =>
+    vm.send({ type: 'JOIN', id, incarnation, address: '10.0.0.7', cpu, memoryFree: 300 * MiB, at });
+  const messages = (type: string) =>
+    sent.filter((c) => c.message.type === type).map((c) => c.message);
+  return { clock, vm, status, notices, heartbeat, join, messages };
+}
+
+describe('membership (§IV.1, §IV.4)', () => {
+  test('a new VM is alive with penalty 0, and says so', () => {
+    const { vm, status, notices, messages } = start();
+    expect(messages('join.ack')).toEqual([
+      {
+        type: 'join.ack',
+        id: 'j0',
+        from: 'broker',
+        heartbeatMs: HEARTBEAT_MS,
+        penalty: 0,
+        memoryEffective: 300 * MiB,
+      },
+    ]);
+    expect(status()).toBe('alive');
+    expect(vmInfoOf(vm.getSnapshot())).toMatchObject({
+      id: 'vm-1',
+      address: '10.0.0.7',
+      penalty: 0,
+      memoryFree: 300 * MiB,
+      memoryEffective: 300 * MiB,
+      status: 'alive',
+    });
+    expect(notices()).toEqual([{ type: 'VM.STATUS', id: 'vm-1', status: 'alive', penalty: 0 }]);
+  });
+
+  test('heartbeats keep it alive; silence makes it suspect, then failed', () => {
+    const { clock, status, heartbeat, notices } = start();
+    for (let t = HEARTBEAT_MS; t <= 10 * HEARTBEAT_MS; t += HEARTBEAT_MS) {
+      clock.increment(HEARTBEAT_MS);
+      heartbeat(t);
+      expect(status()).toBe('alive');
+    }
+    clock.increment(HEARTBEAT_MS * 1.5 - 1);
+    expect(status()).toBe('alive');
+    clock.increment(1);
+    expect(status()).toBe('suspect');
+    clock.increment(HEARTBEAT_MS * 1.5 - 1);
+    expect(status()).toBe('suspect');
+    clock.increment(1);
+    expect(status()).toBe('failed');
+    expect(notices().map((n) => n.status)).toEqual(['alive', 'suspect', 'failed']);
+  });
+
+  test('a heartbeat while suspect brings it back without a penalty', () => {
+    const { clock, vm, status, heartbeat } = start();
+    clock.increment(HEARTBEAT_MS * 1.5);
+    expect(status()).toBe('suspect');
+    heartbeat(HEARTBEAT_MS * 2);
+    expect(status()).toBe('alive');
+    expect(vm.getSnapshot().context.penalty).toBe(0);
+  });
+
+  test('its MQTT will fails it at once', () => {
+    const { vm, status } = start();
+    vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+    expect(status()).toBe('failed');
+  });
+
+  test('a stale will from an earlier incarnation is ignored', () => {
+    const { vm, status } = start();
+    vm.send({ type: 'OFFLINE', incarnation: 'inc-0' });
+    expect(status()).toBe('alive');
+  });
+
+  test('rejoin after failure: penalty + 1, effective memory reduced (§IV.4.b)', () => {
+    const { clock, vm, status, join, messages } = start();
+    // The simulated clock fires a timer set while it jumps only on the next jump.
+    clock.increment(HEARTBEAT_MS * 1.5);
+    clock.increment(HEARTBEAT_MS * 1.5);
+    expect(status()).toBe('failed');
+    join('j1', 'inc-2', 1);
+    expect(status()).toBe('alive');
+    expect(vmInfoOf(vm.getSnapshot())).toMatchObject({ penalty: 1, memoryEffective: 250 * MiB });
+    vm.send({ type: 'OFFLINE', incarnation: 'inc-2' });
+    join('j2', 'inc-3', 2);
+    expect(vmInfoOf(vm.getSnapshot())).toMatchObject({ penalty: 2, memoryEffective: 200 * MiB });
+    // The acknowledgement tells the VM its penalty and what the broker counts.
+    expect(messages('join.ack').slice(1)).toMatchObject([
+      { id: 'j1', penalty: 1, memoryEffective: 250 * MiB },
+      { id: 'j2', penalty: 2, memoryEffective: 200 * MiB },
+    ]);
+  });
+
+  test('a restart the broker did not notice still costs a penalty; a reconnect does not', () => {
+    const { vm, join } = start();
+    join('j1', 'inc-1', 1);
+    expect(vm.getSnapshot().context.penalty).toBe(0);
+    join('j2', 'inc-9', 2);
+    expect(vm.getSnapshot().context.penalty).toBe(1);
+  });
+
+  test('heartbeats from an unknown incarnation, or while failed, ask the VM to join again', () => {
+    const { vm, heartbeat, messages, status } = start();
+    heartbeat(1, 'inc-x');
+    expect(status()).toBe('alive');
+    vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+    heartbeat(2);
+    expect(status()).toBe('failed');
+    expect(messages('rejoin')).toHaveLength(2);
+    expect(messages('rejoin')[0]).toMatchObject({ type: 'rejoin', from: 'broker' });
+  });
+});

@@ -1,0 +1,93 @@
+import { describe, expect, test } from 'bun:test';
+import fc from 'fast-check';
+import { createTopics, DEFAULT_TOPIC_ROOT, fileNameProblem } from '../../protocol/index.ts';
+import { memberIdArb } from '../support/arbitraries.ts';
+
+describe('topics', () => {
+  test('the names DESIGN.md gives, under the default root', () => {
+    const topics = createTopics();
+    expect(topics.root).toBe(DEFAULT_TOPIC_ROOT);
+    expect(topics.broker).toBe('cloudlet/broker');
+    expect(topics.node('vm-1')).toBe('cloudlet/node/vm-1');
+    expect(topics.status('vm-1')).toBe('cloudlet/node/vm-1/status');
+    expect(topics.allStatus).toBe('cloudlet/node/+/status');
+  });
+
+  test('a configurable root, as deep as needed (the paper used rupam/cloudlet)', () => {
+    const topics = createTopics('rupam/lab-3');
+    expect(topics.broker).toBe('rupam/lab-3/broker');
+    expect(topics.parse('rupam/lab-3/node/10.0.0.7')).toEqual({ kind: 'node', id: '10.0.0.7' });
+  });
+
+  test('build and parse are inverse for every member id', () => {
+    const topics = createTopics('site/a');
+    fc.assert(
+      fc.property(memberIdArb, (id) => {
+        expect(topics.parse(topics.node(id))).toEqual({ kind: 'node', id });
+        expect(topics.parse(topics.status(id))).toEqual({ kind: 'status', id });
+      }),
+    );
+    expect(topics.parse(topics.broker)).toEqual({ kind: 'broker' });
+  });
+
+  test('foreign topics parse to null', () => {
+    const topics = createTopics();
+    for (const topic of [
+      'other/broker',
+      'cloudlet',
+      'cloudlet/',
+      'cloudlet/broker/x',
+      'cloudlet/node',
+      'cloudlet/node/',
+      'cloudlet/node/a/b',
+      'cloudlet/node/a/status/x',
+      'cloudlet/node/+/status',
+      'cloudletx/broker',
+    ]) {
+      expect(topics.parse(topic)).toBeNull();
+    }
+  });
+
+  test('member ids that would break a topic are refused', () => {
+    const topics = createTopics();
+    for (const id of ['', 'a/b', '+', '#', 'a b', '-x', 'x'.repeat(65)]) {
+      expect(() => topics.node(id)).toThrow(/invalid member id/);
+    }
+  });
+
+  test('invalid roots are refused with the reason', () => {
+    expect(() => createTopics('')).toThrow(/empty/);
+    expect(() => createTopics('/a')).toThrow(/starts or ends/);
+    expect(() => createTopics('a//b')).toThrow(/empty level/);
+    expect(() => createTopics('a/+')).toThrow(/wildcard/);
+    expect(() => createTopics('$SYS')).toThrow(/reserved/);
+  });
+});
+
+describe('file names', () => {
+  test('valid: any UTF-8 up to 255 bytes without separators or controls', () => {
+    for (const name of [
+      'a',
+      'report.pdf',
+      'naïve café.txt',
+      '日本語',
+      '🚀'.repeat(63),
+      'x'.repeat(255),
+    ]) {
+      expect(fileNameProblem(name)).toBeUndefined();
+    }
+  });
+
+  test('invalid, each with its reason', () => {
+    expect(fileNameProblem('')).toMatch(/empty/);
+    expect(fileNameProblem('x'.repeat(256))).toMatch(/256 bytes/);
+    expect(fileNameProblem('é'.repeat(128))).toMatch(/256 bytes/);
+    expect(fileNameProblem('a\u0000b')).toMatch(/control/);
+    expect(fileNameProblem('a\nb')).toMatch(/control/);
+    expect(fileNameProblem('a\u0085b')).toMatch(/control/);
+    expect(fileNameProblem('a/b')).toMatch(/separator/);
+    expect(fileNameProblem('a\\b')).toMatch(/separator/);
+    expect(fileNameProblem('..')).toMatch(/not a file name/);
+    expect(fileNameProblem('\ud800')).toMatch(/surrogate/);
+  });
+});
