@@ -22,6 +22,8 @@ export interface LinkOptions {
   url: string;
   /** This member's id: its inbox is `<root>/node/<id>`. */
   id: string;
+  /** Messages to this id go to the broker's inbox (default `broker`). */
+  brokerId?: string;
   topics: Topics;
   /** Extra filters to subscribe to beside the member's inbox. */
   subscriptions?: string[];
@@ -49,7 +51,7 @@ export interface Link {
   readonly id: string;
   readonly topics: Topics;
   readonly connected: boolean;
-  /** Publishes `message` to member `to`'s inbox, or the broker's. */
+  /** Publishes `message` to member `to`'s inbox (the broker's, for its id). */
   send(to: string, message: Message, body?: Uint8Array): Promise<void>;
   sendToBroker(message: Message, body?: Uint8Array): Promise<void>;
   /** Publishes raw bytes (tests, status topics). */
@@ -69,6 +71,8 @@ export class LinkError extends Error {
 
 export async function connectLink(options: LinkOptions): Promise<Link> {
   const { topics, log } = options;
+  const brokerId = options.brokerId ?? 'broker';
+  const inboxOf = (member: string) => (member === brokerId ? topics.broker : topics.node(member));
   const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   const frameHandlers = new Set<FrameHandler>();
   const rejectHandlers = new Set<RejectHandler>();
@@ -131,7 +135,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         retryable: false,
         ...(id ? { id } : {}),
       };
-      publish(topics.node(from), encodeFrame(answer)).catch(() => {});
+      publish(inboxOf(from), encodeFrame(answer)).catch(() => {});
     }
   };
 
@@ -157,7 +161,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     get connected() {
       return client.connected;
     },
-    send: (to, message, body) => publish(topics.node(to), encodeFrame(message, body)),
+    send: (to, message, body) => publish(inboxOf(to), encodeFrame(message, body)),
     sendToBroker: (message, body) => publish(topics.broker, encodeFrame(message, body)),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),

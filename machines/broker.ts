@@ -79,7 +79,7 @@ export const brokerMachine = setup({
   },
   actors: {
     /** The MQTT connection: sends back CONNECTED, DISCONNECTED and FRAME. */
-    mqttBridge: fromCallback<EventObject, { brokerId: string }>(() => {
+    mqttBridge: fromCallback<EventObject, void>(() => {
       throw new Error('mqttBridge is provided by the runtime');
     }),
     membership: membershipMachine,
@@ -94,15 +94,13 @@ export const brokerMachine = setup({
     send: (_, _command: SendCommand) => {
       throw new Error('send is provided by the runtime');
     },
+    /** A child actor failed: the runtime logs it; the broker carries on. */
+    reportChildError: (_, _failure: { actorId: string; error: unknown }) => {},
   },
 }).createMachine({
   id: 'broker',
   context: ({ input }) => ({ config: input, uploading: {} }),
-  invoke: {
-    id: 'bridge',
-    src: 'mqttBridge',
-    input: ({ context }) => ({ brokerId: context.config.brokerId }),
-  },
+  invoke: { id: 'bridge', src: 'mqttBridge' },
   initial: 'connecting',
   states: {
     connecting: { on: { CONNECTED: 'online' } },
@@ -142,18 +140,26 @@ export const brokerMachine = setup({
         }
       }),
     },
+    // One transfer's bug must not take the broker down.
+    'xstate.error.actor.*': {
+      actions: enqueueActions(({ event, enqueue, context }) => {
+        const failed = event as unknown as { actorId: string; error: unknown };
+        enqueue({
+          type: 'reportChildError',
+          params: { actorId: failed.actorId, error: failed.error },
+        });
+        if (failed.actorId.startsWith('upload:')) {
+          enqueue.assign({ uploading: withoutTransfer(context.uploading, failed.actorId) });
+        }
+      }),
+    },
     'xstate.done.actor.*': {
       actions: enqueueActions(({ event, enqueue, context }) => {
         const done = event as unknown as { actorId: string; output: unknown };
         if (done.actorId.startsWith('request:')) {
           enqueue({ type: 'send', params: done.output as SendCommand });
         } else if (done.actorId.startsWith('upload:')) {
-          const transferId = done.actorId.slice('upload:'.length);
-          enqueue.assign({
-            uploading: Object.fromEntries(
-              Object.entries(context.uploading).filter(([, id]) => id !== transferId),
-            ),
-          });
+          enqueue.assign({ uploading: withoutTransfer(context.uploading, done.actorId) });
         }
       }),
     },
@@ -161,6 +167,12 @@ export const brokerMachine = setup({
 });
 
 export type BrokerSnapshot = SnapshotFrom<typeof brokerMachine>;
+
+/** The name locks without the one held by upload actor `actorId`. */
+function withoutTransfer(uploading: Record<string, string>, actorId: string) {
+  const transferId = actorId.slice('upload:'.length);
+  return Object.fromEntries(Object.entries(uploading).filter(([, id]) => id !== transferId));
+}
 
 /** The VM table (§IV.1) as the broker holds it now. */
 export function vmTable(snapshot: BrokerSnapshot): VmInfo[] {

@@ -151,6 +151,7 @@ export const chunkFetchMachine = setup({
     edge: {
       initial: 'waiting',
       states: {
+        // Each segment restarts the timer: the edge must not go silent.
         waiting: {
           after: {
             fetchTimeout: {
@@ -158,10 +159,12 @@ export const chunkFetchMachine = setup({
               actions: { type: 'leaveEdge', params: 'timeout' },
             },
           },
+          on: {
+            DATA: { guard: 'edgeInOrder', target: 'waiting', reenter: true, actions: 'accept' },
+          },
         },
       },
       on: {
-        DATA: { guard: 'edgeInOrder', target: '.waiting', reenter: true, actions: 'accept' },
         SOURCE_ERROR: {
           guard: 'fromEdge',
           target: 'core',
@@ -214,10 +217,12 @@ export const chunkFetchMachine = setup({
               },
             },
           },
+          on: {
+            DATA: { guard: 'coreInOrder', target: 'waiting', reenter: true, actions: 'accept' },
+          },
         },
       },
       on: {
-        DATA: { guard: 'coreInOrder', target: '.waiting', reenter: true, actions: 'accept' },
         SOURCE_ERROR: {
           guard: 'fromCore',
           target: 'failed',

@@ -169,6 +169,17 @@ export const downloadMachine = setup({
             actions: { type: 'fail', params: ({ event }) => event.failure },
           },
         ],
+        'xstate.error.actor.*': {
+          target: 'failed',
+          actions: {
+            type: 'fail',
+            params: ({ event }: { event: { error?: unknown } }) => ({
+              code: 'internal',
+              message: `fetching a chunk failed: ${event.error instanceof Error ? event.error.message : String(event.error)}`,
+              retryable: true,
+            }),
+          },
+        },
         'xstate.done.actor.*': [
           {
             guard: 'chunkFailed',

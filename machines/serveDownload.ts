@@ -32,6 +32,14 @@ export type CoreServerCommand =
   | { type: 'START'; index: number; offset: number }
   | { type: 'ACK'; index: number; offset: number };
 
+export interface CoreServerInput {
+  file: FileInfo;
+  transferId: string;
+  requester: string;
+  /** Chunks planned from the core; any other started later is a failover. */
+  planCore: number[];
+}
+
 export type ServeDownloadEvent =
   | { type: 'FALLBACK'; index: number; offset: number; reason: string }
   | { type: 'ACK'; index: number; offset: number }
@@ -66,10 +74,7 @@ export const serveDownloadMachine = setup({
       throw new Error('lookupFile is provided by the runtime');
     }),
     /** Streams chunks of one file from the core to the requester. */
-    coreServer: fromCallback<
-      CoreServerCommand,
-      { file: FileInfo; transferId: string; requester: string }
-    >(() => {
+    coreServer: fromCallback<CoreServerCommand, CoreServerInput>(() => {
       throw new Error('coreServer is provided by the runtime');
     }),
   },
@@ -140,6 +145,7 @@ export const serveDownloadMachine = setup({
           file: context.file as FileInfo,
           transferId: context.transferId,
           requester: context.requester,
+          planCore: context.planCore,
         }),
       },
       entry: enqueueActions(({ context, enqueue }) => {
@@ -195,28 +201,33 @@ export const serveDownloadMachine = setup({
       }),
       initial: 'active',
       states: {
-        active: { after: { idleTimeout: '#serveDownload.finished' } },
+        // The requester's every message restarts the idle timer.
+        active: {
+          after: { idleTimeout: '#serveDownload.finished' },
+          on: {
+            FALLBACK: {
+              guard: 'knownChunk',
+              target: 'active',
+              reenter: true,
+              actions: [
+                assign({ failovers: ({ context }) => context.failovers + 1 }),
+                sendTo('core', ({ event }) => ({
+                  type: 'START',
+                  index: event.index,
+                  offset: event.offset,
+                })),
+              ],
+            },
+            ACK: {
+              guard: 'knownChunk',
+              target: 'active',
+              reenter: true,
+              actions: sendTo('core', ({ event }) => event),
+            },
+          },
+        },
       },
       on: {
-        FALLBACK: {
-          guard: 'knownChunk',
-          target: '.active',
-          reenter: true,
-          actions: [
-            assign({ failovers: ({ context }) => context.failovers + 1 }),
-            sendTo('core', ({ event }) => ({
-              type: 'START',
-              index: event.index,
-              offset: event.offset,
-            })),
-          ],
-        },
-        ACK: {
-          guard: 'knownChunk',
-          target: '.active',
-          reenter: true,
-          actions: sendTo('core', ({ event }) => event),
-        },
         DONE: { target: 'finished', actions: assign({ ok: ({ event }) => event.ok }) },
       },
     },

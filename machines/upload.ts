@@ -143,8 +143,14 @@ export const uploadMachine = setup({
   guards: {
     segmentInOrder: ({ context, event }) => {
       if (event.type !== 'SEGMENT' || !context.plan) return false;
-      const chunk = context.plan.chunks[event.index];
+      const { chunks } = context.plan;
+      const chunk = chunks[event.index];
       if (!chunk || event.offset !== context.next[event.index]) return false;
+      // Chunks come in file order, so the whole file hashes as it passes.
+      const earlierIncomplete = chunks
+        .slice(0, event.index)
+        .some((c) => context.next[c.index] !== c.size || context.segments[c.index] === 0);
+      if (earlierIncomplete) return false;
       if (chunk.size === 0)
         return event.bytes.byteLength === 0 && context.segments[event.index] === 0;
       return event.bytes.byteLength > 0 && event.offset + event.bytes.byteLength <= chunk.size;
@@ -158,7 +164,8 @@ export const uploadMachine = setup({
       event.type === 'VM.STATUS' &&
       event.status === 'failed' &&
       (context.plan?.chunks.some((chunk) => chunk.vm === event.id) ?? false),
-    checksumsMatch: ({ context }) => context.sealed?.sha256 === context.declaredSha256,
+    checksumsMatch: ({ context, event }) =>
+      event.type === 'SEALED' && event.sha256 === context.declaredSha256,
   },
   actions: {
     send: sendTo(
@@ -292,6 +299,7 @@ export const uploadMachine = setup({
         receiving: {
           initial: 'waiting',
           states: {
+            // Each segment restarts the timer: the uploader must not go silent.
             waiting: {
               after: {
                 idleTimeout: {
@@ -302,40 +310,42 @@ export const uploadMachine = setup({
                   },
                 },
               },
+              on: {
+                SEGMENT: [
+                  {
+                    guard: 'segmentInOrder',
+                    target: 'waiting',
+                    reenter: true,
+                    actions: [
+                      assign(({ context, event }) => ({
+                        next: context.next.map((offset, index) =>
+                          index === event.index ? offset + event.bytes.byteLength : offset,
+                        ),
+                        segments: context.segments.map((count, index) =>
+                          index === event.index ? count + 1 : count,
+                        ),
+                        pending: context.pending + 1,
+                      })),
+                      sendTo('writer', ({ event }) => ({ ...event, type: 'WRITE' as const })),
+                    ],
+                  },
+                  {
+                    target: '#upload.aborting',
+                    actions: {
+                      type: 'fail',
+                      params: ({ context, event }) =>
+                        failure(
+                          'bad-request',
+                          `unexpected segment: chunk ${event.index} offset ${event.offset} ` +
+                            `(${event.bytes.byteLength} bytes); expected offset ${context.next[event.index] ?? 'none'}`,
+                        ),
+                    },
+                  },
+                ],
+              },
             },
           },
           on: {
-            SEGMENT: [
-              {
-                guard: 'segmentInOrder',
-                target: '.waiting',
-                reenter: true,
-                actions: [
-                  assign(({ context, event }) => ({
-                    next: context.next.map((offset, index) =>
-                      index === event.index ? offset + event.bytes.byteLength : offset,
-                    ),
-                    segments: context.segments.map((count, index) =>
-                      index === event.index ? count + 1 : count,
-                    ),
-                    pending: context.pending + 1,
-                  })),
-                  sendTo('writer', ({ event }) => ({ ...event, type: 'WRITE' as const })),
-                ],
-              },
-              {
-                target: '#upload.aborting',
-                actions: {
-                  type: 'fail',
-                  params: ({ context, event }) =>
-                    failure(
-                      'bad-request',
-                      `unexpected segment: chunk ${event.index} offset ${event.offset} ` +
-                        `(${event.bytes.byteLength} bytes); expected offset ${context.next[event.index] ?? 'none'}`,
-                    ),
-                },
-              },
-            ],
             END: [
               {
                 guard: 'allReceived',

@@ -276,10 +276,15 @@ function describeFailure(err: unknown, timeoutMs: number, lastError: Error | und
   const unreachable = 'check that redis-server is running and reachable there';
   const last = lastError ? ` (last error: ${lastError.message || lastError.name})` : '';
   if (err === NOT_CONNECTED) return `no connection within ${timeoutMs} ms${last}; ${unreachable}`;
-  if (err === NO_REPLY || err instanceof TimeoutError)
+  if (err === NO_REPLY || err instanceof TimeoutError) {
     return `no reply within ${timeoutMs} ms; ${unreachable}`;
+  }
   if (err instanceof ClientOfflineError || err instanceof SocketClosedUnexpectedlyError) {
     return `connection lost${last}; ${unreachable}`;
+  }
+  // A socket error (ECONNRESET, EPIPE…) that failed a command in flight.
+  if (typeof (err as NodeJS.ErrnoException | undefined)?.code === 'string') {
+    return `connection lost (${toError(err).message}); ${unreachable}`;
   }
   return toError(err).message;
 }

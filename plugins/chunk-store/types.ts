@@ -2,6 +2,8 @@
  * Where a VM keeps chunk bytes (§IV: "main memory of the virtual machines
  * through No-Sql redis server"). Keys are opaque strings chosen by the VM;
  * values are raw bytes. "Not found" is `null`, never an exception.
+ * Failures are `ChunkStoreError`s, within a bounded time; an operation that
+ * failed because no reply came may still have taken effect.
  */
 export interface ChunkStore {
   /** Backend name, used in errors and logs: `memory`, `redis`. */

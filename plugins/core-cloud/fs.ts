@@ -190,10 +190,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
         }
         if (code === 'EISDIR' || code === 'ENOTEMPTY') {
           // Left over from deleted objects, an empty folder is no conflict.
-          if (attempt < COMMIT_ATTEMPTS && !(await holdsFiles(target))) {
-            await rm(target, { recursive: true, force: true });
-            continue;
-          }
+          if (attempt < COMMIT_ATTEMPTS && (await removeEmptyFolders(target))) continue;
           throw new CoreCloudError(
             DRIVER_NAME,
             `cannot store ${JSON.stringify(key)}: it is a folder holding other objects`,
@@ -336,13 +333,21 @@ function couldHoldMatches(folder: string, prefix: string): boolean {
   return folder.startsWith(prefix) || prefix.startsWith(folder);
 }
 
-async function holdsFiles(dir: string): Promise<boolean> {
+/**
+ * Removes `dir` if it holds nothing but empty folders; says whether it is gone.
+ * Only `rmdir`, never a recursive delete, so an object that a concurrent commit
+ * moves in meanwhile is never lost.
+ */
+async function removeEmptyFolders(dir: string): Promise<boolean> {
   try {
-    const entries = await readdir(dir, { withFileTypes: true, recursive: true });
-    return entries.some((entry) => !entry.isDirectory());
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      if (!entry.isDirectory()) return false;
+      if (!(await removeEmptyFolders(join(dir, entry.name)))) return false;
+    }
+    await rmdir(dir);
+    return true;
   } catch (err) {
-    if (isMissing(err)) return false;
-    throw err;
+    return isMissing(err);
   }
 }
 

@@ -7,7 +7,11 @@
 export interface CoreCloud {
   /** Backend name, used in errors and logs: `memory`, `fs`, `onedrive`. */
   readonly name: string;
-  /** Stores `value` under `key`, replacing what was there. */
+  /**
+   * Stores `value` under `key`, replacing what was there. As on a disk, a key
+   * cannot be both an object and a folder of objects: with `a` stored, `a/b`
+   * is refused (and the other way round) until the first is deleted.
+   */
   put(key: string, value: Uint8Array): Promise<void>;
   /**
    * Opens a sequential writer for `key`: bytes are appended in order and the
@@ -18,8 +22,9 @@ export interface CoreCloud {
   /** The whole object, or `null` when there is none. */
   get(key: string): Promise<Buffer | null>;
   /**
-   * `length` bytes from `offset` (fewer at the end of the object), or `null`
-   * when the object does not exist.
+   * `length` bytes from `offset` (fewer at the end of the object, none from an
+   * offset at or past it), or `null` when the object does not exist.
+   * `offset` and `length` must be non-negative integers.
    */
   getRange(key: string, offset: number, length: number): Promise<Buffer | null>;
   /** Removes `key`; removing a missing key is not an error. */
@@ -35,9 +40,9 @@ export interface CoreCloud {
 export interface CoreWriter {
   /** Appends `bytes`; resolves once the backend has accepted them. */
   write(bytes: Uint8Array): Promise<void>;
-  /** Makes the object visible; returns its size in bytes. */
+  /** Makes the object visible; returns its size in bytes. A failed commit discards the writer. */
   commit(): Promise<number>;
-  /** Discards everything written; safe to call more than once. */
+  /** Discards everything written; safe to call more than once, and does nothing after commit. */
   abort(): Promise<void>;
 }
 

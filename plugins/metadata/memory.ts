@@ -4,7 +4,7 @@ import type { MetadataStore } from './types.ts';
 export const DRIVER_NAME = 'memory';
 
 /** Metadata in a Map: gone when the broker stops. */
-export function memoryMetadata(): MetadataStore {
+export function createMemoryMetadata(): MetadataStore {
   const files = new Map<string, FileInfo>();
   return {
     name: DRIVER_NAME,
@@ -28,4 +28,4 @@ export function memoryMetadata(): MetadataStore {
   };
 }
 
-export default memoryMetadata;
+export default createMemoryMetadata;

@@ -296,6 +296,8 @@ export function testChunkStore(suite: ChunkStoreSuite): void {
           const fresh = await suite.create();
           await unreachable.takeDown();
           try {
+            // Now trying to reconnect in the background, which close must stop.
+            await fresh.has('k').catch(() => {});
             await settlesWithin(store.close(), SETTLE_BOUND_MS);
             await settlesWithin(fresh.close(), SETTLE_BOUND_MS);
           } finally {

@@ -145,6 +145,29 @@ testChunkStore({
   },
 });
 
+describe('a full server', () => {
+  const small = useRedis({ extraArgs: ['--maxmemory', '4mb', '--maxmemory-policy', 'noeviction'] });
+
+  test('refuses a put with the server’s reason and keeps the count exact', async () => {
+    const store = createRedisChunkStore({ url: small.url, namespace: `oom-${randomUUID()}` });
+    try {
+      await store.put('fits', randomBytes(1024));
+      let refused: unknown;
+      for (let i = 0; i < 10 && !refused; i++) {
+        refused = await store.put(`big/${i}`, randomBytes(1024 * 1024)).catch((err) => err);
+      }
+      expect(refused).toBeInstanceOf(ChunkStoreError);
+      expect((refused as Error).message).toContain('OOM');
+      const keys = await store.list();
+      let stored = 0;
+      for (const key of keys) stored += (await store.get(key))?.byteLength ?? 0;
+      expect(await store.usedBytes()).toBe(stored);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('createChunkStore', () => {
   test('builds each backend from its spec', async () => {
     const memory = createChunkStore('memory');

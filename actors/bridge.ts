@@ -1,0 +1,49 @@
+/**
+ * Where the statecharts meet the MQTT link: the bridge actor turns inbound
+ * frames and connection changes into events, and the `send` action
+ * publishes what a machine names.
+ */
+import { type EventObject, fromCallback } from 'xstate';
+import type { SendCommand } from '../machines/shared.ts';
+import type { Frame } from '../protocol/frame.ts';
+import type { Logger } from './log.ts';
+import type { Link } from './mqtt-link.ts';
+
+export interface BridgeOptions {
+  /** Frames for which this returns true are handled elsewhere (replies). */
+  intercept?: (frame: Frame) => boolean;
+}
+
+export function linkBridge(link: Link, options: BridgeOptions = {}) {
+  return fromCallback<EventObject, void>(({ sendBack }) => {
+    const offFrame = link.onFrame((frame, topic) => {
+      if (options.intercept?.(frame)) return;
+      const parsed = link.topics.parse(topic);
+      if (parsed) sendBack({ type: 'FRAME', frame, topic: parsed, at: Date.now() });
+    });
+    const offConnection = link.onConnection((connected) =>
+      sendBack({ type: connected ? 'CONNECTED' : 'DISCONNECTED' }),
+    );
+    // The link connected before the machine started.
+    queueMicrotask(() => {
+      if (link.connected) sendBack({ type: 'CONNECTED' });
+    });
+    return () => {
+      offFrame();
+      offConnection();
+    };
+  });
+}
+
+/** The `send` action every machine names, publishing through `link`. */
+export function sendThrough(link: Link, log: Logger) {
+  return (_: unknown, command: SendCommand) => {
+    const sent =
+      command.to === null
+        ? link.sendToBroker(command.message, command.body)
+        : link.send(command.to, command.message, command.body);
+    sent.catch((error: Error) =>
+      log.warn({ err: error.message, type: command.message.type }, 'could not send'),
+    );
+  };
+}

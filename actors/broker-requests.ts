@@ -1,0 +1,124 @@
+/**
+ * The broker's I/O that is not a transfer: listing (§V.E), deleting, and
+ * removing chunks from VMs and core. Each answer is a `SendCommand` that the
+ * broker machine publishes.
+ */
+import type { RequestInput } from '../machines/broker.ts';
+import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
+import type { CoreCloud } from '../plugins/core-cloud/types.ts';
+import type { MetadataStore } from '../plugins/metadata/types.ts';
+import type { FileInfo, Message, VmInfo } from '../protocol/messages.ts';
+import type { Logger } from './log.ts';
+import type { ReplyBox } from './replies.ts';
+import { coreKeyOf } from './upload-writer.ts';
+
+export interface RequestDeps {
+  brokerId: string;
+  core: CoreCloud;
+  metadata: MetadataStore;
+  replies: ReplyBox;
+  send(to: string, message: Message): Promise<void>;
+  /** How long to wait for a VM to confirm a delete. */
+  deleteTimeoutMs: number;
+  log: Logger;
+}
+
+export const DEFAULT_PAGE_SIZE = 1000;
+
+export async function answerRequest(deps: RequestDeps, input: RequestInput): Promise<SendCommand> {
+  const { request } = input;
+  const reply = (message: Message): SendCommand => ({ type: 'SEND', to: request.from, message });
+  try {
+    if (request.type === 'list.request') return reply(await listFiles(deps, request));
+    await deleteFile(deps, request.name, request.id, input.table);
+    return reply({ type: 'delete.done', id: request.id, from: deps.brokerId, name: request.name });
+  } catch (error) {
+    const failure = toFailure(error);
+    if (failure.code === 'internal')
+      deps.log.error({ err: failure.message, request: request.type }, 'request failed');
+    return reply({ type: 'error', id: request.id, from: deps.brokerId, ...failure });
+  }
+}
+
+/** §V.E steps 3–4: one file by name, or a page of all of them. */
+async function listFiles(
+  deps: RequestDeps,
+  request: Extract<RequestInput['request'], { type: 'list.request' }>,
+): Promise<Message> {
+  const base = { type: 'list.response' as const, id: request.id, from: deps.brokerId };
+  if (request.name !== undefined) {
+    const file = await deps.metadata.getFile(request.name);
+    if (!file) throw new CloudletError('not-found', `no file named "${request.name}"`);
+    return { ...base, files: [file] };
+  }
+  const after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
+  const page = await deps.metadata.listFiles({
+    limit: request.limit ?? DEFAULT_PAGE_SIZE,
+    ...(after !== undefined ? { after } : {}),
+  });
+  return {
+    ...base,
+    files: page.files,
+    ...(page.next !== undefined ? { nextCursor: encodeCursor(page.next) } : {}),
+  };
+}
+
+/** Chunks off the VMs and the core first, then the metadata. */
+async function deleteFile(deps: RequestDeps, name: string, requestId: string, table: VmInfo[]) {
+  const file = await deps.metadata.getFile(name);
+  if (!file) throw new CloudletError('not-found', `no file named "${name}"`);
+  await removeChunks(deps, file, requestId, table);
+  await deps.metadata.deleteFile(name);
+}
+
+/**
+ * Removes a file's chunks from its live VMs (waiting for each to confirm)
+ * and from the core. A failed VM cannot be told; what it still holds is
+ * reconciled when it rejoins.
+ */
+export async function removeChunks(
+  deps: RequestDeps,
+  file: FileInfo,
+  requestId: string,
+  table: VmInfo[],
+) {
+  const live = new Set(table.filter((vm) => vm.status !== 'failed').map((vm) => vm.id));
+  const holders = [...new Set(file.chunks.map((chunk) => chunk.vm))].filter(
+    (vm): vm is string => vm !== null && live.has(vm),
+  );
+  await Promise.all(
+    holders.map(async (vm) => {
+      const confirmed = deps.replies.wait(
+        { type: 'chunk.deleted', id: requestId, from: vm },
+        deps.deleteTimeoutMs,
+      );
+      await deps.send(vm, {
+        type: 'chunk.delete',
+        id: requestId,
+        from: deps.brokerId,
+        fileId: file.fileId,
+      });
+      if (!(await confirmed)) deps.log.warn({ vm, file: file.name }, 'VM did not confirm a delete');
+    }),
+  );
+  try {
+    await Promise.all(
+      file.chunks.map((chunk) => deps.core.delete(coreKeyOf(file.fileId, chunk.index))),
+    );
+  } catch (error) {
+    throw new CloudletError(
+      'unavailable',
+      `could not delete from the core: ${(error as Error).message}`,
+      true,
+    );
+  }
+}
+
+const encodeCursor = (name: string) => Buffer.from(name, 'utf8').toString('base64url');
+function decodeCursor(cursor: string) {
+  const name = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (name.length === 0 || encodeCursor(name) !== cursor) {
+    throw new CloudletError('bad-request', 'the cursor is not one this broker gave out');
+  }
+  return name;
+}

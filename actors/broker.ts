@@ -1,0 +1,289 @@
+/**
+ * createBroker(): the broker statechart with its real side effects — the
+ * MQTT link, the core cloud, the metadata store — provided to it.
+ */
+import { type Actor, createActor, fromCallback, fromPromise, waitFor } from 'xstate';
+import {
+  type BrokerConfig,
+  brokerMachine,
+  type RequestInput,
+  vmTable,
+} from '../machines/broker.ts';
+import { membershipMachine } from '../machines/membership.ts';
+import type { CoreServerCommand, CoreServerInput } from '../machines/serveDownload.ts';
+import { serveDownloadMachine } from '../machines/serveDownload.ts';
+import { CloudletError, type SendCommand } from '../machines/shared.ts';
+import { uploadMachine } from '../machines/upload.ts';
+import type { CoreCloud } from '../plugins/core-cloud/types.ts';
+import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
+import type { MetadataStore } from '../plugins/metadata/types.ts';
+import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { createTopics } from '../protocol/topics.ts';
+import { linkBridge, sendThrough } from './bridge.ts';
+import { answerRequest, type RequestDeps, removeChunks } from './broker-requests.ts';
+import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
+import { newId } from './ids.ts';
+import { type Logger, silentLogger } from './log.ts';
+import { connectLink, type Link } from './mqtt-link.ts';
+import { MiB, type MqttAuth } from './options.ts';
+import { createReplyBox } from './replies.ts';
+import { coreKeyOf, uploadWriter } from './upload-writer.ts';
+
+export interface BrokerOptions extends Partial<BrokerConfig> {
+  mqttUrl: string;
+  mqtt?: MqttAuth;
+  topicRoot?: string;
+  core: CoreCloud;
+  metadata?: MetadataStore;
+  /** A VM that does not confirm a stored segment within this fails the upload. */
+  storeTimeoutMs?: number;
+  log?: Logger;
+}
+
+export const BROKER_DEFAULTS: BrokerConfig = {
+  brokerId: 'broker',
+  split: 2,
+  reductionFactor: 64 * MiB,
+  heartbeatMs: 5000,
+  fetchTimeoutMs: 2000,
+  segmentSize: 1 * MiB,
+  window: 8,
+  transferIdleTimeoutMs: 30_000,
+};
+
+export interface BrokerStats {
+  /** Bytes read from the core to serve downloads (§V.G). */
+  coreReadBytes: number;
+  /** Chunks served from the core: planned (VM failed) or failovers (§V.G). */
+  coreChunks: { planned: number; failover: number };
+  uploads: { committed: number; failed: number };
+  /** Payloads rejected by the link, by reason. */
+  rejected: Record<string, number>;
+}
+
+export interface Broker {
+  readonly config: BrokerConfig;
+  readonly actor: Actor<typeof brokerMachine>;
+  readonly link: Link;
+  /** The VM table (§IV.1). */
+  vms(): VmInfo[];
+  stats(): BrokerStats;
+  close(): Promise<void>;
+}
+
+export async function createBroker(options: BrokerOptions): Promise<Broker> {
+  const log = options.log ?? silentLogger();
+  const config: BrokerConfig = {
+    brokerId: options.brokerId ?? BROKER_DEFAULTS.brokerId,
+    split: options.split ?? BROKER_DEFAULTS.split,
+    reductionFactor: options.reductionFactor ?? BROKER_DEFAULTS.reductionFactor,
+    heartbeatMs: options.heartbeatMs ?? BROKER_DEFAULTS.heartbeatMs,
+    fetchTimeoutMs: options.fetchTimeoutMs ?? BROKER_DEFAULTS.fetchTimeoutMs,
+    segmentSize: options.segmentSize ?? BROKER_DEFAULTS.segmentSize,
+    window: options.window ?? BROKER_DEFAULTS.window,
+    transferIdleTimeoutMs: options.transferIdleTimeoutMs ?? BROKER_DEFAULTS.transferIdleTimeoutMs,
+  };
+  const topics = createTopics(options.topicRoot);
+  const metadata = options.metadata ?? createMemoryMetadata();
+  const stats: BrokerStats = {
+    coreReadBytes: 0,
+    coreChunks: { planned: 0, failover: 0 },
+    uploads: { committed: 0, failed: 0 },
+    rejected: {},
+  };
+  const core = options.core;
+  const link = await connectLink({
+    url: options.mqttUrl,
+    id: config.brokerId,
+    brokerId: config.brokerId,
+    topics,
+    inbox: false,
+    subscriptions: [topics.broker, topics.allStatus],
+    log,
+    ...options.mqtt,
+  });
+  const replies = createReplyBox();
+  const send = sendThrough(link, log);
+  const sendTo = (to: string, message: Parameters<Link['send']>[1], body?: Uint8Array) =>
+    link.send(to, message, body);
+  const requestDeps: RequestDeps = {
+    brokerId: config.brokerId,
+    core,
+    metadata,
+    replies,
+    send: (to, message) => link.send(to, message),
+    deleteTimeoutMs: 5000,
+    log,
+  };
+  const table = () => vmTable(actor.getSnapshot());
+
+  const machine = brokerMachine.provide({
+    actions: {
+      send,
+      reportChildError: (_, { actorId, error }) =>
+        log.error(
+          { actor: actorId, err: error instanceof Error ? error.message : String(error) },
+          'an actor failed',
+        ),
+    },
+    actors: {
+      mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
+      membership: membershipMachine.provide({ actions: { send } }),
+      request: fromPromise<SendCommand, RequestInput>(({ input }) =>
+        answerRequest(requestDeps, input),
+      ),
+      upload: uploadMachine.provide({
+        actions: { send },
+        actors: {
+          reserveName: fromPromise(async ({ input }) => {
+            if (!input.overwrite && (await metadata.getFile(input.name))) {
+              throw new CloudletError(
+                'exists',
+                `"${input.name}" already exists; use --overwrite to replace it`,
+              );
+            }
+            return { fileId: newId() };
+          }),
+          chunkWriter: uploadWriter({
+            brokerId: config.brokerId,
+            core,
+            send: sendTo,
+            storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
+            log,
+          }),
+          commitFile: fromPromise(async ({ input }) => {
+            const file: FileInfo = {
+              name: input.name,
+              fileId: input.plan.fileId,
+              size: input.size,
+              sha256: input.sealed.sha256,
+              createdAt: new Date().toISOString(),
+              chunks: input.plan.chunks.map((chunk) => ({
+                ...chunk,
+                sha256: input.sealed.chunkSha256[chunk.index] as string,
+              })),
+            };
+            const replaced = await metadata.getFile(input.name);
+            await metadata.putFile(file);
+            stats.uploads.committed++;
+            if (replaced && replaced.fileId !== file.fileId) {
+              // The old version stays readable until the new one is listed.
+              removeChunks(requestDeps, replaced, newId(), table()).catch((error) =>
+                log.warn(
+                  { err: error.message, file: input.name },
+                  'could not remove a replaced file',
+                ),
+              );
+            }
+            return file;
+          }),
+          cleanUp: fromPromise(async ({ input }) => {
+            stats.uploads.failed++;
+            if (!input.plan) return;
+            const { fileId, chunks } = input.plan;
+            for (const vm of new Set(chunks.map((chunk) => chunk.vm))) {
+              if (vm)
+                link
+                  .send(vm, {
+                    type: 'chunk.delete',
+                    id: input.transferId,
+                    from: config.brokerId,
+                    fileId,
+                  })
+                  .catch(() => {});
+            }
+            await Promise.allSettled(
+              chunks.map((chunk) => core.delete(coreKeyOf(fileId, chunk.index))),
+            );
+          }),
+        },
+      }),
+      serveDownload: serveDownloadMachine.provide({
+        actions: { send },
+        actors: {
+          lookupFile: fromPromise(async ({ input }) => {
+            const file = await metadata.getFile(input.name);
+            if (!file) throw new CloudletError('not-found', `no file named "${input.name}"`);
+            return file;
+          }),
+          coreServer: fromCallback<CoreServerCommand, CoreServerInput>(({ input, receive }) => {
+            const senders = new Map<number, ReturnType<typeof startChunkSender>>();
+            receive((command) => {
+              if (command.type === 'ACK') {
+                senders.get(command.index)?.ack(command.offset);
+                return;
+              }
+              const chunk = input.file.chunks[command.index];
+              if (!chunk) return;
+              senders.get(command.index)?.stop();
+              const key = coreKeyOf(input.file.fileId, chunk.index);
+              const sender = startChunkSender({
+                id: input.transferId,
+                index: chunk.index,
+                from: config.brokerId,
+                to: input.requester,
+                window: config.window,
+                ackTimeoutMs: config.transferIdleTimeoutMs,
+                send: sendTo,
+                open: async () => {
+                  const read = async (offset: number, length: number) => {
+                    const bytes = await core.getRange(key, offset, length);
+                    if (!bytes) throw new Error(`core object ${key} is missing`);
+                    stats.coreReadBytes += bytes.byteLength;
+                    return bytes;
+                  };
+                  const segments = rangeSegments(
+                    read,
+                    chunk.size,
+                    command.offset,
+                    config.segmentSize,
+                  );
+                  return segments;
+                },
+              });
+              const planned = input.planCore.includes(chunk.index) && !senders.has(chunk.index);
+              if (planned) stats.coreChunks.planned++;
+              else stats.coreChunks.failover++;
+              senders.set(command.index, sender);
+              sender.done.then((result: SendResult) => {
+                if (result !== 'sent' && result !== 'stopped') {
+                  log.warn(
+                    { file: input.file.name, index: chunk.index, result },
+                    'serving a chunk from the core stopped',
+                  );
+                }
+              });
+            });
+            return () => {
+              for (const sender of senders.values()) sender.stop();
+            };
+          }),
+        },
+      }),
+    },
+  });
+
+  const actor = createActor(machine, { input: config });
+  actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });
+  actor.start();
+  await waitFor(actor, (snapshot) => snapshot.matches('online'), { timeout: 5000 });
+  log.info({ brokerId: config.brokerId, split: config.split }, 'broker online');
+
+  return {
+    config,
+    actor,
+    link,
+    vms: table,
+    stats: () => ({
+      ...stats,
+      coreChunks: { ...stats.coreChunks },
+      uploads: { ...stats.uploads },
+      rejected: link.rejections(),
+    }),
+    async close() {
+      actor.stop();
+      await link.close();
+      await metadata.close();
+    },
+  };
+}

@@ -1,0 +1,153 @@
+/**
+ * Where a member's bytes come from and go to: files on disk (read and
+ * written piece by piece, never whole) or buffers in memory.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
+import { CloudletError } from '../machines/shared.ts';
+import { newId } from './ids.ts';
+
+export interface ByteSource {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface ByteSink {
+  /** Writes `bytes` at `position` (chunks arrive in parallel). */
+  write(position: number, bytes: Buffer): Promise<void>;
+  /** Throws unless the written bytes have this size and sha256 (§V.F step 8). */
+  verify(size: number, sha256: string): Promise<void>;
+}
+
+export async function fileSource(path: string): Promise<ByteSource> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    throw new CloudletError(
+      'not-found',
+      `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
+  }
+  const { size } = await handle.stat();
+  return {
+    size,
+    async read(offset, length) {
+      const buffer = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);
+        if (bytesRead === 0)
+          throw new CloudletError('bad-request', `${path} shrank while it was being read`);
+        filled += bytesRead;
+      }
+      return buffer;
+    },
+    close: () => handle.close(),
+  };
+}
+
+export function bufferSource(bytes: Buffer): ByteSource {
+  return {
+    size: bytes.byteLength,
+    read: async (offset, length) => bytes.subarray(offset, offset + length),
+    close: async () => {},
+  };
+}
+
+export interface FileSink extends ByteSink {
+  /** Moves the verified file into place. */
+  commit(): Promise<void>;
+  /** Removes the partial file. */
+  discard(): Promise<void>;
+}
+
+/**
+ * Writes into a hidden partial file beside `path`; only a verified download
+ * replaces `path`, so a failed one never leaves a half file under its name.
+ */
+export async function fileSink(path: string): Promise<FileSink> {
+  const partial = `${path}.partial-${newId(6)}`;
+  const handle = await open(partial, 'w');
+  let closed = false;
+  const close = async () => {
+    if (!closed) {
+      closed = true;
+      await handle.close();
+    }
+  };
+  return {
+    async write(position, bytes) {
+      let written = 0;
+      while (written < bytes.byteLength) {
+        const result = await handle.write(
+          bytes,
+          written,
+          bytes.byteLength - written,
+          position + written,
+        );
+        written += result.bytesWritten;
+      }
+    },
+    async verify(size, sha256) {
+      await handle.sync().catch(() => {});
+      const actual = await hashFile(partial);
+      if (actual.size !== size || actual.sha256 !== sha256) {
+        throw new Error(
+          `the reassembled file has ${actual.size} bytes and sha256 ${actual.sha256}; expected ${size} bytes and ${sha256}`,
+        );
+      }
+    },
+    async commit() {
+      await close();
+      await rename(partial, path);
+    },
+    async discard() {
+      await close();
+      await rm(partial, { force: true });
+    },
+  };
+}
+
+export interface MemorySink extends ByteSink {
+  bytes(): Buffer;
+}
+
+export function memorySink(): MemorySink {
+  const parts = new Map<number, Buffer>();
+  const assemble = () => {
+    const ordered = [...parts.entries()].sort(([a], [b]) => a - b);
+    const size = ordered.reduce(
+      (end, [position, bytes]) => Math.max(end, position + bytes.byteLength),
+      0,
+    );
+    const out = Buffer.alloc(size);
+    for (const [position, bytes] of ordered) bytes.copy(out, position);
+    return out;
+  };
+  return {
+    write: async (position, bytes) => {
+      parts.set(position, Buffer.from(bytes));
+    },
+    async verify(size, sha256) {
+      const bytes = assemble();
+      const actual = createHash('sha256').update(bytes).digest('hex');
+      if (bytes.byteLength !== size || actual !== sha256) {
+        throw new Error(`the reassembled bytes have sha256 ${actual}; expected ${sha256}`);
+      }
+    },
+    bytes: assemble,
+  };
+}
+
+export async function hashFile(path: string): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const piece of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+    hash.update(piece as Buffer);
+    size += (piece as Buffer).byteLength;
+  }
+  return { size, sha256: hash.digest('hex') };
+}

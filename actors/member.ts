@@ -1,0 +1,389 @@
+/**
+ * A member of the cloudlet — the CLI, or a VM acting as a client — asking
+ * the broker to upload (§V.D), list (§V.E), download (§V.F, §V.G) and
+ * delete files, and to show the VM table.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createActor, fromCallback, fromPromise, toPromise } from 'xstate';
+import { chunkFetchMachine, type SinkCommand } from '../machines/chunkFetch.ts';
+import { type DownloadOutput, type DownloadPlan, downloadMachine } from '../machines/download.ts';
+import { CloudletError } from '../machines/shared.ts';
+import type { Frame } from '../protocol/frame.ts';
+import type {
+  ErrorCode,
+  FileInfo,
+  Message,
+  MessageOf,
+  MessageType,
+  VmInfo,
+} from '../protocol/messages.ts';
+import { sendThrough } from './bridge.ts';
+import type { ByteSink, ByteSource } from './files.ts';
+import { newId } from './ids.ts';
+import type { Logger } from './log.ts';
+import type { Link } from './mqtt-link.ts';
+
+export interface MemberOptions {
+  link: Link;
+  brokerId?: string;
+  /** How long to wait for the broker to answer a request (default 10 s). */
+  requestTimeoutMs?: number;
+  /** Give up on a transfer when nothing moves for this long (default 30 s). */
+  idleTimeoutMs?: number;
+  log: Logger;
+}
+
+export interface TransferOptions {
+  /** Called as bytes are acknowledged (put) or written (get). */
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface Member {
+  put(
+    source: ByteSource,
+    name: string,
+    options?: TransferOptions & { overwrite?: boolean },
+  ): Promise<FileInfo>;
+  /** Downloads into `sink`; throws a CloudletError unless the file verifies. */
+  get(name: string, sink: ByteSink, options?: TransferOptions): Promise<DownloadOutput>;
+  list(options?: {
+    limit?: number;
+    cursor?: string;
+  }): Promise<{ files: FileInfo[]; nextCursor?: string }>;
+  /** Every file, following the pages. */
+  listAll(): Promise<FileInfo[]>;
+  stat(name: string): Promise<FileInfo>;
+  remove(name: string): Promise<void>;
+  vms(): Promise<VmInfo[]>;
+  close(): void;
+}
+
+/** Frames of one request or transfer, in arrival order. */
+class Inbox {
+  private frames: Frame[] = [];
+  private waiter: ((frame: Frame | null) => void) | null = null;
+  private failure: Error | null = null;
+  /** Makes the next wait throw: the transfer cannot go on. */
+  fail(error: Error) {
+    this.failure ??= error;
+    this.waiter?.(null);
+  }
+  push(frame: Frame) {
+    if (this.waiter) {
+      const wake = this.waiter;
+      this.waiter = null;
+      wake(frame);
+    } else this.frames.push(frame);
+  }
+  next(timeoutMs: number, signal?: AbortSignal): Promise<Frame | null> {
+    if (this.failure) return Promise.reject(this.failure);
+    const queued = this.frames.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const finish = (frame: Frame | null) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.waiter = null;
+        if (this.failure) reject(this.failure);
+        else resolve(frame);
+      };
+      const onAbort = () => finish(null);
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiter = finish;
+    });
+  }
+}
+
+export function createMember(options: MemberOptions): Member {
+  const { link, log } = options;
+  const brokerId = options.brokerId ?? 'broker';
+  const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+  const idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+  const routes = new Map<string, (frame: Frame) => void>();
+  const off = link.onFrame((frame) => {
+    const { message } = frame;
+    if ('id' in message && message.id !== undefined) routes.get(message.id)?.(frame);
+  });
+  const silent = (what: string, ms: number) =>
+    new CloudletError(
+      'timeout',
+      `the broker did not answer ${what} within ${ms} ms; is \`bun run broker\` running on this MQTT server and topic root?`,
+      true,
+    );
+
+  /** Sends a request and waits for its answer (or the broker's error). */
+  const request = async <T extends MessageType>(message: Message & { id: string }, expect: T) => {
+    const inbox = new Inbox();
+    routes.set(message.id, (frame) => inbox.push(frame));
+    try {
+      await link.sendToBroker(message);
+      for (;;) {
+        const frame = await inbox.next(requestTimeoutMs);
+        if (!frame) throw silent(message.type, requestTimeoutMs);
+        if (frame.message.from !== brokerId) continue;
+        throwIfError(frame.message);
+        if (frame.message.type === expect) return frame.message as MessageOf<T>;
+      }
+    } finally {
+      routes.delete(message.id);
+    }
+  };
+
+  const list: Member['list'] = async ({ limit, cursor } = {}) => {
+    const response = await request(
+      {
+        type: 'list.request',
+        id: newId(),
+        from: link.id,
+        ...(limit !== undefined ? { limit } : {}),
+        ...(cursor !== undefined ? { cursor } : {}),
+      },
+      'list.response',
+    );
+    return {
+      files: response.files,
+      ...(response.nextCursor !== undefined ? { nextCursor: response.nextCursor } : {}),
+    };
+  };
+
+  return {
+    list,
+    async listAll() {
+      const files: FileInfo[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await list(cursor === undefined ? {} : { cursor });
+        files.push(...page.files);
+        cursor = page.nextCursor;
+      } while (cursor !== undefined);
+      return files;
+    },
+    async stat(name) {
+      const response = await request(
+        { type: 'list.request', id: newId(), from: link.id, name },
+        'list.response',
+      );
+      const file = response.files[0];
+      if (!file) throw new CloudletError('not-found', `no file named "${name}"`);
+      return file;
+    },
+    async remove(name) {
+      await request({ type: 'delete.request', id: newId(), from: link.id, name }, 'delete.done');
+    },
+    async vms() {
+      return (await request({ type: 'vms.request', id: newId(), from: link.id }, 'vms.response'))
+        .vms;
+    },
+    put: (source, name, putOptions = {}) => upload(source, name, putOptions),
+    get: (name, sink, getOptions = {}) => download(name, sink, getOptions),
+    close: off,
+  };
+
+  /** §V.D step 1: the file goes to the broker, chunk by chunk, in segments. */
+  async function upload(
+    source: ByteSource,
+    name: string,
+    opts: TransferOptions & { overwrite?: boolean },
+  ) {
+    const id = newId();
+    const inbox = new Inbox();
+    routes.set(id, (frame) => {
+      if (frame.message.from === brokerId) inbox.push(frame);
+    });
+    const abort = () =>
+      link
+        .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: 'interrupted' })
+        .catch(() => {});
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    try {
+      await link.sendToBroker({
+        type: 'upload.begin',
+        id,
+        from: link.id,
+        name,
+        size: source.size,
+        overwrite: opts.overwrite ?? false,
+      });
+      const ready = await expectFrame(inbox, 'upload.ready', requestTimeoutMs, opts.signal);
+      const hash = createHash('sha256');
+      let inFlight = 0;
+      let acked = 0;
+      const awaitAck = async () => {
+        const ack = await expectFrame(inbox, 'upload.ack', idleTimeoutMs, opts.signal);
+        inFlight--;
+        acked += segmentLength(ready, ack.index, ack.offset);
+        opts.onProgress?.(acked, source.size);
+      };
+      for (const chunk of ready.chunks) {
+        // An empty chunk is sent as one empty segment.
+        for (
+          let offset = 0;
+          offset < chunk.size || (chunk.size === 0 && offset === 0);
+          offset += ready.segmentSize
+        ) {
+          while (inFlight >= ready.window) await awaitAck();
+          const length = Math.min(ready.segmentSize, chunk.size - offset);
+          const bytes =
+            length > 0 ? await source.read(chunk.offset + offset, length) : Buffer.alloc(0);
+          hash.update(bytes);
+          // Not awaited: the broker's acknowledgements pace the upload.
+          link
+            .sendToBroker(
+              { type: 'upload.segment', id, from: link.id, index: chunk.index, offset },
+              bytes,
+            )
+            .catch((error: Error) =>
+              inbox.fail(new CloudletError('unavailable', error.message, true)),
+            );
+          inFlight++;
+          if (chunk.size === 0) break;
+        }
+      }
+      while (inFlight > 0) await awaitAck();
+      await link.sendToBroker({
+        type: 'upload.end',
+        id,
+        from: link.id,
+        sha256: hash.digest('hex'),
+      });
+      return (await expectFrame(inbox, 'upload.done', idleTimeoutMs, opts.signal)).file;
+    } finally {
+      opts.signal?.removeEventListener('abort', abort);
+      routes.delete(id);
+    }
+  }
+
+  async function expectFrame<T extends MessageType>(
+    inbox: Inbox,
+    type: T,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ) {
+    const frame = await inbox.next(timeoutMs, signal);
+    if (signal?.aborted) throw new CloudletError('aborted', 'interrupted', true);
+    if (!frame) throw silent(type, timeoutMs);
+    throwIfError(frame.message);
+    if (frame.message.type !== type) {
+      throw new CloudletError(
+        'internal',
+        `expected ${type} from the broker, got ${frame.message.type}`,
+      );
+    }
+    return frame.message as MessageOf<T>;
+  }
+
+  /** §V.F / §V.G: the download statechart, fed by this member's inbox. */
+  async function download(name: string, sink: ByteSink, opts: TransferOptions) {
+    const transferId = newId();
+    const send = sendThrough(link, log);
+    let plan: DownloadPlan | null = null;
+    let written = 0;
+    const chunkSink = fromCallback<SinkCommand, { index: number; size: number }>(
+      ({ input, receive, sendBack }) => {
+        const chunk = plan?.file.chunks[input.index];
+        let hash: Hash = createHash('sha256');
+        let count = 0;
+        let queue = Promise.resolve();
+        receive((command) => {
+          queue = queue
+            .then(async () => {
+              if (command.type === 'RESET') {
+                written -= count;
+                hash = createHash('sha256');
+                count = 0;
+                return;
+              }
+              await sink.write((chunk?.offset ?? 0) + command.offset, command.bytes);
+              hash.update(command.bytes);
+              count += command.bytes.byteLength;
+              written += command.bytes.byteLength;
+              opts.onProgress?.(written, plan?.file.size ?? 0);
+              const ack: Message = {
+                type: 'chunk.ack',
+                id: transferId,
+                from: link.id,
+                index: input.index,
+                offset: command.offset,
+              };
+              send(null, {
+                type: 'SEND',
+                to: command.ackTo === brokerId ? null : command.ackTo,
+                message: ack,
+              });
+              if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+            })
+            .catch((error: Error) => sendBack({ type: 'SINK_FAILED', message: error.message }));
+        });
+      },
+    );
+    const machine = downloadMachine.provide({
+      actions: { send },
+      actors: {
+        chunkFetch: chunkFetchMachine.provide({ actions: { send }, actors: { chunkSink } }),
+        verifyFile: fromPromise(({ input }) => sink.verify(input.size, input.sha256)),
+      },
+    });
+    const actor = createActor(machine, {
+      input: {
+        transferId,
+        self: link.id,
+        name,
+        requestTimeoutMs,
+        coreTimeoutMs: idleTimeoutMs,
+      },
+    });
+    routes.set(transferId, (frame) => {
+      const { message, body } = frame;
+      if (message.type === 'download.plan' && message.from === brokerId) {
+        plan = message;
+        actor.send({ type: 'PLAN', plan: message });
+      } else if (message.type === 'chunk.data') {
+        actor.send({
+          type: 'DATA',
+          from: message.from,
+          index: message.index,
+          offset: message.offset,
+          bytes: body,
+        });
+      } else if (message.type === 'error') {
+        actor.send({
+          type: 'ERROR',
+          from: message.from,
+          ...(message.index !== undefined ? { index: message.index } : {}),
+          failure: { code: message.code, message: message.message, retryable: message.retryable },
+        });
+      }
+    });
+    const cancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });
+    opts.signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      actor.start();
+      const output = await toPromise(actor);
+      if (!output.ok) {
+        const failure = output.failure ?? {
+          code: 'internal' as ErrorCode,
+          message: 'download failed',
+          retryable: false,
+        };
+        throw new CloudletError(failure.code, failure.message, failure.retryable);
+      }
+      return output;
+    } finally {
+      opts.signal?.removeEventListener('abort', cancel);
+      routes.delete(transferId);
+      actor.stop();
+    }
+  }
+}
+
+function throwIfError(message: Message) {
+  if (message.type === 'error')
+    throw new CloudletError(message.code, message.message, message.retryable);
+}
+
+function segmentLength(ready: MessageOf<'upload.ready'>, index: number, offset: number) {
+  const chunk = ready.chunks[index];
+  return chunk ? Math.max(0, Math.min(ready.segmentSize, chunk.size - offset)) : 0;
+}

@@ -1,0 +1,214 @@
+/**
+ * The upload machine's chunk writer (§V.D steps 4–6, §IV.2.g): each segment
+ * goes to its VM (`chunk.store`, acknowledged by `chunk.stored`) and into the
+ * chunk's core object at the same time; the segment counts as stored when
+ * both are done. On SEAL every core object is committed and every checksum
+ * compared: the broker's, the VM's, and (in the machine) the uploader's.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { fromCallback } from 'xstate';
+import { CloudletError, toFailure } from '../machines/shared.ts';
+import type { UploadEvent, UploadPlan, WriterCommand } from '../machines/upload.ts';
+import type { CoreCloud, CoreWriter } from '../plugins/core-cloud/types.ts';
+import type { Message } from '../protocol/messages.ts';
+import type { Logger } from './log.ts';
+
+export interface UploadWriterDeps {
+  brokerId: string;
+  core: CoreCloud;
+  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  /** A VM that does not confirm a segment within this fails the upload. */
+  storeTimeoutMs: number;
+  log: Logger;
+}
+
+export const coreKeyOf = (fileId: string, index: number) => `${fileId}/${index}`;
+
+interface ChunkState {
+  writer: Promise<CoreWriter> | null;
+  /** Core writes of this chunk, one after another. */
+  coreQueue: Promise<unknown>;
+  hash: Hash;
+  vmSha256: string | null;
+  committed: boolean;
+}
+
+interface PendingStore {
+  resolve(): void;
+  reject(error: CloudletError): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export function uploadWriter(deps: UploadWriterDeps) {
+  return fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(
+    ({ input, receive, sendBack }) => {
+      const { plan, transferId } = input;
+      const fileHash = createHash('sha256');
+      const chunks: ChunkState[] = plan.chunks.map(() => ({
+        writer: null,
+        coreQueue: Promise.resolve(),
+        hash: createHash('sha256'),
+        vmSha256: null,
+        committed: false,
+      }));
+      const pending = new Map<string, PendingStore>();
+      let failed = false;
+      let stopped = false;
+
+      const failWith = (error: unknown) => {
+        if (failed || stopped) return;
+        failed = true;
+        sendBack({ type: 'WRITE_FAILED', ...toFailure(error) });
+      };
+
+      const storeOnVm = (vm: string, index: number, offset: number, bytes: Buffer) => {
+        const chunk = plan.chunks[index];
+        if (!chunk) return Promise.reject(new CloudletError('internal', `no chunk ${index}`));
+        const key = `${index}:${offset}`;
+        const stored = new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            pending.delete(key);
+            reject(
+              new CloudletError(
+                'unavailable',
+                `VM ${vm} did not confirm chunk ${index} within ${deps.storeTimeoutMs} ms; try again`,
+                true,
+              ),
+            );
+          }, deps.storeTimeoutMs);
+          pending.set(key, { resolve, reject, timer });
+        });
+        deps
+          .send(
+            vm,
+            {
+              type: 'chunk.store',
+              id: transferId,
+              from: deps.brokerId,
+              fileId: plan.fileId,
+              index,
+              chunkSize: chunk.size,
+              offset,
+            },
+            bytes,
+          )
+          .catch((error) => {
+            const waiter = pending.get(key);
+            pending.delete(key);
+            if (waiter) clearTimeout(waiter.timer);
+            waiter?.reject(
+              new CloudletError('unavailable', `cannot reach VM ${vm}: ${error.message}`, true),
+            );
+          });
+        return stored;
+      };
+
+      const writeToCore = (index: number, bytes: Buffer) => {
+        const state = chunks[index] as ChunkState;
+        state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index));
+        const writer = state.writer;
+        state.coreQueue = state.coreQueue.then(async () => (await writer).write(bytes));
+        return state.coreQueue;
+      };
+
+      const seal = async () => {
+        const chunkSha256: string[] = [];
+        for (const [index, chunk] of plan.chunks.entries()) {
+          const state = chunks[index] as ChunkState;
+          await state.coreQueue;
+          // An empty chunk still gets its (empty) core object.
+          state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index));
+          const size = await (await state.writer).commit();
+          state.committed = true;
+          if (size !== chunk.size) {
+            throw new CloudletError(
+              'integrity',
+              `the core holds ${size} bytes of chunk ${index}, not ${chunk.size}`,
+              true,
+            );
+          }
+          const sha256 = state.hash.digest('hex');
+          if (chunk.vm !== null && state.vmSha256 !== sha256) {
+            throw new CloudletError(
+              'integrity',
+              `VM ${chunk.vm} stored chunk ${index} with sha256 ${state.vmSha256 ?? 'unknown'}, expected ${sha256}`,
+              true,
+            );
+          }
+          chunkSha256.push(sha256);
+        }
+        return { chunkSha256, sha256: fileHash.digest('hex') };
+      };
+
+      receive((command) => {
+        if (failed || stopped) return;
+        switch (command.type) {
+          case 'WRITE': {
+            const { index, offset, bytes } = command;
+            const chunk = plan.chunks[index];
+            const state = chunks[index];
+            if (!chunk || !state) return;
+            state.hash.update(bytes);
+            fileHash.update(bytes);
+            const onVm =
+              chunk.vm === null ? Promise.resolve() : storeOnVm(chunk.vm, index, offset, bytes);
+            Promise.all([onVm, writeToCore(index, bytes)]).then(() => {
+              if (!failed && !stopped) sendBack({ type: 'SEGMENT_STORED', index, offset });
+            }, failWith);
+            return;
+          }
+          case 'VM_STORED': {
+            const chunk = plan.chunks[command.index];
+            if (!chunk || command.from !== chunk.vm) return;
+            if (command.sha256) (chunks[command.index] as ChunkState).vmSha256 = command.sha256;
+            const key = `${command.index}:${command.offset}`;
+            const waiter = pending.get(key);
+            if (!waiter) return;
+            pending.delete(key);
+            clearTimeout(waiter.timer);
+            waiter.resolve();
+            return;
+          }
+          case 'VM_ERROR': {
+            const holds = plan.chunks.some((chunk) => chunk.vm === command.from);
+            if (holds) {
+              failWith(
+                new CloudletError(
+                  command.code,
+                  `VM ${command.from}: ${command.message}`,
+                  command.retryable,
+                ),
+              );
+            }
+            return;
+          }
+          case 'SEAL':
+            seal().then((sealed) => {
+              if (!stopped) sendBack({ type: 'SEALED', ...sealed });
+            }, failWith);
+            return;
+        }
+      });
+
+      return () => {
+        stopped = true;
+        for (const waiter of pending.values()) clearTimeout(waiter.timer);
+        pending.clear();
+        // Uncommitted core objects are discarded; committed ones are the
+        // commit's or the cleanup's business.
+        for (const state of chunks) {
+          if (state.writer && !state.committed) {
+            state.writer
+              .then((writer) => writer.abort())
+              .catch((error) =>
+                deps.log.warn(
+                  { err: (error as Error).message },
+                  'could not discard a partial core object',
+                ),
+              );
+          }
+        }
+      };
+    },
+  );
+}

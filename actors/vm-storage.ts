@@ -1,0 +1,228 @@
+/**
+ * How a VM keeps chunks in its chunk store (§V.D step 6: "Virtual machines
+ * store the file chunks in their respective main memory through No-Sql
+ * redis server") and serves them (§V.F step 6).
+ *
+ * A chunk is kept as one value per segment, so no value grows with the file
+ * (Redis caps values at 512 MB) and no process holds a whole chunk:
+ *
+ *   c/<fileId>/<index>/<offset, 16 digits>   the segment's bytes
+ *   m/<fileId>/<index>                       manifest, written last:
+ *                                            { size, sha256, offsets }
+ *
+ * A chunk without a manifest is incomplete and is never served.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { fromCallback } from 'xstate';
+import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
+import type { ChunkStore } from '../plugins/chunk-store/types.ts';
+import type { ErrorCode, Message } from '../protocol/messages.ts';
+import { type ChunkSender, type Segment, startChunkSender } from './chunk-sender.ts';
+import type { Logger } from './log.ts';
+
+export interface VmStorageDeps {
+  id: string;
+  store: ChunkStore;
+  /** Memory the VM lends to the cloudlet (`--memory`). */
+  budget: number;
+  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  /** Stop serving a requester that acknowledges nothing for this long. */
+  ackTimeoutMs: number;
+  log: Logger;
+}
+
+interface Manifest {
+  size: number;
+  sha256: string;
+  offsets: number[];
+}
+
+const chunkPrefix = (fileId: string, index?: number) =>
+  index === undefined ? `c/${fileId}/` : `c/${fileId}/${index}/`;
+const segmentKey = (fileId: string, index: number, offset: number) =>
+  `${chunkPrefix(fileId, index)}${String(offset).padStart(16, '0')}`;
+const manifestKey = (fileId: string, index?: number) =>
+  index === undefined ? `m/${fileId}/` : `m/${fileId}/${index}`;
+
+/** What the VM can still take within its budget. */
+export async function memoryFree(store: ChunkStore, budget: number) {
+  return Math.max(0, budget - (await store.usedBytes()));
+}
+
+/** Writes and deletes chunks, one operation at a time per chunk. */
+export function chunkStorer(deps: VmStorageDeps) {
+  return fromCallback<StorerCommand, void>(({ receive }) => {
+    const writing = new Map<string, { hash: Hash; received: number; offsets: number[] }>();
+    const queues = new Map<string, Promise<void>>();
+    const enqueue = (key: string, work: () => Promise<void>) => {
+      const next = (queues.get(key) ?? Promise.resolve())
+        .then(work)
+        .catch((error: Error) =>
+          deps.log.error({ err: error.message, key }, 'chunk store operation failed'),
+        );
+      queues.set(key, next);
+      next.then(() => {
+        if (queues.get(key) === next) queues.delete(key);
+      });
+    };
+    const refuse = (
+      to: string,
+      id: string,
+      index: number,
+      code: ErrorCode,
+      message: string,
+      retryable = false,
+    ) => deps.send(to, { type: 'error', id, from: deps.id, index, code, message, retryable });
+
+    const store = async (
+      message: Extract<StorerCommand, { type: 'STORE' }>['message'],
+      body: Buffer,
+    ) => {
+      const { id, from, fileId, index, chunkSize, offset } = message;
+      const key = `${fileId}/${index}`;
+      if (offset === 0 && !writing.has(key)) {
+        // A fresh chunk (or a retried one): start clean, and only if it fits.
+        await deps.store.deletePrefix(chunkPrefix(fileId, index));
+        await deps.store.delete(manifestKey(fileId, index));
+        const free = await memoryFree(deps.store, deps.budget);
+        if (chunkSize > free) {
+          await refuse(
+            from,
+            id,
+            index,
+            'no-space',
+            `VM ${deps.id} has ${free} bytes free; chunk ${index} needs ${chunkSize}`,
+          );
+          return;
+        }
+        writing.set(key, { hash: createHash('sha256'), received: 0, offsets: [] });
+      }
+      const state = writing.get(key);
+      if (!state || offset !== state.received || offset + body.byteLength > chunkSize) {
+        await refuse(
+          from,
+          id,
+          index,
+          'bad-request',
+          `unexpected bytes for chunk ${index} at offset ${offset}`,
+        );
+        return;
+      }
+      try {
+        await deps.store.put(segmentKey(fileId, index, offset), body);
+      } catch (error) {
+        writing.delete(key);
+        await refuse(
+          from,
+          id,
+          index,
+          'unavailable',
+          `storing chunk ${index} failed: ${(error as Error).message}`,
+          true,
+        );
+        return;
+      }
+      state.hash.update(body);
+      state.received += body.byteLength;
+      state.offsets.push(offset);
+      let sha256: string | undefined;
+      if (state.received === chunkSize) {
+        sha256 = state.hash.digest('hex');
+        const manifest: Manifest = { size: chunkSize, sha256, offsets: state.offsets };
+        await deps.store.put(manifestKey(fileId, index), Buffer.from(JSON.stringify(manifest)));
+        writing.delete(key);
+      }
+      await deps.send(from, {
+        type: 'chunk.stored',
+        id,
+        from: deps.id,
+        fileId,
+        index,
+        offset,
+        length: body.byteLength,
+        ...(sha256 ? { sha256 } : {}),
+      });
+    };
+
+    const remove = async (message: Extract<StorerCommand, { type: 'DELETE' }>['message']) => {
+      const { id, from, fileId, index } = message;
+      if (index === undefined) await deps.store.deletePrefix(manifestKey(fileId));
+      else await deps.store.delete(manifestKey(fileId, index));
+      await deps.store.deletePrefix(chunkPrefix(fileId, index));
+      for (const key of writing.keys()) {
+        if (key === `${fileId}/${index}` || (index === undefined && key.startsWith(`${fileId}/`))) {
+          writing.delete(key);
+        }
+      }
+      await deps.send(from, { type: 'chunk.deleted', id, from: deps.id, fileId });
+    };
+
+    receive((command) => {
+      const { fileId } = command.message;
+      if (command.type === 'STORE') {
+        enqueue(`${fileId}/${command.message.index}`, () => store(command.message, command.body));
+      } else {
+        enqueue(`${fileId}/${command.message.index ?? '*'}`, () => remove(command.message));
+      }
+    });
+  });
+}
+
+/** Streams chunks to requesters with a bounded window (§V.F step 6). */
+export function chunkServer(deps: VmStorageDeps) {
+  return fromCallback<ServerCommand, void>(({ receive }) => {
+    const senders = new Map<string, ChunkSender>();
+    const keyOf = (id: string, index: number) => `${id}/${index}`;
+    receive((command) => {
+      const { message } = command;
+      const key = keyOf(message.id, message.index);
+      if (command.type === 'ACK') {
+        senders.get(key)?.ack(message.offset);
+        return;
+      }
+      const fetch = command.message;
+      senders.get(key)?.stop();
+      const sender = startChunkSender({
+        id: fetch.id,
+        index: fetch.index,
+        from: deps.id,
+        to: fetch.to,
+        window: fetch.window,
+        ackTimeoutMs: deps.ackTimeoutMs,
+        send: deps.send,
+        open: () => openChunk(deps.store, fetch.fileId, fetch.index, fetch.offset),
+      });
+      senders.set(key, sender);
+      sender.done.then((result) => {
+        if (senders.get(key) === sender) senders.delete(key);
+        if (result !== 'sent') deps.log.info({ key, result }, 'stopped serving a chunk');
+      });
+    });
+    return () => {
+      for (const sender of senders.values()) sender.stop();
+    };
+  });
+}
+
+/** The chunk's segments from `start`, or `null` when it is not (fully) here. */
+export async function openChunk(
+  store: ChunkStore,
+  fileId: string,
+  index: number,
+  start: number,
+): Promise<AsyncIterator<Segment> | null> {
+  const raw = await store.get(manifestKey(fileId, index));
+  if (!raw) return null;
+  const manifest = JSON.parse(raw.toString('utf8')) as Manifest;
+  return (async function* () {
+    for (const [position, offset] of manifest.offsets.entries()) {
+      const end = manifest.offsets[position + 1] ?? manifest.size;
+      if (end <= start && !(manifest.size === 0 && offset === 0)) continue;
+      const bytes = await store.get(segmentKey(fileId, index, offset));
+      if (!bytes) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
+      yield offset >= start
+        ? { offset, bytes }
+        : { offset: start, bytes: bytes.subarray(start - offset) };
+    }
+  })();
+}

@@ -1,0 +1,165 @@
+/**
+ * createVm(): a storage VM — the vm statechart with its chunk store, its
+ * MQTT link (with a will that tells the broker if it vanishes) and a member
+ * client, so that a VM can also upload, list and download (§V.D–§V.G).
+ */
+import os from 'node:os';
+import { type Actor, createActor, fromPromise, waitFor } from 'xstate';
+import { vmMachine } from '../machines/vm.ts';
+import type { ChunkStore } from '../plugins/chunk-store/types.ts';
+import { encodeFrame } from '../protocol/frame.ts';
+import type { CpuInfo } from '../protocol/messages.ts';
+import { createTopics } from '../protocol/topics.ts';
+import { linkBridge, sendThrough } from './bridge.ts';
+import { newId } from './ids.ts';
+import { type Logger, silentLogger } from './log.ts';
+import { createMember, type Member } from './member.ts';
+import { connectLink, type Link } from './mqtt-link.ts';
+import type { MqttAuth } from './options.ts';
+import { chunkServer, chunkStorer, memoryFree, type VmStorageDeps } from './vm-storage.ts';
+
+export interface VmOptions {
+  mqttUrl: string;
+  mqtt?: MqttAuth;
+  topicRoot?: string;
+  /** The VM's member id (its inbox topic). */
+  id: string;
+  /** Reported in the join; default: this host's first LAN IPv4. */
+  address?: string;
+  store: ChunkStore;
+  /** Bytes of memory lent to the cloudlet (`--memory`). */
+  memory: number;
+  brokerId?: string;
+  /** Heartbeat interval until the broker's acknowledgement sets it. */
+  heartbeatMs?: number;
+  joinRetryMs?: number;
+  log?: Logger;
+}
+
+export interface Vm {
+  readonly id: string;
+  /** Random per start: tells the broker a restart from a reconnect. */
+  readonly incarnation: string;
+  readonly actor: Actor<typeof vmMachine>;
+  readonly link: Link;
+  /** Upload, list and download as a member of the cloudlet. */
+  readonly member: Member;
+  /** Leaves the cloudlet: the broker marks it failed at once. */
+  close(): Promise<void>;
+}
+
+export async function createVm(options: VmOptions): Promise<Vm> {
+  const log = options.log ?? silentLogger();
+  const topics = createTopics(options.topicRoot);
+  const brokerId = options.brokerId ?? 'broker';
+  const incarnation = newId();
+  const address = options.address ?? lanAddress();
+  const status = (online: boolean) =>
+    encodeFrame({ type: 'status', from: options.id, incarnation, online });
+
+  const link = await connectLink({
+    url: options.mqttUrl,
+    id: options.id,
+    brokerId,
+    topics,
+    will: { topic: topics.status(options.id), payload: status(false), retain: true },
+    log,
+    ...options.mqtt,
+  });
+  const announce = () =>
+    link
+      .publishRaw(topics.status(options.id), status(true), { retain: true })
+      .catch((error) => log.warn({ err: error.message }, 'could not publish the online status'));
+  await announce();
+  link.onConnection((connected) => {
+    if (connected) void announce();
+  });
+
+  const send = sendThrough(link, log);
+  const storage: VmStorageDeps = {
+    id: options.id,
+    store: options.store,
+    budget: options.memory,
+    send: (to, message, body) => link.send(to, message, body),
+    ackTimeoutMs: 30_000,
+    log,
+  };
+  const report = async () => ({
+    from: options.id,
+    incarnation,
+    cpu: cpuInfo(),
+    memoryFree: await memoryFree(options.store, options.memory),
+  });
+
+  const machine = vmMachine.provide({
+    actions: {
+      send,
+      reportChildError: (_, { actorId, error }) =>
+        log.error(
+          { actor: actorId, err: error instanceof Error ? error.message : String(error) },
+          'an actor failed',
+        ),
+    },
+    actors: {
+      mqttBridge: linkBridge(link),
+      chunkStorer: chunkStorer(storage),
+      chunkServer: chunkServer(storage),
+      // §V.C step 1: "publishing its IP address, CPU capability and available
+      // main memory" to the broker.
+      sendJoin: fromPromise(async () => {
+        await link.sendToBroker({ type: 'join', id: newId(), address, ...(await report()) });
+      }),
+      sendHeartbeat: fromPromise(async () => {
+        await link.sendToBroker({ type: 'heartbeat', ...(await report()) });
+      }),
+    },
+  });
+  const actor = createActor(machine, {
+    input: {
+      id: options.id,
+      brokerId,
+      heartbeatMs: options.heartbeatMs ?? 5000,
+      joinRetryMs: options.joinRetryMs ?? 3000,
+    },
+  });
+  actor.subscribe({ error: (error) => log.error({ err: error }, 'the VM statechart failed') });
+  actor.start();
+  const member = createMember({ link, brokerId, log });
+  log.info({ id: options.id, address, memory: options.memory }, 'VM started');
+
+  return {
+    id: options.id,
+    incarnation,
+    actor,
+    link,
+    member,
+    async close() {
+      member.close();
+      actor.stop();
+      await link
+        .publishRaw(topics.status(options.id), status(false), { retain: true })
+        .catch(() => {});
+      await link.close();
+      await options.store.close();
+    },
+  };
+}
+
+/** Resolves once the broker has acknowledged the VM's join. */
+export function joined(vm: Vm, timeoutMs = 10_000) {
+  return waitFor(vm.actor, (snapshot) => snapshot.matches('serving'), { timeout: timeoutMs });
+}
+
+export function cpuInfo(): CpuInfo {
+  return { cores: Math.max(1, os.cpus().length), load: Math.max(0, os.loadavg()[0] ?? 0) };
+}
+
+/** The first non-internal IPv4 address of this host (§V.A: VMs were known by IP). */
+export function lanAddress(): string {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const address of addresses ?? []) {
+      if (address.family === 'IPv4' && !address.internal) return address.address;
+    }
+  }
+  return '127.0.0.1';
+}

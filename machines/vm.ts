@@ -1,0 +1,214 @@
+/**
+ * A storage VM (§IV, §V.A, §V.C):
+ *
+ *   connecting ──▶ joining ──(join.ack)──▶ serving (heartbeat every N ms,
+ *   N from the broker's acknowledgement; the paper: 5 s)
+ *   any ──(connection lost)──▶ reconnecting ──▶ joining again
+ *   serving ──(the broker asks: rejoin)──▶ joining
+ *
+ * Whatever the state, it stores chunks the broker sends (§V.D step 6),
+ * serves them to requesters (§V.F step 6) and deletes them on request.
+ */
+import { assign, type EventObject, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
+import type { Frame } from '../protocol/frame.ts';
+import type { MessageOf } from '../protocol/messages.ts';
+import type { SendCommand } from './shared.ts';
+
+export interface VmInput {
+  id: string;
+  brokerId: string;
+  /** Heartbeat interval until the broker says otherwise. */
+  heartbeatMs: number;
+  /** Join again when the broker has not answered for this long. */
+  joinRetryMs: number;
+}
+
+export type StorerCommand =
+  | { type: 'STORE'; message: MessageOf<'chunk.store'>; body: Buffer }
+  | { type: 'DELETE'; message: MessageOf<'chunk.delete'> };
+
+export type ServerCommand =
+  | { type: 'FETCH'; message: MessageOf<'chunk.fetch'> }
+  | { type: 'ACK'; message: MessageOf<'chunk.ack'> };
+
+export type VmEvent =
+  | { type: 'CONNECTED' }
+  | { type: 'DISCONNECTED' }
+  | { type: 'FRAME'; frame: Frame }
+  | { type: 'JOIN_ACK'; heartbeatMs: number; penalty: number; memoryEffective: number }
+  | { type: 'REJOIN'; reason: string };
+
+export interface VmContext extends VmInput {
+  penalty: number;
+  memoryEffective: number | null;
+  joins: number;
+}
+
+export const vmMachine = setup({
+  types: {
+    input: {} as VmInput,
+    context: {} as VmContext,
+    events: {} as VmEvent,
+  },
+  actors: {
+    /** The MQTT connection: sends back CONNECTED, DISCONNECTED and FRAME. */
+    mqttBridge: fromCallback<EventObject, void>(() => {
+      throw new Error('mqttBridge is provided by the runtime');
+    }),
+    /** §V.C step 1: publishes a join with address, CPU and free memory. */
+    sendJoin: fromPromise<void, { attempt: number }>(async () => {
+      throw new Error('sendJoin is provided by the runtime');
+    }),
+    sendHeartbeat: fromPromise<void, void>(async () => {
+      throw new Error('sendHeartbeat is provided by the runtime');
+    }),
+    /** Writes and deletes chunks in the chunk store (§V.D step 6). */
+    chunkStorer: fromCallback<StorerCommand, void>(() => {
+      throw new Error('chunkStorer is provided by the runtime');
+    }),
+    /** Streams chunks to requesters (§V.F step 6). */
+    chunkServer: fromCallback<ServerCommand, void>(() => {
+      throw new Error('chunkServer is provided by the runtime');
+    }),
+  },
+  delays: {
+    heartbeat: ({ context }) => context.heartbeatMs,
+    joinRetry: ({ context }) => context.joinRetryMs,
+  },
+  actions: {
+    send: (_, _command: SendCommand) => {
+      throw new Error('send is provided by the runtime');
+    },
+    /** Something failed that the VM survives: the runtime logs it. */
+    reportChildError: (_, _failure: { actorId: string; error: unknown }) => {},
+  },
+}).createMachine({
+  id: 'vm',
+  context: ({ input }) => ({ ...input, penalty: 0, memoryEffective: null, joins: 0 }),
+  invoke: [
+    { id: 'bridge', src: 'mqttBridge' },
+    { id: 'storer', src: 'chunkStorer' },
+    { id: 'server', src: 'chunkServer' },
+  ],
+  initial: 'connecting',
+  on: {
+    DISCONNECTED: '.reconnecting',
+    'xstate.error.actor.*': {
+      actions: {
+        type: 'reportChildError',
+        params: ({ event }: { event: { actorId?: string; error?: unknown } }) => ({
+          actorId: event.actorId ?? 'unknown',
+          error: event.error,
+        }),
+      },
+    },
+    FRAME: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        const { message, body } = event.frame;
+        if (message.type === 'chunk.ack') {
+          enqueue.sendTo('server', { type: 'ACK', message });
+          return;
+        }
+        if (!BROKER_ONLY.has(message.type)) return; // a member's reply, not the VM's business
+        if (message.from !== context.brokerId) {
+          // Only the broker may tell a VM to store, delete or send a chunk.
+          enqueue({
+            type: 'send',
+            params: {
+              type: 'SEND',
+              to: message.from,
+              message: {
+                type: 'error',
+                from: context.id,
+                code: 'bad-request',
+                message: `only the broker may send ${message.type}`,
+                retryable: false,
+                ...('id' in message ? { id: message.id } : {}),
+              },
+            },
+          });
+          return;
+        }
+        switch (message.type) {
+          case 'join.ack':
+            enqueue.raise({
+              type: 'JOIN_ACK',
+              heartbeatMs: message.heartbeatMs,
+              penalty: message.penalty,
+              memoryEffective: message.memoryEffective,
+            });
+            break;
+          case 'rejoin':
+            enqueue.raise({ type: 'REJOIN', reason: message.reason });
+            break;
+          case 'chunk.store':
+            enqueue.sendTo('storer', { type: 'STORE', message, body });
+            break;
+          case 'chunk.delete':
+            enqueue.sendTo('storer', { type: 'DELETE', message });
+            break;
+          case 'chunk.fetch':
+            enqueue.sendTo('server', { type: 'FETCH', message });
+            break;
+        }
+      }),
+    },
+  },
+  states: {
+    connecting: { on: { CONNECTED: 'joining' } },
+    joining: {
+      entry: assign({ joins: ({ context }) => context.joins + 1 }),
+      // A join that cannot be published is retried by the timer below.
+      invoke: {
+        src: 'sendJoin',
+        input: ({ context }) => ({ attempt: context.joins }),
+        onError: {
+          actions: {
+            type: 'reportChildError',
+            params: ({ event }) => ({ actorId: 'sendJoin', error: event.error }),
+          },
+        },
+      },
+      after: { joinRetry: { target: 'joining', reenter: true } },
+      on: {
+        JOIN_ACK: {
+          target: 'serving',
+          actions: assign(({ event }) => ({
+            heartbeatMs: event.heartbeatMs,
+            penalty: event.penalty,
+            memoryEffective: event.memoryEffective,
+          })),
+        },
+      },
+    },
+    serving: {
+      initial: 'waiting',
+      states: {
+        waiting: { after: { heartbeat: 'beating' } },
+        beating: {
+          invoke: {
+            src: 'sendHeartbeat',
+            onDone: 'waiting',
+            onError: {
+              target: 'waiting',
+              actions: {
+                type: 'reportChildError',
+                params: ({ event }) => ({ actorId: 'sendHeartbeat', error: event.error }),
+              },
+            },
+          },
+        },
+      },
+      on: { REJOIN: 'joining' },
+    },
+    reconnecting: { on: { CONNECTED: 'joining' } },
+  },
+});
+
+const BROKER_ONLY: ReadonlySet<string> = new Set([
+  'join.ack',
+  'rejoin',
+  'chunk.store',
+  'chunk.delete',
+  'chunk.fetch',
+]);
