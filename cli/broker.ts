@@ -1,0 +1,127 @@
+#!/usr/bin/env bun
+/**
+ * `bun run broker`: the cloudlet's coordinator (§IV, §V) — the VM table,
+ * placement, core backup, failover.
+ */
+import { BROKER_DEFAULTS, createBroker } from '../actors/broker.ts';
+import { createLogger } from '../actors/log.ts';
+import { createCoreCloud } from '../plugins/core-cloud/index.ts';
+import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
+import {
+  Command,
+  type ConnectionFlags,
+  formatSize,
+  mqttAuthOf,
+  Option,
+  parseCount,
+  parseSize,
+  runProgram,
+  withConnectionOptions,
+} from './common.ts';
+
+interface BrokerFlags extends ConnectionFlags {
+  split: number;
+  reductionFactor: number;
+  heartbeatMs: number;
+  fetchTimeoutMs: number;
+  core: string;
+  metadata: string;
+  segmentSize: number;
+  window: number;
+}
+
+const program = withConnectionOptions(
+  new Command('broker').description(
+    'Run the cloudlet broker: it keeps the VM table and file metadata, splits uploads over the VMs,\n' +
+      'backs every chunk up to the core, and serves downloads, from the core when a VM has failed.',
+  ),
+)
+  .addOption(
+    new Option('--split <n>', 'chunks per file: the n VMs with the most memory')
+      .env('CLOUDLET_SPLIT')
+      .default(BROKER_DEFAULTS.split)
+      .argParser(parseCount(1, 4096)),
+  )
+  .addOption(
+    new Option(
+      '--reduction-factor <size>',
+      'memory taken off a VM per penalty point when it rejoins',
+    )
+      .env('CLOUDLET_REDUCTION_FACTOR')
+      .default(BROKER_DEFAULTS.reductionFactor, formatSize(BROKER_DEFAULTS.reductionFactor))
+      .argParser(parseSize),
+  )
+  .addOption(
+    new Option('--heartbeat-ms <ms>', 'VM heartbeat interval; 3 missed intervals = failed')
+      .env('CLOUDLET_HEARTBEAT_MS')
+      .default(BROKER_DEFAULTS.heartbeatMs)
+      .argParser(parseCount(10, 3_600_000)),
+  )
+  .addOption(
+    new Option(
+      '--fetch-timeout-ms <ms>',
+      'a chunk a VM does not send within this comes from the core',
+    )
+      .env('CLOUDLET_FETCH_TIMEOUT_MS')
+      .default(BROKER_DEFAULTS.fetchTimeoutMs)
+      .argParser(parseCount(1, 3_600_000)),
+  )
+  .addOption(
+    new Option('--core <spec>', 'core cloud: memory or fs:DIR')
+      .env('CLOUDLET_CORE')
+      .default('memory'),
+  )
+  .addOption(
+    new Option('--metadata <spec>', 'metadata store: memory')
+      .env('CLOUDLET_METADATA')
+      .default('memory'),
+  )
+  .addOption(
+    new Option('--segment-size <size>', 'bytes per message of a transfer')
+      .env('CLOUDLET_SEGMENT_SIZE')
+      .default(BROKER_DEFAULTS.segmentSize, formatSize(BROKER_DEFAULTS.segmentSize))
+      .argParser(parseSize),
+  )
+  .addOption(
+    new Option('--window <n>', 'segments in flight per transfer')
+      .env('CLOUDLET_WINDOW')
+      .default(BROKER_DEFAULTS.window)
+      .argParser(parseCount(1, 1024)),
+  )
+  .action(async () => {
+    const flags = program.opts<BrokerFlags>();
+    if (flags.metadata !== 'memory') {
+      throw new Error(`--metadata ${flags.metadata}: only "memory" is available in this version`);
+    }
+    if (flags.segmentSize < 1 || flags.segmentSize > 64 * 1024 * 1024) {
+      throw new Error('--segment-size must be between 1 byte and 64MiB');
+    }
+    const log = createLogger('broker');
+    const core = createCoreCloud(flags.core);
+    const broker = await createBroker({
+      mqttUrl: flags.mqtt,
+      mqtt: mqttAuthOf(flags),
+      topicRoot: flags.topicRoot,
+      brokerId: flags.brokerId,
+      split: flags.split,
+      reductionFactor: flags.reductionFactor,
+      heartbeatMs: flags.heartbeatMs,
+      fetchTimeoutMs: flags.fetchTimeoutMs,
+      segmentSize: flags.segmentSize,
+      window: flags.window,
+      core,
+      metadata: createMemoryMetadata(),
+      log,
+    });
+    log.info({ mqtt: flags.mqtt, core: core.name, split: flags.split }, 'ready');
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    log.info('stopping');
+    await broker.close();
+    await core.close();
+  });
+
+await runProgram(program);

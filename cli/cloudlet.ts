@@ -1,0 +1,234 @@
+#!/usr/bin/env bun
+/**
+ * `bun run cloudlet`: a member of the cloudlet on the command line — put,
+ * get, ls, rm and vms (§V.D–§V.G).
+ */
+import { basename } from 'node:path';
+import { InvalidArgumentError } from 'commander';
+import { fileSink, fileSource } from '../actors/files.ts';
+import { newId } from '../actors/ids.ts';
+import { createLogger } from '../actors/log.ts';
+import { createMember, type Member } from '../actors/member.ts';
+import { connectLink } from '../actors/mqtt-link.ts';
+import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { fileNameProblem } from '../protocol/names.ts';
+import { createTopics } from '../protocol/topics.ts';
+import {
+  Command,
+  type ConnectionFlags,
+  formatSize,
+  mqttAuthOf,
+  parseCount,
+  runProgram,
+  withConnectionOptions,
+} from './common.ts';
+
+const program = withConnectionOptions(
+  new Command('cloudlet').description('Store, list, fetch and remove files in a cloudlet.'),
+);
+
+/** Connects as a fresh member, runs `work`, and always disconnects. */
+async function asMember<T>(work: (member: Member, signal: AbortSignal) => Promise<T>): Promise<T> {
+  const flags = program.opts<ConnectionFlags>();
+  const log = createLogger('cloudlet', 'warn');
+  const link = await connectLink({
+    url: flags.mqtt,
+    id: `cli-${newId(6).replace(/[-_]/g, 'x')}`,
+    brokerId: flags.brokerId,
+    topics: createTopics(flags.topicRoot),
+    log,
+    ...mqttAuthOf(flags),
+  });
+  const member = createMember({ link, brokerId: flags.brokerId, log });
+  const interrupted = new AbortController();
+  const onSignal = () => interrupted.abort();
+  process.once('SIGINT', onSignal);
+  try {
+    return await work(member, interrupted.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    member.close();
+    await link.close();
+  }
+}
+
+function checkName(name: string) {
+  const problem = fileNameProblem(name);
+  if (problem) throw new InvalidArgumentError(`invalid file name: ${problem}`);
+  return name;
+}
+
+program
+  .command('put')
+  .description(
+    'upload FILE; it is split over the VMs with the most memory and kept in the core too',
+  )
+  .argument('<file>', 'the file to upload')
+  .option('--name <name>', 'name in the cloudlet (default: the file name)', checkName)
+  .option('--overwrite', 'replace a file of the same name')
+  .action(async (path: string, options: { name?: string; overwrite?: boolean }) => {
+    const name = options.name ?? checkName(basename(path));
+    const source = await fileSource(path);
+    try {
+      const file = await asMember((member, signal) =>
+        member.put(source, name, { overwrite: options.overwrite ?? false, signal }),
+      );
+      console.log(
+        `stored ${file.name} (${formatSize(file.size)}, sha256 ${file.sha256}) as ${describeChunks(file)}`,
+      );
+    } finally {
+      await source.close();
+    }
+  });
+
+program
+  .command('get')
+  .description('download NAME; the whole file is verified against its sha256 before it is kept')
+  .argument('<name>', 'the file to download', checkName)
+  .option(
+    '-o, --output <path>',
+    'where to write it (default: NAME in this directory; replaced if present)',
+  )
+  .action(async (name: string, options: { output?: string }) => {
+    const path = options.output ?? name;
+    const sink = await fileSink(path);
+    try {
+      const result = await asMember((member, signal) => member.get(name, sink, { signal }));
+      await sink.commit();
+      const sources = result.chunks
+        .map(
+          (chunk) =>
+            `#${chunk.index} from ${chunk.source === 'edge' ? (result.file?.chunks[chunk.index]?.vm ?? 'the edge') : 'the core'}`,
+        )
+        .join(', ');
+      console.log(
+        `wrote ${path} (${formatSize(result.file?.size ?? 0)}, sha256 verified; ${sources})`,
+      );
+    } catch (error) {
+      await sink.discard();
+      throw error;
+    }
+  });
+
+program
+  .command('ls')
+  .description('list the files: names, sizes, sha256 and where each chunk lives')
+  .option(
+    '--json',
+    'print a JSON array: { name, size, sha256, chunks: [{ index, offset, size, vm, sha256 }] }',
+  )
+  .option('--limit <n>', 'at most this many files (one page)', parseCount(1, 10_000))
+  .option('--cursor <cursor>', 'continue after the page that printed this cursor')
+  .action(async (options: { json?: boolean; limit?: number; cursor?: string }) => {
+    const paged = options.limit !== undefined || options.cursor !== undefined;
+    const { files, nextCursor } = await asMember(async (member) =>
+      paged
+        ? member.list({
+            ...(options.limit !== undefined ? { limit: options.limit } : {}),
+            ...(options.cursor !== undefined ? { cursor: options.cursor } : {}),
+          })
+        : { files: await member.listAll(), nextCursor: undefined },
+    );
+    if (options.json) {
+      console.log(JSON.stringify(files.map(listedFile), null, 2));
+      if (nextCursor) process.stderr.write(`next page: --cursor ${nextCursor}\n`);
+      return;
+    }
+    if (files.length === 0) console.log('no files');
+    else {
+      printTable(
+        ['NAME', 'SIZE', 'SHA256', 'CHUNKS'],
+        files.map((file) => [
+          file.name,
+          formatSize(file.size),
+          file.sha256.slice(0, 12),
+          describeChunks(file),
+        ]),
+      );
+    }
+    if (nextCursor) console.log(`next page: --cursor ${nextCursor}`);
+  });
+
+program
+  .command('rm')
+  .description('remove NAME from the VMs, the core and the list')
+  .argument('<name>', 'the file to remove', checkName)
+  .action(async (name: string) => {
+    await asMember((member) => member.remove(name));
+    console.log(`removed ${name}`);
+  });
+
+program
+  .command('vms')
+  .description("show the broker's VM table: memory, penalty and status of each VM")
+  .option(
+    '--json',
+    'print a JSON array: { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen }',
+  )
+  .action(async (options: { json?: boolean }) => {
+    const vms = await asMember((member) => member.vms());
+    if (options.json) {
+      console.log(JSON.stringify(vms.map(tableRow), null, 2));
+      return;
+    }
+    if (vms.length === 0) console.log('no VMs have joined');
+    else {
+      printTable(
+        ['ID', 'ADDRESS', 'STATUS', 'PENALTY', 'FREE', 'EFFECTIVE', 'CPU', 'LAST SEEN'],
+        vms.map((vm) => [
+          vm.id,
+          vm.address,
+          vm.status,
+          String(vm.penalty),
+          formatSize(vm.memoryFree),
+          formatSize(vm.memoryEffective),
+          `${vm.cpu.cores} cores, load ${vm.cpu.load.toFixed(2)}`,
+          vm.lastSeen,
+        ]),
+      );
+    }
+  });
+
+/** Exactly the `ls --json` shape of the contract. */
+function listedFile(file: FileInfo) {
+  return {
+    name: file.name,
+    size: file.size,
+    sha256: file.sha256,
+    chunks: file.chunks.map(({ index, offset, size, vm, sha256 }) => ({
+      index,
+      offset,
+      size,
+      vm,
+      sha256,
+    })),
+  };
+}
+
+/** Exactly the `vms --json` shape of the contract. */
+function tableRow(vm: VmInfo) {
+  const { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen } = vm;
+  return { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen };
+}
+
+function describeChunks(file: FileInfo) {
+  return file.chunks
+    .map((chunk) => `#${chunk.index} ${formatSize(chunk.size)} on ${chunk.vm ?? 'the core only'}`)
+    .join(', ');
+}
+
+function printTable(header: string[], rows: string[][]) {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  for (const row of [header, ...rows]) {
+    console.log(
+      row
+        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    );
+  }
+}
+
+await runProgram(program);

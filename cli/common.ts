@@ -1,0 +1,132 @@
+/**
+ * What every command shares: the MQTT options (flags win over CLOUDLET_*
+ * environment variables), size and number parsing, and one-line errors with
+ * the exit codes the README documents (1: the operation failed, 2: usage).
+ */
+import bytes from 'bytes-iec';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { LinkError } from '../actors/mqtt-link.ts';
+import type { MqttAuth } from '../actors/options.ts';
+import { CloudletError } from '../machines/shared.ts';
+import { ChunkStoreError } from '../plugins/chunk-store/types.ts';
+import { CoreCloudError } from '../plugins/core-cloud/types.ts';
+
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+export interface ConnectionFlags {
+  mqtt: string;
+  topicRoot: string;
+  brokerId: string;
+  mqttUsername?: string;
+  mqttPassword?: string;
+  mqttVersion: 4 | 5;
+}
+
+/** Adds the options every member needs to reach the cloudlet. */
+export function withConnectionOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option('--mqtt <url>', 'MQTT server URL')
+        .env('CLOUDLET_MQTT_URL')
+        .default('mqtt://127.0.0.1:1883'),
+    )
+    .addOption(
+      new Option('--topic-root <root>', 'topic root shared by the cloudlet')
+        .env('CLOUDLET_TOPIC_ROOT')
+        .default('cloudlet'),
+    )
+    .addOption(
+      new Option('--broker-id <id>', "the broker's member id")
+        .env('CLOUDLET_BROKER_ID')
+        .default('broker'),
+    )
+    .addOption(new Option('--mqtt-username <name>', 'MQTT user name').env('CLOUDLET_MQTT_USERNAME'))
+    .addOption(
+      new Option('--mqtt-password <secret>', 'MQTT password').env('CLOUDLET_MQTT_PASSWORD'),
+    )
+    .addOption(
+      new Option('--mqtt-version <level>', 'MQTT protocol level: 4 (3.1.1) or 5')
+        .env('CLOUDLET_MQTT_VERSION')
+        .choices(['4', '5'])
+        .default(4)
+        .argParser((value) => (value === '5' ? 5 : 4)),
+    );
+}
+
+export function mqttAuthOf(flags: ConnectionFlags): MqttAuth {
+  return {
+    protocolVersion: flags.mqttVersion,
+    ...(flags.mqttUsername !== undefined ? { username: flags.mqttUsername } : {}),
+    ...(flags.mqttPassword !== undefined ? { password: flags.mqttPassword } : {}),
+  };
+}
+
+/** `512MiB`, `1.5GiB`, `300MB`, `4096`: a whole, non-negative number of bytes. */
+export function parseSize(text: string): number {
+  const value = bytes.parse(text.trim());
+  if (value === null || !Number.isFinite(value) || value < 0) {
+    throw new InvalidArgumentError(`"${text}" is not a size; use e.g. 4096, 300MB, 512MiB or 1GiB`);
+  }
+  return Math.floor(value);
+}
+
+export function parseCount(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (text: string): number => {
+    const value = Number(text);
+    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`"${text}" is not a whole number from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+/** `3.0 MiB` */
+export function formatSize(size: number): string {
+  return bytes.format(size, { mode: 'binary', decimalPlaces: 1 }) ?? `${size} B`;
+}
+
+/**
+ * Parses argv with one-line usage errors (exit 2) instead of commander's
+ * default, and runs the command; a failure prints one line (exit 1).
+ */
+export async function runProgram(program: Command, argv = process.argv): Promise<void> {
+  const output = {
+    writeErr: (text: string) => {
+      // Commander's own errors arrive as "error: …"; keep them one line.
+      const line = text
+        .replace(/^error: /, '')
+        .trim()
+        .split('\n')[0];
+      process.stderr.write(`${program.name()}: ${line} (see --help)\n`);
+    },
+  };
+  for (const command of [program, ...program.commands])
+    command.exitOverride().configureOutput(output);
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version exit through here with code 0.
+      process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    process.stderr.write(`${program.name()}: ${describeError(error)}\n`);
+    process.exit(EXIT_FAILURE);
+  }
+}
+
+/** One line a user can act on; no stack traces. */
+export function describeError(error: unknown): string {
+  if (error instanceof CloudletError) return error.message;
+  if (
+    error instanceof LinkError ||
+    error instanceof ChunkStoreError ||
+    error instanceof CoreCloudError
+  ) {
+    return error.message;
+  }
+  if (error instanceof Error) return error.message.split('\n')[0] ?? 'failed';
+  return String(error);
+}
+
+export { Command, Option };
