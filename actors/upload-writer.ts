@@ -43,6 +43,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
   return fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(
     ({ input, receive, sendBack }) => {
       const { plan, transferId } = input;
+      const report = (event: UploadEvent) => sendBack(event);
       const fileHash = createHash('sha256');
       const chunks: ChunkState[] = plan.chunks.map(() => ({
         writer: null,
@@ -58,7 +59,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
       const failWith = (error: unknown) => {
         if (failed || stopped) return;
         failed = true;
-        sendBack({ type: 'WRITE_FAILED', ...toFailure(error) });
+        report({ type: 'WRITE_FAILED', ...toFailure(error) });
       };
 
       const storeOnVm = (vm: string, index: number, offset: number, bytes: Buffer) => {
@@ -153,7 +154,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
             const onVm =
               chunk.vm === null ? Promise.resolve() : storeOnVm(chunk.vm, index, offset, bytes);
             Promise.all([onVm, writeToCore(index, bytes)]).then(() => {
-              if (!failed && !stopped) sendBack({ type: 'SEGMENT_STORED', index, offset });
+              if (!failed && !stopped) report({ type: 'SEGMENT_STORED', index, offset });
             }, failWith);
             return;
           }
@@ -184,7 +185,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
           }
           case 'SEAL':
             seal().then((sealed) => {
-              if (!stopped) sendBack({ type: 'SEALED', ...sealed });
+              if (!stopped) report({ type: 'SEALED', ...sealed });
             }, failWith);
             return;
         }
