@@ -1,0 +1,160 @@
+/**
+ * A cloudlet for end-to-end tests: an in-process broker (so that its core
+ * reads can be counted) and VMs as real `bun cli/vm.ts` processes, each with
+ * its own redis-server, so that a VM can be killed -9 or SIGSTOPped. Every
+ * cloudlet gets its own topic root, so several share one Mosquitto.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Broker, type BrokerOptions, createBroker } from '../../actors/broker.ts';
+import { newId } from '../../actors/ids.ts';
+import { createLogger } from '../../actors/log.ts';
+import { createMember, type Member } from '../../actors/member.ts';
+import { connectLink, type Link } from '../../actors/mqtt-link.ts';
+import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
+import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import { createTopics } from '../../protocol/topics.ts';
+import { type ManagedProcess, startProcess } from './process.ts';
+import { type ServiceHandle, startRedis } from './services.ts';
+
+export const MiB = 1024 * 1024;
+const ROOT = join(import.meta.dir, '..', '..');
+
+export interface VmProcess extends ManagedProcess {
+  readonly id: string;
+  readonly redis: ServiceHandle | null;
+}
+
+export interface TestCloudlet {
+  readonly topicRoot: string;
+  readonly broker: Broker;
+  readonly core: CoreCloud;
+  readonly coreDir: string;
+  readonly vms: Map<string, VmProcess>;
+  /** A client member connected to this cloudlet. */
+  readonly member: Member;
+  readonly link: Link;
+  /** Starts a VM process (with its own redis-server unless `store: 'memory'`). */
+  startVm(id: string, memory: number, options?: { store?: 'redis' | 'memory' }): Promise<VmProcess>;
+  /** Resolves once the broker's table shows `id` with `status`. */
+  waitForVm(id: string, status: 'alive' | 'suspect' | 'failed', timeoutMs?: number): Promise<void>;
+  /** Runs `bun cli/cloudlet.ts` against this cloudlet. */
+  cli(args: string[], options?: { env?: Record<string, string>; cwd?: string }): Promise<CliResult>;
+  close(): Promise<void>;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function startCloudlet(
+  mqttUrl: string,
+  options: Partial<Omit<BrokerOptions, 'mqttUrl' | 'core'>> = {},
+): Promise<TestCloudlet> {
+  const topicRoot = `t${newId(4).replace(/[-_]/g, 'x')}`;
+  const coreDir = mkdtempSync(join(tmpdir(), 'cloudlet-core-'));
+  const core = createFsCoreCloud({ dir: coreDir });
+  // Mosquitto may stop before the broker in teardown: only errors are news.
+  const log = createLogger('test-broker', 'error');
+  const broker = await createBroker({
+    mqttUrl,
+    topicRoot,
+    core,
+    heartbeatMs: 500,
+    fetchTimeoutMs: 1000,
+    log,
+    ...options,
+  });
+  const link = await connectLink({
+    url: mqttUrl,
+    id: 'tester',
+    topics: createTopics(topicRoot),
+    log,
+  });
+  const member = createMember({ link, log });
+  const vms = new Map<string, VmProcess>();
+
+  const waitForVm: TestCloudlet['waitForVm'] = async (id, status, timeoutMs = 15_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (broker.vms().find((vm) => vm.id === id)?.status === status) return;
+      await Bun.sleep(20);
+    }
+    throw new Error(
+      `VM ${id} did not become ${status} within ${timeoutMs} ms: ${JSON.stringify(broker.vms())}`,
+    );
+  };
+
+  return {
+    topicRoot,
+    broker,
+    core,
+    coreDir,
+    vms,
+    member,
+    link,
+    waitForVm,
+    async startVm(id, memory, vmOptions = {}) {
+      const redis = vmOptions.store === 'memory' ? null : await startRedis();
+      const proc = await startProcess({
+        name: `vm ${id}`,
+        command: process.execPath,
+        args: [
+          join(ROOT, 'cli/vm.ts'),
+          '--id',
+          id,
+          '--memory',
+          String(memory),
+          '--store',
+          redis ? redis.url : 'memory',
+          '--address',
+          '127.0.0.1',
+        ],
+        env: {
+          CLOUDLET_MQTT_URL: mqttUrl,
+          CLOUDLET_TOPIC_ROOT: topicRoot,
+          CLOUDLET_LOG_LEVEL: 'info',
+        },
+        ready: { line: /"msg":"joined the cloudlet"/ },
+        readyTimeoutMs: 20_000,
+      });
+      const vm = Object.assign(proc, { id, redis });
+      vms.set(id, vm);
+      await waitForVm(id, 'alive');
+      return vm;
+    },
+    async cli(args, cliOptions = {}) {
+      const child = Bun.spawn([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
+        cwd: cliOptions.cwd ?? ROOT,
+        env: {
+          ...process.env,
+          CLOUDLET_MQTT_URL: mqttUrl,
+          CLOUDLET_TOPIC_ROOT: topicRoot,
+          ...cliOptions.env,
+        },
+        stdout: 'pipe',
+        stderr: 'pipe',
+      });
+      const [stdout, stderr, code] = await Promise.all([
+        new Response(child.stdout).text(),
+        new Response(child.stderr).text(),
+        child.exited,
+      ]);
+      return { code, stdout, stderr };
+    },
+    async close() {
+      member.close();
+      await link.close();
+      await broker.close();
+      for (const vm of vms.values()) {
+        await vm.stop().catch(() => {});
+        await vm.redis?.[Symbol.asyncDispose]();
+      }
+      await core.close();
+      rmSync(coreDir, { recursive: true, force: true });
+    },
+  };
+}
