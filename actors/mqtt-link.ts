@@ -204,13 +204,13 @@ function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
     client.on('error', (error) => {
       if (settled) return;
       lastError = error.message;
+      const code = (error as { code?: unknown }).code;
       // Refused credentials will not get better by retrying.
-      if (
-        'code' in error &&
-        (error.code === 4 || error.code === 5 || error.code === 134 || error.code === 135)
-      ) {
+      if (code === 4 || code === 5 || code === 134 || code === 135)
         fail(`not authorized (${error.message})`);
-      }
+      // Nothing listening, or no such host: say so now rather than at the timeout.
+      if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH')
+        fail(error.message);
     });
     client.once('connect', () => {
       if (settled) return;

@@ -1,0 +1,174 @@
+/**
+ * `bun run cloudlet` as a user runs it: subprocesses, exit codes, output,
+ * and one-line errors.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
+import { freePort } from '../support/process.ts';
+import { serviceSkipReason, useMosquitto } from '../support/services.ts';
+
+describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet command', () => {
+  const mosquitto = useMosquitto();
+  let cloudlet: TestCloudlet;
+  let work: string;
+  const content = randomBytes(2 * MiB + 123);
+
+  beforeAll(async () => {
+    cloudlet = await startCloudlet(mosquitto.url, { split: 2 });
+    await cloudlet.startVm('vm-a', 300 * MiB, { store: 'memory' });
+    await cloudlet.startVm('vm-b', 200 * MiB, { store: 'memory' });
+    work = mkdtempSync(join(tmpdir(), 'cloudlet-cli-'));
+    writeFileSync(join(work, 'notes.bin'), content);
+  }, 60_000);
+  afterAll(async () => {
+    await cloudlet?.close();
+    rmSync(work, { recursive: true, force: true });
+  }, 30_000);
+
+  test('put, ls, get, rm, vms: exit 0 and what they print', async () => {
+    const put = await cloudlet.cli(['put', join(work, 'notes.bin')]);
+    expect(put).toMatchObject({ code: 0, stderr: '' });
+    expect(put.stdout).toMatch(
+      /^stored notes\.bin \(2MiB, sha256 [0-9a-f]{64}\) as #0 .* on vm-a, #1 .* on vm-b\n$/,
+    );
+
+    const ls = await cloudlet.cli(['ls']);
+    expect(ls.code).toBe(0);
+    expect(ls.stdout).toContain('notes.bin');
+
+    const json = await cloudlet.cli(['ls', '--json']);
+    const files = JSON.parse(json.stdout);
+    expect(files).toHaveLength(1);
+    expect(Object.keys(files[0]).sort()).toEqual(['chunks', 'name', 'sha256', 'size']);
+    expect(Object.keys(files[0].chunks[0]).sort()).toEqual([
+      'index',
+      'offset',
+      'sha256',
+      'size',
+      'vm',
+    ]);
+    expect(files[0]).toMatchObject({ name: 'notes.bin', size: content.byteLength });
+
+    const out = join(work, 'copy.bin');
+    const get = await cloudlet.cli(['get', 'notes.bin', '-o', out]);
+    expect(get.code).toBe(0);
+    expect(get.stdout).toContain('sha256 verified');
+    expect(readFileSync(out).equals(content)).toBe(true);
+
+    const vms = await cloudlet.cli(['vms', '--json']);
+    expect(vms.code).toBe(0);
+    const table = JSON.parse(vms.stdout);
+    expect(table.map((vm: { id: string }) => vm.id)).toEqual(['vm-a', 'vm-b']);
+    expect(Object.keys(table[0]).sort()).toEqual(
+      [
+        'address',
+        'cpu',
+        'id',
+        'lastSeen',
+        'memoryEffective',
+        'memoryFree',
+        'penalty',
+        'status',
+      ].sort(),
+    );
+    const plain = await cloudlet.cli(['vms']);
+    expect(plain.stdout).toMatch(/^ID\s+ADDRESS\s+STATUS/);
+
+    const rm = await cloudlet.cli(['rm', 'notes.bin']);
+    expect(rm).toMatchObject({ code: 0, stdout: 'removed notes.bin\n' });
+    expect((await cloudlet.cli(['ls', '--json'])).stdout.trim()).toBe('[]');
+  });
+
+  test('get into the working directory by default, and never a half file on failure', async () => {
+    await cloudlet.cli(['put', join(work, 'notes.bin'), '--name', 'second.bin']);
+    const get = await cloudlet.cli(['get', 'second.bin'], { cwd: work });
+    expect(get.code).toBe(0);
+    expect(readFileSync(join(work, 'second.bin')).equals(content)).toBe(true);
+    const missing = await cloudlet.cli(['get', 'missing.bin'], { cwd: work });
+    expect(missing.code).toBe(1);
+    expect(readdirSync(work).filter((name) => name.includes('missing'))).toEqual([]);
+  });
+
+  test('an unknown file: one line, exit 1', async () => {
+    const result = await cloudlet.cli(['get', 'no-such-file']);
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toBe('cloudlet: no file named "no-such-file"\n');
+    const rm = await cloudlet.cli(['rm', 'no-such-file']);
+    expect(rm.code).toBe(1);
+    expect(rm.stderr).toBe('cloudlet: no file named "no-such-file"\n');
+  });
+
+  test('an existing name without --overwrite: one line, exit 1', async () => {
+    await cloudlet.cli(['put', join(work, 'notes.bin'), '--name', 'twice.bin']);
+    const again = await cloudlet.cli(['put', join(work, 'notes.bin'), '--name', 'twice.bin']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toBe(
+      'cloudlet: "twice.bin" already exists; use --overwrite to replace it\n',
+    );
+    const over = await cloudlet.cli([
+      'put',
+      join(work, 'notes.bin'),
+      '--name',
+      'twice.bin',
+      '--overwrite',
+    ]);
+    expect(over.code).toBe(0);
+  });
+
+  test('an unreachable MQTT server: one line naming it, exit 1', async () => {
+    const port = await freePort();
+    const result = await cloudlet.cli(['ls'], {
+      env: { CLOUDLET_MQTT_URL: `mqtt://127.0.0.1:${port}` },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `^cloudlet: cannot reach the MQTT server at mqtt://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*\\n$`,
+      ),
+    );
+  });
+
+  test('a flag wins over the environment', async () => {
+    const port = await freePort();
+    const result = await cloudlet.cli(['--mqtt', mosquitto.url, 'ls'], {
+      env: { CLOUDLET_MQTT_URL: `mqtt://127.0.0.1:${port}` },
+    });
+    expect(result.code).toBe(0);
+  });
+
+  test('bad flags and arguments: one line, exit 2', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--bogus', 'ls'], /^cloudlet: unknown option '--bogus' \(see --help\)\n$/],
+      [['put'], /^cloudlet: missing required argument 'file' \(see --help\)\n$/],
+      [['ls', '--limit', 'many'], /^cloudlet: .*"many" is not a whole number/],
+      [['get', 'a/b'], /^cloudlet: .*invalid file name: the name contains a path separator/],
+      [['frobnicate'], /^cloudlet: unknown command 'frobnicate' \(see --help\)\n$/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await cloudlet.cli(args);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(pattern);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  test('a file that cannot be read: one line, exit 1', async () => {
+    const result = await cloudlet.cli(['put', join(work, 'absent.bin')]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^cloudlet: cannot read .*absent\.bin: ENOENT\n$/);
+  });
+
+  test('--help tells the truth: every command it lists exists', async () => {
+    const help = await cloudlet.cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const command of ['put', 'get', 'ls', 'rm', 'vms']) {
+      expect(help.stdout).toContain(`  ${command} `);
+      const sub = await cloudlet.cli([command, '--help']);
+      expect(sub.code).toBe(0);
+    }
+  });
+});
