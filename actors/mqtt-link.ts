@@ -61,7 +61,11 @@ export interface Link {
   onConnection(handler: ConnectionHandler): () => void;
   /** Rejected payloads by reason, since start. */
   rejections(): Record<string, number>;
-  close(): Promise<void>;
+  /**
+   * Disconnects. `abrupt` drops the socket without a goodbye, as a crash
+   * would, so that the MQTT server publishes this member's will.
+   */
+  close(options?: { abrupt?: boolean }): Promise<void>;
 }
 
 /** The MQTT server could not be reached or refused us. */
@@ -168,10 +172,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     onReject: (handler) => subscribe(rejectHandlers, handler),
     onConnection: (handler) => subscribe(connectionHandlers, handler),
     rejections: () => ({ ...rejected }),
-    close: async () => {
+    close: async ({ abrupt = false } = {}) => {
       frameHandlers.clear();
       connectionHandlers.clear();
-      await client.endAsync();
+      await client.endAsync(abrupt);
     },
   };
 }

@@ -46,6 +46,11 @@ export interface Vm {
   readonly member: Member;
   /** Leaves the cloudlet: the broker marks it failed at once. */
   close(): Promise<void>;
+  /**
+   * Vanishes as a killed process would — no goodbye; the MQTT will tells the
+   * broker — but leaves the chunk store as it is (for demos and tests).
+   */
+  crash(): Promise<void>;
 }
 
 export async function createVm(options: VmOptions): Promise<Vm> {
@@ -141,6 +146,11 @@ export async function createVm(options: VmOptions): Promise<Vm> {
         .catch(() => {});
       await link.close();
       await options.store.close();
+    },
+    async crash() {
+      member.close();
+      actor.stop();
+      await link.close({ abrupt: true });
     },
   };
 }

@@ -1,0 +1,180 @@
+import { describe, expect, test } from 'bun:test';
+import { createActor, type EventObject, fromCallback, fromPromise, SimulatedClock } from 'xstate';
+import { type BrokerConfig, brokerMachine, vmTable } from '../../machines/broker.ts';
+import { membershipMachine } from '../../machines/membership.ts';
+import type { SendCommand } from '../../machines/shared.ts';
+import { uploadMachine } from '../../machines/upload.ts';
+import type { Message } from '../../protocol/messages.ts';
+import type { ParsedTopic } from '../../protocol/topics.ts';
+
+const config: BrokerConfig = {
+  brokerId: 'broker',
+  split: 2,
+  reductionFactor: 100,
+  heartbeatMs: 1000,
+  fetchTimeoutMs: 2000,
+  segmentSize: 4,
+  window: 2,
+  transferIdleTimeoutMs: 30_000,
+};
+const cpu = { cores: 2, load: 0 };
+
+function start() {
+  const clock = new SimulatedClock();
+  const sent: SendCommand[] = [];
+  const send = (_: unknown, command: SendCommand) => void sent.push(command);
+  const machine = brokerMachine.provide({
+    actions: { send },
+    actors: {
+      mqttBridge: fromCallback<EventObject, void>(({ sendBack }) => {
+        sendBack({ type: 'CONNECTED' });
+      }),
+      membership: membershipMachine.provide({ actions: { send } }),
+      // Uploads that never get past planning: enough to see the name lock.
+      upload: uploadMachine.provide({
+        actions: { send },
+        actors: { reserveName: fromPromise(() => new Promise<{ fileId: string }>(() => {})) },
+      }),
+      request: fromPromise(
+        async () =>
+          ({
+            type: 'SEND',
+            to: 'cli-1',
+            message: { type: 'delete.done', id: 'd1', from: 'broker', name: 'x' },
+          }) as SendCommand,
+      ),
+    },
+  });
+  const actor = createActor(machine, { clock, input: config }).start();
+  const frame = (message: Message, topic: ParsedTopic = { kind: 'broker' }) =>
+    actor.send({ type: 'FRAME', frame: { message, body: Buffer.alloc(0) }, topic, at: 1000 });
+  const join = (from: string, memoryFree: number, incarnation = `${from}-1`) =>
+    frame({
+      type: 'join',
+      id: `j-${from}`,
+      from,
+      incarnation,
+      address: '10.0.0.1',
+      cpu,
+      memoryFree,
+    });
+  const replies = (type: string) => sent.filter((c) => c.message.type === type);
+  return { clock, actor, sent, frame, join, replies };
+}
+
+describe('broker routing (§V)', () => {
+  test('connecting → online when the MQTT link is up', () => {
+    const { actor } = start();
+    expect(actor.getSnapshot().value).toBe('online');
+  });
+
+  test('a join adds the VM to the table and is acknowledged with the heartbeat interval', () => {
+    const { actor, join, replies } = start();
+    join('vm-a', 300);
+    join('vm-b', 200);
+    expect(
+      vmTable(actor.getSnapshot()).map((vm) => [vm.id, vm.status, vm.memoryEffective]),
+    ).toEqual([
+      ['vm-a', 'alive', 300],
+      ['vm-b', 'alive', 200],
+    ]);
+    expect(replies('join.ack').map((c) => [c.to, c.message])).toEqual([
+      ['vm-a', expect.objectContaining({ id: 'j-vm-a', heartbeatMs: 1000, penalty: 0 })],
+      ['vm-b', expect.objectContaining({ id: 'j-vm-b', heartbeatMs: 1000, penalty: 0 })],
+    ]);
+  });
+
+  test("a VM's will fails it; its rejoin costs a penalty", () => {
+    const { actor, join, frame } = start();
+    join('vm-a', 300);
+    frame(
+      { type: 'status', from: 'vm-a', incarnation: 'vm-a-1', online: false },
+      { kind: 'status', id: 'vm-a' },
+    );
+    expect(vmTable(actor.getSnapshot())[0]?.status).toBe('failed');
+    join('vm-a', 300, 'vm-a-2');
+    expect(vmTable(actor.getSnapshot())[0]).toMatchObject({
+      status: 'alive',
+      penalty: 1,
+      memoryEffective: 200,
+    });
+  });
+
+  test('a will on another VM’s status topic is ignored', () => {
+    const { actor, join, frame } = start();
+    join('vm-a', 300);
+    frame(
+      { type: 'status', from: 'vm-a', incarnation: 'vm-a-1', online: false },
+      { kind: 'status', id: 'vm-b' },
+    );
+    expect(vmTable(actor.getSnapshot())[0]?.status).toBe('alive');
+  });
+
+  test('heartbeats from a VM the broker does not know are told to rejoin', () => {
+    const { frame, replies } = start();
+    frame({ type: 'heartbeat', from: 'ghost', incarnation: 'g1', cpu, memoryFree: 1 });
+    expect(replies('rejoin').map((c) => c.to)).toEqual(['ghost']);
+  });
+
+  test('vms.request is answered with the table', () => {
+    const { join, frame, replies } = start();
+    join('vm-a', 300);
+    frame({ type: 'vms.request', id: 'v1', from: 'cli-1' });
+    const [reply] = replies('vms.response');
+    expect(reply?.to).toBe('cli-1');
+    expect(reply?.message).toMatchObject({ id: 'v1', vms: [{ id: 'vm-a', status: 'alive' }] });
+  });
+
+  test('a second upload of a name in flight is refused as busy; duplicates are ignored', () => {
+    const { actor, frame, replies } = start();
+    const begin = (id: string) =>
+      frame({
+        type: 'upload.begin',
+        id,
+        from: 'cli-1',
+        name: 'same.bin',
+        size: 10,
+        overwrite: false,
+      });
+    begin('u1');
+    begin('u1');
+    begin('u2');
+    expect(
+      Object.keys(actor.getSnapshot().children).filter((key) => key.startsWith('upload:')),
+    ).toEqual(['upload:u1']);
+    expect(replies('error').map((c) => c.message)).toEqual([
+      expect.objectContaining({ id: 'u2', code: 'busy', retryable: true }),
+    ]);
+  });
+
+  test('messages the broker does not take are refused; a VM cannot use the broker id', () => {
+    const { frame, replies } = start();
+    frame({ type: 'chunk.data', id: 'x1', from: 'cli-1', index: 0, offset: 0 });
+    frame({
+      type: 'join',
+      id: 'j1',
+      from: 'broker',
+      incarnation: 'i',
+      address: 'a',
+      cpu,
+      memoryFree: 1,
+    });
+    expect(replies('error').map((c) => c.message)).toEqual([
+      expect.objectContaining({
+        id: 'x1',
+        code: 'bad-request',
+        message: 'the broker does not take chunk.data messages',
+      }),
+      expect.objectContaining({ id: 'j1', code: 'bad-request' }),
+    ]);
+  });
+
+  test('request actors answer through the broker; late transfer messages are dropped quietly', async () => {
+    const { frame, replies } = start();
+    frame({ type: 'delete.request', id: 'd1', from: 'cli-1', name: 'x' });
+    frame({ type: 'upload.segment', id: 'gone', from: 'cli-1', index: 0, offset: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(replies('delete.done')).toHaveLength(1);
+    expect(replies('error')).toEqual([]);
+  });
+});
