@@ -14,6 +14,7 @@ import {
   type ConnectionFlags,
   mqttAuthOf,
   Option,
+  parseCount,
   parseSize,
   runProgram,
   withConnectionOptions,
@@ -24,6 +25,8 @@ interface VmFlags extends ConnectionFlags {
   address?: string;
   store: string;
   memory: number;
+  count: number;
+  idPrefix?: string;
 }
 
 const defaultId =
@@ -60,42 +63,73 @@ const program = withConnectionOptions(
       .default('memory'),
   )
   .addOption(
-    new Option('--memory <size>', 'memory lent to the cloudlet, e.g. 512MiB')
+    new Option('--memory <size>', 'memory lent to the cloudlet by each VM, e.g. 512MiB')
       .env('CLOUDLET_MEMORY')
       .default(256 * 1024 * 1024, '256MiB')
       .argParser(parseSize),
   )
+  .addOption(
+    new Option('--count <n>', 'run N VMs in this process, each with its own connection and store')
+      .env('CLOUDLET_VM_COUNT')
+      .default(1)
+      .argParser(parseCount(1, 10_000)),
+  )
+  .addOption(
+    new Option('--id-prefix <prefix>', 'with --count: the ids are PREFIX1 … PREFIXN')
+      .env('CLOUDLET_VM_ID_PREFIX')
+      .argParser((value) => {
+        if (!isMemberId(`${value}1`))
+          throw new InvalidArgumentError(`"${value}" cannot start a valid id`);
+        return value;
+      }),
+  )
   .action(async () => {
     const flags = program.opts<VmFlags>();
-    const log = createLogger(`vm ${flags.id}`);
-    const store = createChunkStore(flags.store, {
-      namespace: flags.id,
-      onError: (error) => log.warn({ err: error.message }, 'chunk store connection problem'),
-    });
-    // Fail fast, with the store's own words, when it cannot be reached.
-    await store.usedBytes();
-    const vm = await createVm({
-      mqttUrl: flags.mqtt,
-      mqtt: mqttAuthOf(flags),
-      topicRoot: flags.topicRoot,
-      brokerId: flags.brokerId,
-      id: flags.id,
-      ...(flags.address !== undefined ? { address: flags.address } : {}),
-      store,
-      memory: flags.memory,
-      log,
-    });
-    joined(vm, 60_000).then(
-      () => log.info({ id: flags.id }, 'joined the cloudlet'),
-      () => log.warn({ id: flags.id }, 'no answer from the broker yet; still trying'),
-    );
+    const ids =
+      flags.count === 1 && flags.idPrefix === undefined
+        ? [flags.id]
+        : Array.from(
+            { length: flags.count },
+            (_, i) => `${flags.idPrefix ?? `${flags.id}-`}${i + 1}`,
+          );
+    const vms = await Promise.all(ids.map((id) => startOne(flags, id)));
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
-    log.info('leaving the cloudlet');
-    await vm.close();
+    await Promise.all(vms.map((vm) => vm.leave()));
   });
+
+async function startOne(flags: VmFlags, id: string) {
+  const log = createLogger(`vm ${id}`);
+  const store = createChunkStore(flags.store, {
+    namespace: id,
+    onError: (error) => log.warn({ err: error.message }, 'chunk store connection problem'),
+  });
+  // Fail fast, with the store's own words, when it cannot be reached.
+  await store.usedBytes();
+  const vm = await createVm({
+    mqttUrl: flags.mqtt,
+    mqtt: mqttAuthOf(flags),
+    topicRoot: flags.topicRoot,
+    brokerId: flags.brokerId,
+    id,
+    ...(flags.address !== undefined ? { address: flags.address } : {}),
+    store,
+    memory: flags.memory,
+    log,
+  });
+  joined(vm, 60_000).then(
+    () => log.info({ id }, 'joined the cloudlet'),
+    () => log.warn({ id }, 'no answer from the broker yet; still trying'),
+  );
+  return {
+    async leave() {
+      log.info('leaving the cloudlet');
+      await vm.close();
+    },
+  };
+}
 
 await runProgram(program);

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
-import { freePort } from '../support/process.ts';
+import { freePort, startProcess } from '../support/process.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 
 describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet command', () => {
@@ -160,6 +160,37 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet comm
     const result = await cloudlet.cli(['put', join(work, 'absent.bin')]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^cloudlet: cannot read .*absent\.bin: ENOENT\n$/);
+  });
+
+  test('bun run vm --count N --id-prefix P hosts N VMs in one process', async () => {
+    const vms = await startProcess({
+      name: 'vm --count',
+      command: process.execPath,
+      args: [
+        join(import.meta.dir, '../../cli/vm.ts'),
+        '--count',
+        '3',
+        '--id-prefix',
+        'sim-',
+        '--memory',
+        '8MiB',
+      ],
+      env: {
+        CLOUDLET_MQTT_URL: mosquitto.url,
+        CLOUDLET_TOPIC_ROOT: cloudlet.topicRoot,
+        CLOUDLET_LOG_LEVEL: 'info',
+      },
+      ready: {
+        line: /"id":"sim-3".*"msg":"joined the cloudlet"|"msg":"joined the cloudlet".*"id":"sim-3"/,
+      },
+    });
+    try {
+      for (const id of ['sim-1', 'sim-2', 'sim-3']) await cloudlet.waitForVm(id, 'alive');
+    } finally {
+      await vms.stop();
+    }
+    // A clean stop says goodbye: the broker holds them as failed at once.
+    for (const id of ['sim-1', 'sim-2', 'sim-3']) await cloudlet.waitForVm(id, 'failed');
   });
 
   test('--help tells the truth: every command it lists exists', async () => {
