@@ -156,11 +156,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               name: input.name,
               fileId: input.plan.fileId,
               size: input.size,
-              sha256: input.sealed.sha256,
+              sha256: input.sha256,
               createdAt: new Date().toISOString(),
               chunks: input.plan.chunks.map((chunk) => ({
                 ...chunk,
-                sha256: input.sealed.chunkSha256[chunk.index] as string,
+                sha256: input.chunkSha256[chunk.index] as string,
               })),
             };
             const replaced = await metadata.getFile(input.name);

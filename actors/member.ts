@@ -208,6 +208,7 @@ export function createMember(options: MemberOptions): Member {
       });
       const ready = await expectFrame(inbox, 'upload.ready', requestTimeoutMs, opts.signal);
       const hash = createHash('sha256');
+      const chunkHashes: string[] = [];
       let inFlight = 0;
       let acked = 0;
       const awaitAck = async () => {
@@ -217,6 +218,7 @@ export function createMember(options: MemberOptions): Member {
         opts.onProgress?.(acked, source.size);
       };
       for (const chunk of ready.chunks) {
+        const chunkHash = createHash('sha256');
         // An empty chunk is sent as one empty segment.
         for (
           let offset = 0;
@@ -228,6 +230,7 @@ export function createMember(options: MemberOptions): Member {
           const bytes =
             length > 0 ? await source.read(chunk.offset + offset, length) : Buffer.alloc(0);
           hash.update(bytes);
+          chunkHash.update(bytes);
           // Not awaited: the broker's acknowledgements pace the upload.
           link
             .sendToBroker(
@@ -240,6 +243,7 @@ export function createMember(options: MemberOptions): Member {
           inFlight++;
           if (chunk.size === 0) break;
         }
+        chunkHashes.push(chunkHash.digest('hex'));
       }
       while (inFlight > 0) await awaitAck();
       await link.sendToBroker({
@@ -247,6 +251,7 @@ export function createMember(options: MemberOptions): Member {
         id,
         from: link.id,
         sha256: hash.digest('hex'),
+        chunks: chunkHashes,
       });
       return (await expectFrame(inbox, 'upload.done', idleTimeoutMs, opts.signal)).file;
     } finally {

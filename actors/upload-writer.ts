@@ -44,7 +44,6 @@ export function uploadWriter(deps: UploadWriterDeps) {
     ({ input, receive, sendBack }) => {
       const { plan, transferId } = input;
       const report = (event: UploadEvent) => sendBack(event);
-      const fileHash = createHash('sha256');
       const chunks: ChunkState[] = plan.chunks.map(() => ({
         writer: null,
         coreQueue: Promise.resolve(),
@@ -138,7 +137,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
           }
           chunkSha256.push(sha256);
         }
-        return { chunkSha256, sha256: fileHash.digest('hex') };
+        return { chunkSha256 };
       };
 
       receive((command) => {
@@ -150,7 +149,6 @@ export function uploadWriter(deps: UploadWriterDeps) {
             const state = chunks[index];
             if (!chunk || !state) return;
             state.hash.update(bytes);
-            fileHash.update(bytes);
             const onVm =
               chunk.vm === null ? Promise.resolve() : storeOnVm(chunk.vm, index, offset, bytes);
             Promise.all([onVm, writeToCore(index, bytes)]).then(() => {

@@ -338,7 +338,11 @@ export function route(
       });
       break;
     case 'upload.end':
-      tell(uploadKey(message.id), { type: 'END', sha256: message.sha256 });
+      tell(uploadKey(message.id), {
+        type: 'END',
+        sha256: message.sha256,
+        chunkSha256: message.chunks,
+      });
       break;
     case 'upload.abort':
       tell(uploadKey(message.id), { type: 'ABORT', reason: message.reason });

@@ -48,19 +48,27 @@ export interface CommitRequest {
   size: number;
   overwrite: boolean;
   plan: UploadPlan;
-  sealed: SealedChunks;
+  /** The whole file's sha256 (the uploader's; every chunk's was verified). */
+  sha256: string;
+  chunkSha256: string[];
 }
 
 export interface SealedChunks {
-  /** sha256 of each chunk, by index, as the broker computed it. */
+  /** sha256 of each chunk, by index, as the broker computed it (and the VM agreed). */
   chunkSha256: string[];
-  /** sha256 of the whole file, in chunk order. */
+}
+
+/** What the uploader says it sent. */
+export interface DeclaredChecksums {
+  /** sha256 of the whole file. */
   sha256: string;
+  /** sha256 of each chunk, by index. */
+  chunkSha256: string[];
 }
 
 export type UploadEvent =
   | { type: 'SEGMENT'; index: number; offset: number; bytes: Buffer }
-  | { type: 'END'; sha256: string }
+  | ({ type: 'END' } & DeclaredChecksums)
   | { type: 'ABORT'; reason: string }
   | { type: 'VM.STATUS'; id: string; status: 'alive' | 'suspect' | 'failed' }
   // from the chunk writer
@@ -92,8 +100,8 @@ export interface UploadContext extends UploadInput {
   segments: number[];
   /** Segments received but not yet stored on VM and core. */
   pending: number;
-  /** The uploader's sha256 of the whole file. */
-  declaredSha256: string | null;
+  /** The uploader's checksums, from its `upload.end`. */
+  declared: DeclaredChecksums | null;
   sealed: SealedChunks | null;
   failure: UploadFailure | null;
   file: FileInfo | null;
@@ -165,7 +173,10 @@ export const uploadMachine = setup({
       event.status === 'failed' &&
       (context.plan?.chunks.some((chunk) => chunk.vm === event.id) ?? false),
     checksumsMatch: ({ context, event }) =>
-      event.type === 'SEALED' && event.sha256 === context.declaredSha256,
+      event.type === 'SEALED' &&
+      context.declared !== null &&
+      event.chunkSha256.length === context.declared.chunkSha256.length &&
+      event.chunkSha256.every((sha, index) => sha === context.declared?.chunkSha256[index]),
   },
   actions: {
     send: sendTo(
@@ -182,7 +193,7 @@ export const uploadMachine = setup({
     next: [],
     segments: [],
     pending: 0,
-    declaredSha256: null,
+    declared: null,
     sealed: null,
     failure: null,
     file: null,
@@ -350,7 +361,12 @@ export const uploadMachine = setup({
               {
                 guard: 'allReceived',
                 target: 'draining',
-                actions: assign({ declaredSha256: ({ event }) => event.sha256 }),
+                actions: assign({
+                  declared: ({ event }) => ({
+                    sha256: event.sha256,
+                    chunkSha256: event.chunkSha256,
+                  }),
+                }),
               },
               {
                 target: '#upload.aborting',
@@ -374,22 +390,24 @@ export const uploadMachine = setup({
               {
                 guard: 'checksumsMatch',
                 target: '#upload.committing',
-                actions: assign({
-                  sealed: ({ event }) => ({ chunkSha256: event.chunkSha256, sha256: event.sha256 }),
-                }),
+                actions: assign({ sealed: ({ event }) => ({ chunkSha256: event.chunkSha256 }) }),
               },
               {
                 target: '#upload.aborting',
                 actions: [
-                  assign({ sealed: ({ event }) => event }),
                   {
                     type: 'fail',
-                    params: ({ context, event }) =>
-                      failure(
+                    params: ({ context, event }) => {
+                      const index = event.chunkSha256.findIndex(
+                        (sha, i) => sha !== context.declared?.chunkSha256[i],
+                      );
+                      return failure(
                         'integrity',
-                        `the file's sha256 is ${event.sha256} here but ${context.declaredSha256} at the uploader`,
+                        `chunk ${index} arrived with sha256 ${event.chunkSha256[index] ?? 'none'}, ` +
+                          `but the uploader sent ${context.declared?.chunkSha256[index] ?? 'none'}`,
                         true,
-                      ),
+                      );
+                    },
                   },
                 ],
               },
@@ -408,7 +426,8 @@ export const uploadMachine = setup({
           size: context.size,
           overwrite: context.overwrite,
           plan: context.plan as UploadPlan,
-          sealed: context.sealed as SealedChunks,
+          sha256: (context.declared as DeclaredChecksums).sha256,
+          chunkSha256: (context.sealed as SealedChunks).chunkSha256,
         }),
         onDone: {
           target: 'committed',

@@ -174,11 +174,12 @@ export const messageSchemas = {
     index: chunkIndex,
     offset: byteCount,
   }),
-  /** Every segment is sent; the member's sha256 of the whole file. */
+  /** Every segment is sent; the member's sha256 of the file and of each chunk. */
   'upload.end': z.strictObject({
     ...request,
     type: z.literal('upload.end'),
     sha256: sha256Hex,
+    chunks: z.array(sha256Hex).max(MAX_CHUNKS),
   }),
   /** The member gives up (interrupted); the broker cleans up. */
   'upload.abort': z.strictObject({

@@ -1,3 +1,5 @@
+// Must run before node-redis loads: see the file.
+import './tracing-channel-polyfill.ts';
 import {
   ClientOfflineError,
   createClient,

@@ -62,11 +62,11 @@ function start(
               name: request.name,
               fileId: request.plan.fileId,
               size: request.size,
-              sha256: request.sealed.sha256,
+              sha256: request.sha256,
               createdAt: '2026-01-01T00:00:00.000Z',
               chunks: request.plan.chunks.map((chunk, index) => ({
                 ...chunk,
-                sha256: request.sealed.chunkSha256[index] ?? '',
+                sha256: request.chunkSha256[index] ?? '',
               })),
             };
           }),
@@ -117,10 +117,10 @@ describe('upload (§V.D)', () => {
         { index: 1, offset: 0 },
       ],
     );
-    actor.send({ type: 'END', sha256: 'file-sha' });
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
     const output = await toPromise(actor);
     expect(output.result).toBe('committed');
-    expect(committed[0]?.sealed.sha256).toBe('file-sha');
+    expect(committed[0]).toMatchObject({ sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
     expect(sent.at(-1)?.message).toMatchObject({ type: 'upload.done', id: 't1' });
   });
 
@@ -181,13 +181,13 @@ describe('upload (§V.D)', () => {
     }
   });
 
-  test('a checksum that differs from the uploader aborts with an integrity error', async () => {
+  test('a chunk checksum that differs from the uploader’s aborts with an integrity error', async () => {
     const { actor, segment, cleaned } = start();
     await settle();
     segment(0, 0, 4);
     segment(0, 4, 2);
     segment(1, 0, 4);
-    actor.send({ type: 'END', sha256: 'something-else' });
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'something-else'] });
     expect(await toPromise(actor)).toMatchObject({
       result: 'aborted',
       failure: { code: 'integrity' },
@@ -219,7 +219,7 @@ describe('upload (§V.D)', () => {
     segment(0, 0, 4);
     segment(0, 4, 2);
     segment(1, 0, 4);
-    actor.send({ type: 'END', sha256: 'file-sha' });
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
     expect(await toPromise(actor)).toMatchObject({
       result: 'aborted',
       failure: { code: 'unavailable' },

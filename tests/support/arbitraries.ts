@@ -141,7 +141,12 @@ export const messageArbitraries: MessageArbitraries = {
     index: chunkIndexArb,
     offset: byteCountArb,
   }),
-  'upload.end': fc.record({ ...request, type: fc.constant('upload.end'), sha256: sha256Arb }),
+  'upload.end': fc.record({
+    ...request,
+    type: fc.constant('upload.end'),
+    sha256: sha256Arb,
+    chunks: fc.array(sha256Arb, { maxLength: 5 }),
+  }),
   'upload.abort': fc.record({
     ...request,
     type: fc.constant('upload.abort'),
