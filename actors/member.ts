@@ -22,6 +22,7 @@ import type { ByteSink, ByteSource } from './files.ts';
 import { newId } from './ids.ts';
 import type { Logger } from './log.ts';
 import type { Link } from './mqtt-link.ts';
+import { createOrderedHash } from './ordered-hash.ts';
 
 export interface MemberOptions {
   link: Link;
@@ -285,6 +286,7 @@ export function createMember(options: MemberOptions): Member {
     const send = sendThrough(link, log);
     let plan: DownloadPlan | null = null;
     let written = 0;
+    const fileHash = createOrderedHash(sink);
     const chunkSink = fromCallback<SinkCommand, { index: number; size: number }>(
       ({ input, receive, sendBack }) => {
         const chunk = plan?.file.chunks[input.index];
@@ -294,13 +296,16 @@ export function createMember(options: MemberOptions): Member {
         receive((command) => {
           queue = queue
             .then(async () => {
+              const start = chunk?.offset ?? 0;
               if (command.type === 'RESET') {
                 written -= count;
                 hash = createHash('sha256');
                 count = 0;
+                await fileHash.discard(start, start + input.size);
                 return;
               }
-              await sink.write((chunk?.offset ?? 0) + command.offset, command.bytes);
+              await sink.write(start + command.offset, command.bytes);
+              await fileHash.written(start + command.offset, command.bytes);
               hash.update(command.bytes);
               count += command.bytes.byteLength;
               written += command.bytes.byteLength;
@@ -327,7 +332,15 @@ export function createMember(options: MemberOptions): Member {
       actions: { send },
       actors: {
         chunkFetch: chunkFetchMachine.provide({ actions: { send }, actors: { chunkSink } }),
-        verifyFile: fromPromise(({ input }) => sink.verify(input.size, input.sha256)),
+        // §V.F step 8: the whole file, in order, against its recorded sha256.
+        verifyFile: fromPromise(async ({ input }) => {
+          const actual = await fileHash.digest(input.size);
+          if (actual.size !== input.size || actual.sha256 !== input.sha256) {
+            throw new Error(
+              `the reassembled file has ${actual.size} bytes and sha256 ${actual.sha256}; expected ${input.size} bytes and ${input.sha256}`,
+            );
+          }
+        }),
       },
     });
     const actor = createActor(machine, {

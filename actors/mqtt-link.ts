@@ -106,7 +106,9 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   const notify = (connected: boolean) => {
     for (const handler of connectionHandlers) safely(log, () => handler(connected));
   };
+  noDelay(client);
   client.on('connect', () => {
+    noDelay(client);
     log.info({ url: redact(options.url) }, 'MQTT connected');
     notify(true);
   });
@@ -223,6 +225,15 @@ function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
       resolve(client);
     });
   });
+}
+
+/**
+ * Segments and small requests go out at once: with Nagle's algorithm a small
+ * message can wait ~40 ms for the peer's delayed ACK, on every hop.
+ */
+export function noDelay(client: MqttClient) {
+  const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined;
+  stream?.setNoDelay?.(true);
 }
 
 function safely(log: Logger, run: () => void) {

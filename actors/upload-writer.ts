@@ -28,7 +28,8 @@ interface ChunkState {
   writer: Promise<CoreWriter> | null;
   /** Core writes of this chunk, one after another. */
   coreQueue: Promise<unknown>;
-  hash: Hash;
+  /** Only for chunks kept in the core alone: the others are hashed by their VM. */
+  hash: Hash | null;
   vmSha256: string | null;
   committed: boolean;
 }
@@ -44,10 +45,10 @@ export function uploadWriter(deps: UploadWriterDeps) {
     ({ input, receive, sendBack }) => {
       const { plan, transferId } = input;
       const report = (event: UploadEvent) => sendBack(event);
-      const chunks: ChunkState[] = plan.chunks.map(() => ({
+      const chunks: ChunkState[] = plan.chunks.map((chunk) => ({
         writer: null,
         coreQueue: Promise.resolve(),
-        hash: createHash('sha256'),
+        hash: chunk.vm === null ? createHash('sha256') : null,
         vmSha256: null,
         committed: false,
       }));
@@ -127,11 +128,14 @@ export function uploadWriter(deps: UploadWriterDeps) {
               true,
             );
           }
-          const sha256 = state.hash.digest('hex');
-          if (chunk.vm !== null && state.vmSha256 !== sha256) {
+          // The VM hashed what it stored, from the very buffers the core got;
+          // the machine compares that with the uploader's hash. Only a chunk
+          // with no VM is hashed here.
+          const sha256 = chunk.vm === null ? state.hash?.digest('hex') : state.vmSha256;
+          if (!sha256) {
             throw new CloudletError(
               'integrity',
-              `VM ${chunk.vm} stored chunk ${index} with sha256 ${state.vmSha256 ?? 'unknown'}, expected ${sha256}`,
+              `VM ${chunk.vm} did not report chunk ${index}'s sha256`,
               true,
             );
           }
@@ -148,7 +152,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
             const chunk = plan.chunks[index];
             const state = chunks[index];
             if (!chunk || !state) return;
-            state.hash.update(bytes);
+            state.hash?.update(bytes);
             const onVm =
               chunk.vm === null ? Promise.resolve() : storeOnVm(chunk.vm, index, offset, bytes);
             Promise.all([onVm, writeToCore(index, bytes)]).then(() => {

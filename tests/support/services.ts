@@ -245,6 +245,8 @@ function mosquittoConfig(port: number, extraConfig: string[]): string {
     `listener ${port} 127.0.0.1`,
     'allow_anonymous true',
     'persistence false',
+    // Without it a small reply can wait ~40 ms for Nagle and delayed ACKs.
+    'set_tcp_nodelay true',
     'log_dest stderr',
     'log_type error',
     'log_type warning',
