@@ -3,26 +3,16 @@
  * the broker to upload (§V.D), list (§V.E), download (§V.F, §V.G) and
  * delete files, and to show the VM table.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { createActor, fromCallback, fromPromise, toPromise } from 'xstate';
-import { chunkFetchMachine, type SinkCommand } from '../machines/chunkFetch.ts';
-import { type DownloadOutput, type DownloadPlan, downloadMachine } from '../machines/download.ts';
+import { createHash } from 'node:crypto';
+import type { DownloadOutput } from '../machines/download.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
-import type {
-  ErrorCode,
-  FileInfo,
-  Message,
-  MessageOf,
-  MessageType,
-  VmInfo,
-} from '../protocol/messages.ts';
-import { sendThrough } from './bridge.ts';
+import type { FileInfo, Message, MessageOf, MessageType, VmInfo } from '../protocol/messages.ts';
 import type { ByteSink, ByteSource } from './files.ts';
 import { newId } from './ids.ts';
 import type { Logger } from './log.ts';
+import { createDownloader, type DownloadOptions } from './member-download.ts';
 import type { Link } from './mqtt-link.ts';
-import { createOrderedHash } from './ordered-hash.ts';
 
 export interface MemberOptions {
   link: Link;
@@ -47,7 +37,7 @@ export interface Member {
     options?: TransferOptions & { overwrite?: boolean },
   ): Promise<FileInfo>;
   /** Downloads into `sink`; throws a CloudletError unless the file verifies. */
-  get(name: string, sink: ByteSink, options?: TransferOptions): Promise<DownloadOutput>;
+  get(name: string, sink: ByteSink, options?: DownloadOptions): Promise<DownloadOutput>;
   list(options?: {
     limit?: number;
     cursor?: string;
@@ -178,7 +168,17 @@ export function createMember(options: MemberOptions): Member {
         .vms;
     },
     put: (source, name, putOptions = {}) => upload(source, name, putOptions),
-    get: (name, sink, getOptions = {}) => download(name, sink, getOptions),
+    get: createDownloader({
+      link,
+      brokerId,
+      requestTimeoutMs,
+      idleTimeoutMs,
+      log,
+      route: (id, handler) => {
+        routes.set(id, handler);
+        return () => routes.delete(id);
+      },
+    }),
     close: off,
   };
 
@@ -278,121 +278,6 @@ export function createMember(options: MemberOptions): Member {
       );
     }
     return frame.message as MessageOf<T>;
-  }
-
-  /** §V.F / §V.G: the download statechart, fed by this member's inbox. */
-  async function download(name: string, sink: ByteSink, opts: TransferOptions) {
-    const transferId = newId();
-    const send = sendThrough(link, log);
-    let plan: DownloadPlan | null = null;
-    let written = 0;
-    const fileHash = createOrderedHash(sink);
-    const chunkSink = fromCallback<SinkCommand, { index: number; size: number }>(
-      ({ input, receive, sendBack }) => {
-        const chunk = plan?.file.chunks[input.index];
-        let hash: Hash = createHash('sha256');
-        let count = 0;
-        let queue = Promise.resolve();
-        receive((command) => {
-          queue = queue
-            .then(async () => {
-              const start = chunk?.offset ?? 0;
-              if (command.type === 'RESET') {
-                written -= count;
-                hash = createHash('sha256');
-                count = 0;
-                await fileHash.discard(start, start + input.size);
-                return;
-              }
-              await sink.write(start + command.offset, command.bytes);
-              await fileHash.written(start + command.offset, command.bytes);
-              hash.update(command.bytes);
-              count += command.bytes.byteLength;
-              written += command.bytes.byteLength;
-              opts.onProgress?.(written, plan?.file.size ?? 0);
-              const ack: Message = {
-                type: 'chunk.ack',
-                id: transferId,
-                from: link.id,
-                index: input.index,
-                offset: command.offset,
-              };
-              send(null, {
-                type: 'SEND',
-                to: command.ackTo === brokerId ? null : command.ackTo,
-                message: ack,
-              });
-              if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
-            })
-            .catch((error: Error) => sendBack({ type: 'SINK_FAILED', message: error.message }));
-        });
-      },
-    );
-    const machine = downloadMachine.provide({
-      actions: { send },
-      actors: {
-        chunkFetch: chunkFetchMachine.provide({ actions: { send }, actors: { chunkSink } }),
-        // §V.F step 8: the whole file, in order, against its recorded sha256.
-        verifyFile: fromPromise(async ({ input }) => {
-          const actual = await fileHash.digest(input.size);
-          if (actual.size !== input.size || actual.sha256 !== input.sha256) {
-            throw new Error(
-              `the reassembled file has ${actual.size} bytes and sha256 ${actual.sha256}; expected ${input.size} bytes and ${input.sha256}`,
-            );
-          }
-        }),
-      },
-    });
-    const actor = createActor(machine, {
-      input: {
-        transferId,
-        self: link.id,
-        name,
-        requestTimeoutMs,
-        coreTimeoutMs: idleTimeoutMs,
-      },
-    });
-    routes.set(transferId, (frame) => {
-      const { message, body } = frame;
-      if (message.type === 'download.plan' && message.from === brokerId) {
-        plan = message;
-        actor.send({ type: 'PLAN', plan: message });
-      } else if (message.type === 'chunk.data') {
-        actor.send({
-          type: 'DATA',
-          from: message.from,
-          index: message.index,
-          offset: message.offset,
-          bytes: body,
-        });
-      } else if (message.type === 'error') {
-        actor.send({
-          type: 'ERROR',
-          from: message.from,
-          ...(message.index !== undefined ? { index: message.index } : {}),
-          failure: { code: message.code, message: message.message, retryable: message.retryable },
-        });
-      }
-    });
-    const cancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });
-    opts.signal?.addEventListener('abort', cancel, { once: true });
-    try {
-      actor.start();
-      const output = await toPromise(actor);
-      if (!output.ok) {
-        const failure = output.failure ?? {
-          code: 'internal' as ErrorCode,
-          message: 'download failed',
-          retryable: false,
-        };
-        throw new CloudletError(failure.code, failure.message, failure.retryable);
-      }
-      return output;
-    } finally {
-      opts.signal?.removeEventListener('abort', cancel);
-      routes.delete(transferId);
-      actor.stop();
-    }
   }
 }
 

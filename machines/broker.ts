@@ -151,6 +151,7 @@ export const brokerMachine = setup({
         if (failed.actorId.startsWith('upload:')) {
           enqueue.assign({ uploading: withoutTransfer(context.uploading, failed.actorId) });
         }
+        enqueue.stopChild(failed.actorId);
       }),
     },
     'xstate.done.actor.*': {
@@ -161,6 +162,8 @@ export const brokerMachine = setup({
         } else if (done.actorId.startsWith('upload:')) {
           enqueue.assign({ uploading: withoutTransfer(context.uploading, done.actorId) });
         }
+        // A finished actor stays among the children until stopped.
+        enqueue.stopChild(done.actorId);
       }),
     },
   },

@@ -31,6 +31,12 @@ export interface ChunkFetchInput {
 
 export type FallbackReason = 'timeout' | 'integrity' | 'error';
 
+export interface ChunkSinkInput {
+  transferId: string;
+  index: number;
+  size: number;
+}
+
 /** Commands to the sink that writes this chunk's bytes. */
 export type SinkCommand =
   | { type: 'WRITE'; offset: number; bytes: Buffer; ackTo: string }
@@ -74,7 +80,7 @@ export const chunkFetchMachine = setup({
   },
   actors: {
     /** Writes the chunk's bytes in order, hashes them, acks each segment. */
-    chunkSink: fromCallback<SinkCommand, { index: number; size: number }>(() => {
+    chunkSink: fromCallback<SinkCommand, ChunkSinkInput>(() => {
       throw new Error('chunkSink is provided by the runtime');
     }),
   },
@@ -131,7 +137,11 @@ export const chunkFetchMachine = setup({
   invoke: {
     id: 'sink',
     src: 'chunkSink',
-    input: ({ context }) => ({ index: context.index, size: context.size }),
+    input: ({ context }) => ({
+      transferId: context.transferId,
+      index: context.index,
+      size: context.size,
+    }),
   },
   on: {
     SINK_FAILED: {

@@ -54,9 +54,11 @@ export const downloadMachine = setup({
   actors: {
     chunkFetch: chunkFetchMachine,
     /** §V.F step 8: checks the reassembled file against its sha256. */
-    verifyFile: fromPromise<void, { size: number; sha256: string }>(async () => {
-      throw new Error('verifyFile is provided by the runtime');
-    }),
+    verifyFile: fromPromise<void, { transferId: string; size: number; sha256: string }>(
+      async () => {
+        throw new Error('verifyFile is provided by the runtime');
+      },
+    ),
   },
   delays: {
     requestTimeout: ({ context }) => context.requestTimeoutMs,
@@ -215,6 +217,7 @@ export const downloadMachine = setup({
       invoke: {
         src: 'verifyFile',
         input: ({ context }) => ({
+          transferId: context.transferId,
           size: (context.plan as DownloadPlan).file.size,
           sha256: (context.plan as DownloadPlan).file.sha256,
         }),

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { createActor, fromCallback, SimulatedClock, toPromise } from 'xstate';
 import {
   type ChunkFetchInput,
+  type ChunkSinkInput,
   chunkFetchMachine,
   type SinkCommand,
 } from '../../machines/chunkFetch.ts';
@@ -13,24 +14,22 @@ const chunk = Buffer.from('0123456789abcdef');
 
 /** A sink that keeps bytes in memory and reports COMPLETE like the real one. */
 function memorySink(written: Buffer[]) {
-  return fromCallback<SinkCommand, { index: number; size: number }>(
-    ({ input, receive, sendBack }) => {
-      let hash = createHash('sha256');
-      let count = 0;
-      receive((command) => {
-        if (command.type === 'RESET') {
-          hash = createHash('sha256');
-          count = 0;
-          written.length = 0;
-          return;
-        }
-        hash.update(command.bytes);
-        written.push(command.bytes);
-        count += command.bytes.byteLength;
-        if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
-      });
-    },
-  );
+  return fromCallback<SinkCommand, ChunkSinkInput>(({ input, receive, sendBack }) => {
+    let hash = createHash('sha256');
+    let count = 0;
+    receive((command) => {
+      if (command.type === 'RESET') {
+        hash = createHash('sha256');
+        count = 0;
+        written.length = 0;
+        return;
+      }
+      hash.update(command.bytes);
+      written.push(command.bytes);
+      count += command.bytes.byteLength;
+      if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+    });
+  });
 }
 
 function start(overrides: Partial<ChunkFetchInput> = {}) {

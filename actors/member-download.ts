@@ -1,0 +1,170 @@
+/**
+ * A member's downloads (§V.F, §V.G): the download statechart, provided once
+ * per member, with each transfer's sink and hashes looked up by transfer id.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createActor, fromCallback, fromPromise, toPromise } from 'xstate';
+import {
+  type ChunkSinkInput,
+  chunkFetchMachine,
+  type SinkCommand,
+} from '../machines/chunkFetch.ts';
+import { type DownloadOutput, type DownloadPlan, downloadMachine } from '../machines/download.ts';
+import { CloudletError } from '../machines/shared.ts';
+import type { Frame } from '../protocol/frame.ts';
+import type { ErrorCode } from '../protocol/messages.ts';
+import { sendThrough } from './bridge.ts';
+import type { ByteSink } from './files.ts';
+import { newId } from './ids.ts';
+import type { Logger } from './log.ts';
+import type { Link } from './mqtt-link.ts';
+import { createOrderedHash, type OrderedHash } from './ordered-hash.ts';
+
+export interface DownloaderOptions {
+  link: Link;
+  brokerId: string;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Routes the frames of one transfer id to `handler` until the returned function is called. */
+  route(id: string, handler: (frame: Frame) => void): () => void;
+  log: Logger;
+}
+
+export interface DownloadOptions {
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+interface Transfer {
+  sink: ByteSink;
+  fileHash: OrderedHash;
+  plan: DownloadPlan | null;
+  written: number;
+  onProgress?: DownloadOptions['onProgress'];
+}
+
+export function createDownloader(options: DownloaderOptions) {
+  const { link, brokerId } = options;
+  const transfers = new Map<string, Transfer>();
+  const send = sendThrough(link, options.log);
+
+  /** Writes a chunk's bytes in order, hashes them, and acknowledges each segment. */
+  const chunkSink = fromCallback<SinkCommand, ChunkSinkInput>(({ input, receive, sendBack }) => {
+    const transfer = transfers.get(input.transferId);
+    const start = transfer?.plan?.file.chunks[input.index]?.offset ?? 0;
+    let hash: Hash = createHash('sha256');
+    let count = 0;
+    let queue = Promise.resolve();
+    receive((command) => {
+      queue = queue
+        .then(async () => {
+          if (!transfer) throw new Error(`no download ${input.transferId}`);
+          if (command.type === 'RESET') {
+            transfer.written -= count;
+            hash = createHash('sha256');
+            count = 0;
+            await transfer.fileHash.discard(start, start + input.size);
+            return;
+          }
+          await transfer.sink.write(start + command.offset, command.bytes);
+          await transfer.fileHash.written(start + command.offset, command.bytes);
+          hash.update(command.bytes);
+          count += command.bytes.byteLength;
+          transfer.written += command.bytes.byteLength;
+          transfer.onProgress?.(transfer.written, transfer.plan?.file.size ?? 0);
+          send(null, {
+            type: 'SEND',
+            to: command.ackTo === brokerId ? null : command.ackTo,
+            message: {
+              type: 'chunk.ack',
+              id: input.transferId,
+              from: link.id,
+              index: input.index,
+              offset: command.offset,
+            },
+          });
+          if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+        })
+        .catch((error: Error) => sendBack({ type: 'SINK_FAILED', message: error.message }));
+    });
+  });
+
+  const machine = downloadMachine.provide({
+    actions: { send },
+    actors: {
+      chunkFetch: chunkFetchMachine.provide({ actions: { send }, actors: { chunkSink } }),
+      // §V.F step 8: the whole file, in order, against its recorded sha256.
+      verifyFile: fromPromise(async ({ input }) => {
+        const transfer = transfers.get(input.transferId);
+        if (!transfer) throw new Error(`no download ${input.transferId}`);
+        const actual = await transfer.fileHash.digest(input.size);
+        if (actual.size !== input.size || actual.sha256 !== input.sha256) {
+          throw new Error(
+            `the reassembled file has ${actual.size} bytes and sha256 ${actual.sha256}; expected ${input.size} bytes and ${input.sha256}`,
+          );
+        }
+      }),
+    },
+  });
+
+  return async function download(
+    name: string,
+    sink: ByteSink,
+    opts: DownloadOptions = {},
+  ): Promise<DownloadOutput> {
+    const transferId = newId();
+    const transfer: Transfer = { sink, fileHash: createOrderedHash(sink), plan: null, written: 0 };
+    if (opts.onProgress) transfer.onProgress = opts.onProgress;
+    transfers.set(transferId, transfer);
+    const actor = createActor(machine, {
+      input: {
+        transferId,
+        self: link.id,
+        name,
+        requestTimeoutMs: options.requestTimeoutMs,
+        coreTimeoutMs: options.idleTimeoutMs,
+      },
+    });
+    const unroute = options.route(transferId, ({ message, body }) => {
+      if (message.type === 'download.plan' && message.from === brokerId) {
+        transfer.plan = message;
+        actor.send({ type: 'PLAN', plan: message });
+      } else if (message.type === 'chunk.data') {
+        actor.send({
+          type: 'DATA',
+          from: message.from,
+          index: message.index,
+          offset: message.offset,
+          bytes: body,
+        });
+      } else if (message.type === 'error') {
+        actor.send({
+          type: 'ERROR',
+          from: message.from,
+          ...(message.index !== undefined ? { index: message.index } : {}),
+          failure: { code: message.code, message: message.message, retryable: message.retryable },
+        });
+      }
+    });
+    const cancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });
+    opts.signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      actor.start();
+      const output = await toPromise(actor);
+      if (!output.ok) {
+        const failure = output.failure ?? {
+          code: 'internal' as ErrorCode,
+          message: 'download failed',
+          retryable: false,
+        };
+        throw new CloudletError(failure.code, failure.message, failure.retryable);
+      }
+      return output;
+    } finally {
+      opts.signal?.removeEventListener('abort', cancel);
+      unroute();
+      actor.stop();
+      transfers.delete(transferId);
+    }
+  };
+}
