@@ -169,12 +169,14 @@ describe('broker routing (§V)', () => {
     ]);
   });
 
-  test('request actors answer through the broker; late transfer messages are dropped quietly', async () => {
-    const { frame, replies } = start();
+  test('request actors answer through the broker, then go; late transfer messages are dropped quietly', async () => {
+    const { actor, frame, replies } = start();
     frame({ type: 'delete.request', id: 'd1', from: 'cli-1', name: 'x' });
     frame({ type: 'upload.segment', id: 'gone', from: 'cli-1', index: 0, offset: 0 });
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(replies('delete.done')).toHaveLength(1);
     expect(replies('error')).toEqual([]);
+    // Finished actors do not pile up among the broker's children.
+    expect(Object.keys(actor.getSnapshot().children).filter((key) => key.startsWith('request:'))).toEqual([]);
   });
 });
