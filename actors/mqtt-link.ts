@@ -16,6 +16,7 @@ import {
   type Topics,
 } from '../protocol/index.ts';
 import type { Logger } from './log.ts';
+import { createMemoryGovernor } from './memory.ts';
 
 export interface LinkOptions {
   /** `mqtt://host:port` (or `mqtts://`, `ws://`). */
@@ -118,8 +119,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   });
   client.on('error', (error) => log.warn({ err: error.message }, 'MQTT error'));
 
+  const memory = createMemoryGovernor();
   const publish = (topic: string, payload: Buffer, retain = false) =>
     new Promise<void>((resolve, reject) => {
+      memory.moved(payload.byteLength);
       client.publish(topic, payload, { qos: 1, retain }, (error) => {
         if (error) reject(new LinkError(`publish to ${topic} failed: ${error.message}`));
         else resolve();
@@ -146,6 +149,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   };
 
   client.on('message', (topic, payload) => {
+    memory.moved(payload.byteLength);
     const result = decodeFrame(payload, { maxHeaderBytes });
     if (!result.ok) {
       reject(result.error, topic);

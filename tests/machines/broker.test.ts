@@ -177,6 +177,8 @@ describe('broker routing (§V)', () => {
     expect(replies('delete.done')).toHaveLength(1);
     expect(replies('error')).toEqual([]);
     // Finished actors do not pile up among the broker's children.
-    expect(Object.keys(actor.getSnapshot().children).filter((key) => key.startsWith('request:'))).toEqual([]);
+    expect(
+      Object.keys(actor.getSnapshot().children).filter((key) => key.startsWith('request:')),
+    ).toEqual([]);
   });
 });

@@ -1,0 +1,52 @@
+/**
+ * Keeps a node's memory flat while it moves large files. Every segment
+ * allocates buffers outside the JavaScript heap (the MQTT parser's copy, the
+ * frame, mqtt.js's stored copy for QoS 1) which Bun frees only when its
+ * collector runs — and heap pressure alone triggers it too late: RSS climbed
+ * to ~230 MiB moving 256 MiB. So after every few MiB moved, if RSS is above
+ * a soft limit, a full collection runs. Measured on 256 MiB transfers: peak
+ * RSS 230 → 145 MiB per process, for ~10% throughput.
+ */
+import bytes from 'bytes-iec';
+
+const CHECK_EVERY_BYTES = 8 * 1024 * 1024;
+const DEFAULT_SOFT_LIMIT = 128 * 1024 * 1024;
+
+export interface MemoryGovernor {
+  /** Counts bytes that went in or out. */
+  moved(count: number): void;
+  readonly collections: number;
+}
+
+/** The soft limit from CLOUDLET_MEMORY_SOFT_LIMIT (`0` turns it off). */
+export function softLimitFromEnv(env = process.env): number {
+  const text = env.CLOUDLET_MEMORY_SOFT_LIMIT;
+  if (text === undefined || text === '') return DEFAULT_SOFT_LIMIT;
+  const value = bytes.parse(text);
+  if (value === null || value < 0) {
+    throw new Error(
+      `CLOUDLET_MEMORY_SOFT_LIMIT="${text}" is not a size (e.g. 128MiB, or 0 to turn it off)`,
+    );
+  }
+  return value;
+}
+
+export function createMemoryGovernor(softLimit = softLimitFromEnv()): MemoryGovernor {
+  let sinceCheck = 0;
+  let collections = 0;
+  return {
+    moved(count) {
+      if (softLimit === 0) return;
+      sinceCheck += count;
+      if (sinceCheck < CHECK_EVERY_BYTES) return;
+      sinceCheck = 0;
+      if (process.memoryUsage.rss() > softLimit) {
+        Bun.gc(true);
+        collections++;
+      }
+    },
+    get collections() {
+      return collections;
+    },
+  };
+}
