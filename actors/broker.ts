@@ -57,6 +57,8 @@ export interface BrokerStats {
   /** Chunks served from the core: planned (VM failed) or failovers (§V.G). */
   coreChunks: { planned: number; failover: number };
   uploads: { committed: number; failed: number };
+  /** Edge chunks rewritten from the core after failing their checksum. */
+  readRepairs: number;
   /** Payloads rejected by the link, by reason. */
   rejected: Record<string, number>;
 }
@@ -89,6 +91,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     coreReadBytes: 0,
     coreChunks: { planned: 0, failover: 0 },
     uploads: { committed: 0, failed: 0 },
+    readRepairs: 0,
     rejected: {},
   };
   const core = options.core;
@@ -129,6 +132,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     actors: {
       mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
       membership: membershipMachine.provide({ actions: { send } }),
+      repairChunk: fromPromise(async ({ input }) => {
+        await repairChunk(input.file, input.index);
+        stats.readRepairs++;
+        log.info(
+          { file: input.file.name, index: input.index },
+          'read-repair: chunk rewritten on its VM from the core',
+        );
+      }),
       request: fromPromise<SendCommand, RequestInput>(({ input }) =>
         answerRequest(requestDeps, input),
       ),
@@ -262,6 +273,49 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }),
     },
   });
+
+  /** Sends a chunk from the core to its VM again, one confirmed segment at a time. */
+  async function repairChunk(file: FileInfo, index: number) {
+    const chunk = file.chunks[index];
+    if (!chunk?.vm) return;
+    const id = newId();
+    const key = coreKeyOf(file.fileId, index);
+    let sha256: string | undefined;
+    for (
+      let offset = 0;
+      offset < chunk.size || (chunk.size === 0 && offset === 0);
+      offset += config.segmentSize
+    ) {
+      const length = Math.min(config.segmentSize, chunk.size - offset);
+      const bytes = length > 0 ? await core.getRange(key, offset, length) : Buffer.alloc(0);
+      if (!bytes || bytes.byteLength !== length)
+        throw new Error(`core object ${key} is missing or short`);
+      const stored = replies.wait(
+        { type: 'chunk.stored', id, from: chunk.vm },
+        options.storeTimeoutMs ?? 10_000,
+      );
+      await link.send(
+        chunk.vm,
+        {
+          type: 'chunk.store',
+          id,
+          from: config.brokerId,
+          fileId: file.fileId,
+          index,
+          chunkSize: chunk.size,
+          offset,
+        },
+        bytes,
+      );
+      const reply = await stored;
+      if (reply?.message.type !== 'chunk.stored')
+        throw new Error(`VM ${chunk.vm} did not confirm the repair`);
+      sha256 = reply.message.sha256;
+      if (chunk.size === 0) break;
+    }
+    if (sha256 !== chunk.sha256)
+      throw new Error(`VM ${chunk.vm} holds sha256 ${sha256} after repair, not ${chunk.sha256}`);
+  }
 
   const actor = createActor(machine, { input: config });
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });

@@ -17,7 +17,7 @@ import {
   setup,
 } from 'xstate';
 import type { Frame } from '../protocol/frame.ts';
-import type { Message, MessageOf, VmInfo } from '../protocol/messages.ts';
+import type { FileInfo, Message, MessageOf, VmInfo } from '../protocol/messages.ts';
 import type { ParsedTopic } from '../protocol/topics.ts';
 import {
   type MembershipInput,
@@ -25,7 +25,11 @@ import {
   membershipMachine,
   vmInfoOf,
 } from './membership.ts';
-import { type ServeDownloadInput, serveDownloadMachine } from './serveDownload.ts';
+import {
+  type RepairRequest,
+  type ServeDownloadInput,
+  serveDownloadMachine,
+} from './serveDownload.ts';
 import type { SendCommand } from './shared.ts';
 import { type UploadInput, uploadMachine } from './upload.ts';
 
@@ -49,6 +53,7 @@ export type BrokerEvent =
   | { type: 'CONNECTED' }
   | { type: 'DISCONNECTED' }
   | { type: 'FRAME'; frame: Frame; topic: ParsedTopic; at: number }
+  | RepairRequest
   | MembershipNotice;
 
 export interface BrokerContext {
@@ -85,6 +90,10 @@ export const brokerMachine = setup({
     membership: membershipMachine,
     upload: uploadMachine,
     serveDownload: serveDownloadMachine,
+    /** Rewrites one chunk on its VM from the core (read-repair). */
+    repairChunk: fromPromise<void, { file: FileInfo; index: number }>(async () => {
+      throw new Error('repairChunk is provided by the runtime');
+    }),
     /** Answers one list or delete request; its output is the reply. */
     request: fromPromise<SendCommand, RequestInput>(async () => {
       throw new Error('request is provided by the runtime');
@@ -130,6 +139,21 @@ export const brokerMachine = setup({
               break;
           }
         }
+      }),
+    },
+    // One repair per chunk at a time; a live VM only.
+    'CHUNK.REPAIR': {
+      actions: enqueueActions(({ event, enqueue, self }) => {
+        const key = `repair:${event.file.fileId}:${event.index}`;
+        const vm = event.file.chunks[event.index]?.vm;
+        const status = vmTable(self.getSnapshot() as BrokerSnapshot).find(
+          (row) => row.id === vm,
+        )?.status;
+        if (self.getSnapshot().children[key] || status !== 'alive') return;
+        enqueue.spawnChild('repairChunk', {
+          id: key,
+          input: { file: event.file, index: event.index },
+        });
       }),
     },
     // A VM's status changed: uploads placed on it must know (§V.D).

@@ -40,6 +40,13 @@ export interface CoreServerInput {
   planCore: number[];
 }
 
+/** Asks the broker to rewrite a chunk on its VM from the core. */
+export interface RepairRequest {
+  type: 'CHUNK.REPAIR';
+  file: FileInfo;
+  index: number;
+}
+
 export type ServeDownloadEvent =
   | { type: 'FALLBACK'; index: number; offset: number; reason: string }
   | { type: 'ACK'; index: number; offset: number }
@@ -216,6 +223,18 @@ export const serveDownloadMachine = setup({
                   index: event.index,
                   offset: event.offset,
                 })),
+                // Bytes on the edge that fail their checksum are rewritten
+                // there from the core (read-repair).
+                enqueueActions(({ context, event, enqueue }) => {
+                  const chunk = context.file?.chunks[event.index];
+                  if (event.reason === 'integrity' && chunk?.vm) {
+                    enqueue.sendParent({
+                      type: 'CHUNK.REPAIR',
+                      file: context.file as FileInfo,
+                      index: chunk.index,
+                    } satisfies RepairRequest);
+                  }
+                }),
               ],
             },
             ACK: {
