@@ -22,10 +22,11 @@ import {
   runProgram,
   withConnectionOptions,
 } from './common.ts';
+import { progressBar } from './progress.ts';
 
 const program = withConnectionOptions(
   new Command('cloudlet').description('Store, list, fetch and remove files in a cloudlet.'),
-);
+).option('-q, --quiet', 'no progress bar (there is none either when stderr is not a terminal)');
 
 /** Connects as a fresh member, runs `work`, and always disconnects. */
 async function asMember<T>(work: (member: Member, signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -69,14 +70,21 @@ program
   .action(async (path: string, options: { name?: string; overwrite?: boolean }) => {
     const name = options.name ?? checkName(basename(path));
     const source = await fileSource(path);
+    const bar = progressBar(`put ${name}`, program.opts<{ quiet?: boolean }>());
     try {
       const file = await asMember((member, signal) =>
-        member.put(source, name, { overwrite: options.overwrite ?? false, signal }),
+        member.put(source, name, {
+          overwrite: options.overwrite ?? false,
+          signal,
+          ...(bar ? { onProgress: bar.update } : {}),
+        }),
       );
+      bar?.stop();
       console.log(
         `stored ${file.name} (${formatSize(file.size)}, sha256 ${file.sha256}) as ${describeChunks(file)}`,
       );
     } finally {
+      bar?.stop();
       await source.close();
     }
   });
@@ -92,8 +100,12 @@ program
   .action(async (name: string, options: { output?: string }) => {
     const path = options.output ?? name;
     const sink = await fileSink(path);
+    const bar = progressBar(`get ${name}`, program.opts<{ quiet?: boolean }>());
     try {
-      const result = await asMember((member, signal) => member.get(name, sink, { signal }));
+      const result = await asMember((member, signal) =>
+        member.get(name, sink, { signal, ...(bar ? { onProgress: bar.update } : {}) }),
+      );
+      bar?.stop();
       await sink.commit();
       const sources = result.chunks
         .map(
@@ -105,6 +117,7 @@ program
         `wrote ${path} (${formatSize(result.file?.size ?? 0)}, sha256 verified; ${sources})`,
       );
     } catch (error) {
+      bar?.stop();
       await sink.discard();
       throw error;
     }

@@ -193,6 +193,45 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet comm
     for (const id of ['sim-1', 'sim-2', 'sim-3']) await cloudlet.waitForVm(id, 'failed');
   });
 
+  test('a progress bar on a terminal; none with --quiet or when stderr is not a terminal', async () => {
+    const big = join(work, 'progress.bin');
+    writeFileSync(big, randomBytes(24 * MiB));
+    // `script` gives the command a pseudo-terminal, as a user's shell would.
+    const inTerminal = async (args: string) => {
+      const child = Bun.spawn(
+        [
+          'script',
+          '-qec',
+          `${process.execPath} ${join(import.meta.dir, '../../cli/cloudlet.ts')} ${args}`,
+          '/dev/null',
+        ],
+        {
+          env: {
+            ...process.env,
+            CLOUDLET_MQTT_URL: mosquitto.url,
+            CLOUDLET_TOPIC_ROOT: cloudlet.topicRoot,
+          },
+          stdout: 'pipe',
+          stderr: 'pipe',
+        },
+      );
+      const [out, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+      return { out, code };
+    };
+    const shown = await inTerminal(`put ${big} --name progress.bin`);
+    expect(shown.code).toBe(0);
+    expect(shown.out).toMatch(
+      /put progress\.bin .*\d+% \| [\d.]+\w*B\/24MiB \| [\d.]+\w*B\/s \| ETA/,
+    );
+    const quiet = await inTerminal(`--quiet get progress.bin -o ${join(work, 'progress.out')}`);
+    expect(quiet.code).toBe(0);
+    expect(quiet.out).not.toContain('%');
+    expect(quiet.out).toContain('sha256 verified');
+    const piped = await cloudlet.cli(['get', 'progress.bin', '-o', join(work, 'progress.out')]);
+    expect(piped.code).toBe(0);
+    expect(piped.stderr).toBe('');
+  });
+
   test('--help tells the truth: every command it lists exists', async () => {
     const help = await cloudlet.cli(['--help']);
     expect(help.code).toBe(0);

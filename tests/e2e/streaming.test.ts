@@ -13,7 +13,12 @@ import { createClient } from 'redis';
 import '../../plugins/chunk-store/tracing-channel-polyfill.ts';
 import { hashFile } from '../../actors/files.ts';
 import { type ManagedProcess, startProcess } from '../support/process.ts';
-import { type ServiceHandle, serviceSkipReason, useMosquitto, useRedis } from '../support/services.ts';
+import {
+  type ServiceHandle,
+  serviceSkipReason,
+  useMosquitto,
+  useRedis,
+} from '../support/services.ts';
 
 const ROOT = join(import.meta.dir, '../..');
 const MiB = 1024 * 1024;
@@ -24,106 +29,134 @@ function peakRssMiB(pid: number | undefined) {
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
 }
 
-describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)('streamed transfers', () => {
-  const mosquitto = useMosquitto();
-  const redis = useRedis();
-  const root = 'stream';
-  let work: string;
-  let broker: ManagedProcess;
-  let vm: ManagedProcess;
-  const env = () => ({ CLOUDLET_MQTT_URL: mosquitto.url, CLOUDLET_TOPIC_ROOT: root, CLOUDLET_LOG_LEVEL: 'info' });
-
-  const cli = async (args: string[]) => {
-    const child = Bun.spawn([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
-      env: { ...process.env, ...env() },
-      stdout: 'pipe',
-      stderr: 'pipe',
+describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
+  'streamed transfers',
+  () => {
+    const mosquitto = useMosquitto();
+    const redis = useRedis();
+    const root = 'stream';
+    let work: string;
+    let broker: ManagedProcess;
+    let vm: ManagedProcess;
+    const env = () => ({
+      CLOUDLET_MQTT_URL: mosquitto.url,
+      CLOUDLET_TOPIC_ROOT: root,
+      CLOUDLET_LOG_LEVEL: 'info',
     });
-    let peak = 0;
-    const poll = setInterval(() => {
+
+    const cli = async (args: string[]) => {
+      const child = Bun.spawn([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
+        env: { ...process.env, ...env() },
+        stdout: 'pipe',
+        stderr: 'pipe',
+      });
+      let peak = 0;
+      const poll = setInterval(() => {
+        try {
+          peak = Math.max(peak, peakRssMiB(child.pid));
+        } catch {}
+      }, 50);
+      const [stdout, stderr, code] = await Promise.all([
+        new Response(child.stdout).text(),
+        new Response(child.stderr).text(),
+        child.exited,
+      ]);
+      clearInterval(poll);
+      return { code, stdout, stderr, peak };
+    };
+
+    beforeAll(async () => {
+      work = mkdtempSync(join(tmpdir(), 'cloudlet-stream-'));
+      broker = await startProcess({
+        name: 'broker',
+        command: process.execPath,
+        args: [
+          join(ROOT, 'cli/broker.ts'),
+          '--split',
+          '1',
+          '--segment-size',
+          String(SEGMENT),
+          '--core',
+          `fs:${join(work, 'core')}`,
+        ],
+        env: env(),
+        ready: { line: /"msg":"broker online"/ },
+      });
+      vm = await startProcess({
+        name: 'vm',
+        command: process.execPath,
+        args: [
+          join(ROOT, 'cli/vm.ts'),
+          '--id',
+          'vm-1',
+          '--memory',
+          '1GiB',
+          '--store',
+          (redis as ServiceHandle).url,
+        ],
+        env: env(),
+        ready: { line: /"msg":"joined the cloudlet"/ },
+      });
+    }, 60_000);
+    afterAll(async () => {
+      await vm?.stop();
+      await broker?.stop();
+      rmSync(work, { recursive: true, force: true });
+    }, 30_000);
+
+    test('segment boundaries: 0, 1, segment−1, segment, segment+1 bytes', async () => {
+      for (const size of [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1]) {
+        const path = join(work, `s${size}.bin`);
+        writeFileSync(path, randomBytes(size));
+        const put = await cli(['put', path]);
+        expect(put.code).toBe(0);
+        const out = join(work, `s${size}.out`);
+        const get = await cli(['get', `s${size}.bin`, '-o', out]);
+        expect(get.code).toBe(0);
+        expect(readFileSync(out).equals(readFileSync(path))).toBe(true);
+      }
+      // Each chunk is kept in segments of at most the segment size.
+      const client = await createClient({ url: redis.url }).connect();
       try {
-        peak = Math.max(peak, peakRssMiB(child.pid));
-      } catch {}
-    }, 50);
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ]);
-    clearInterval(poll);
-    return { code, stdout, stderr, peak };
-  };
-
-  beforeAll(async () => {
-    work = mkdtempSync(join(tmpdir(), 'cloudlet-stream-'));
-    broker = await startProcess({
-      name: 'broker',
-      command: process.execPath,
-      args: [join(ROOT, 'cli/broker.ts'), '--split', '1', '--segment-size', String(SEGMENT), '--core', `fs:${join(work, 'core')}`],
-      env: env(),
-      ready: { line: /"msg":"broker online"/ },
+        const keys = await client.keys('cloudlet:vm-1:chunk:c/*');
+        const lengths = await Promise.all(keys.map((key) => client.strLen(key)));
+        expect(Math.max(...lengths)).toBe(SEGMENT);
+        // 1 + 1 + 1 + 1 + 2 segments, and the empty file's one empty segment.
+        expect(keys).toHaveLength(6);
+      } finally {
+        await client.quit();
+      }
     });
-    vm = await startProcess({
-      name: 'vm',
-      command: process.execPath,
-      args: [join(ROOT, 'cli/vm.ts'), '--id', 'vm-1', '--memory', '1GiB', '--store', (redis as ServiceHandle).url],
-      env: env(),
-      ready: { line: /"msg":"joined the cloudlet"/ },
-    });
-  }, 60_000);
-  afterAll(async () => {
-    await vm?.stop();
-    await broker?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 30_000);
 
-  test('segment boundaries: 0, 1, segment−1, segment, segment+1 bytes', async () => {
-    for (const size of [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1]) {
-      const path = join(work, `s${size}.bin`);
-      writeFileSync(path, randomBytes(size));
+    test('a 600 MiB chunk — over Redis’s 512 MB value limit — is stored and read back, in bounded memory', async () => {
+      const size = 600 * MiB;
+      const path = join(work, 'large.bin');
+      const writer = Bun.file(path).writer();
+      for (let written = 0; written < size; written += 16 * MiB) {
+        writer.write(randomBytes(Math.min(16 * MiB, size - written)));
+        await writer.flush();
+      }
+      await writer.end();
       const put = await cli(['put', path]);
       expect(put.code).toBe(0);
-      const out = join(work, `s${size}.out`);
-      const get = await cli(['get', `s${size}.bin`, '-o', out]);
+      expect(put.stdout).toContain('#0 600MiB on vm-1');
+      const out = join(work, 'large.out');
+      const get = await cli(['get', 'large.bin', '-o', out]);
       expect(get.code).toBe(0);
-      expect(readFileSync(out).equals(readFileSync(path))).toBe(true);
-    }
-    // Each chunk is kept in segments of at most the segment size.
-    const client = await createClient({ url: redis.url }).connect();
-    try {
-      const keys = await client.keys('cloudlet:vm-1:chunk:c/*');
-      const lengths = await Promise.all(keys.map((key) => client.strLen(key)));
-      expect(Math.max(...lengths)).toBe(SEGMENT);
-      // 1 + 1 + 1 + 1 + 2 segments, and the empty file's one empty segment.
-      expect(keys).toHaveLength(6);
-    } finally {
-      await client.quit();
-    }
-  });
+      expect((await hashFile(out)).sha256).toBe((await hashFile(path)).sha256);
+      rmSync(out);
 
-  test('a 600 MiB chunk — over Redis’s 512 MB value limit — is stored and read back, in bounded memory', async () => {
-    const size = 600 * MiB;
-    const path = join(work, 'large.bin');
-    const writer = Bun.file(path).writer();
-    for (let written = 0; written < size; written += 16 * MiB) {
-      writer.write(randomBytes(Math.min(16 * MiB, size - written)));
-      await writer.flush();
-    }
-    await writer.end();
-    const put = await cli(['put', path]);
-    expect(put.code).toBe(0);
-    expect(put.stdout).toContain('#0 600MiB on vm-1');
-    const out = join(work, 'large.out');
-    const get = await cli(['get', 'large.bin', '-o', out]);
-    expect(get.code).toBe(0);
-    expect((await hashFile(out)).sha256).toBe((await hashFile(path)).sha256);
-    rmSync(out);
-
-    // Generous bounds (the benchmark's target is 150 MiB): a process that
-    // held the file, or a chunk, would be far above them.
-    const peaks = { broker: peakRssMiB(broker.pid), vm: peakRssMiB(vm.pid), put: put.peak, get: get.peak };
-    for (const [who, peak] of Object.entries(peaks)) {
-      expect({ who, peak: peak < 300 }).toEqual({ who, peak: true });
-    }
-  }, 180_000);
-});
+      // Generous bounds (the benchmark's target is 150 MiB): a process that
+      // held the file, or a chunk, would be far above them.
+      const peaks = {
+        broker: peakRssMiB(broker.pid),
+        vm: peakRssMiB(vm.pid),
+        put: put.peak,
+        get: get.peak,
+      };
+      for (const [who, peak] of Object.entries(peaks)) {
+        expect({ who, peak: peak < 300 }).toEqual({ who, peak: true });
+      }
+    }, 180_000);
+  },
+);
