@@ -17,7 +17,7 @@ export interface ChartOptions {
   height?: number;
 }
 
-const escape = (text: string) =>
+const xmlEscape = (text: string) =>
   text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Round tick steps: 1, 2 or 5 times a power of ten. */
@@ -45,9 +45,10 @@ export function lineChart(series: Series[], options: ChartOptions): string {
   const sx = (x: number) => margin.left + (x / xMax) * plotW;
   const sy = (y: number) => margin.top + plotH - (y / yMax) * plotH;
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img">`,
+    `<title>${xmlEscape(options.title)}</title>`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escape(options.title)}</text>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${xmlEscape(options.title)}</text>`,
   ];
   for (const tick of yTicks) {
     out.push(
@@ -63,8 +64,8 @@ export function lineChart(series: Series[], options: ChartOptions): string {
   out.push(
     `<line x1="${margin.left}" x2="${margin.left}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="black"/>`,
     `<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${margin.top + plotH}" y2="${margin.top + plotH}" stroke="black"/>`,
-    `<text x="${margin.left + plotW / 2}" y="${height - 10}" text-anchor="middle">${escape(options.xLabel)}</text>`,
-    `<text transform="translate(16 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(options.yLabel)}</text>`,
+    `<text x="${margin.left + plotW / 2}" y="${height - 10}" text-anchor="middle">${xmlEscape(options.xLabel)}</text>`,
+    `<text transform="translate(16 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle">${xmlEscape(options.yLabel)}</text>`,
   );
   series.forEach((s, i) => {
     const points = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
@@ -72,7 +73,7 @@ export function lineChart(series: Series[], options: ChartOptions): string {
     const ly = margin.top + 10 + i * 20;
     out.push(
       `<line x1="${width - margin.right + 16}" x2="${width - margin.right + 40}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/>`,
-      `<text x="${width - margin.right + 46}" y="${ly + 4}">${escape(s.name)}</text>`,
+      `<text x="${width - margin.right + 46}" y="${ly + 4}">${xmlEscape(s.name)}</text>`,
     );
   });
   out.push('</svg>');
