@@ -17,8 +17,11 @@ export interface ByteSource {
 export interface ByteSink {
   /** Writes `bytes` at `position` (chunks arrive in parallel). */
   write(position: number, bytes: Buffer): Promise<void>;
-  /** Reads back bytes already written (to hash them in file order). */
-  read(position: number, length: number): Promise<Buffer>;
+  /**
+   * Reads back bytes already written (to hash them in file order), into
+   * `into` when given, so a caller can reuse one buffer.
+   */
+  read(position: number, length: number, into?: Buffer): Promise<Buffer>;
 }
 
 export async function fileSource(path: string): Promise<ByteSource> {
@@ -91,8 +94,9 @@ export async function fileSink(path: string): Promise<FileSink> {
         written += result.bytesWritten;
       }
     },
-    async read(position, length) {
-      const buffer = Buffer.allocUnsafe(length);
+    async read(position, length, into) {
+      const buffer =
+        into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let filled = 0;
       while (filled < length) {
         const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);

@@ -10,8 +10,8 @@
 import { createHash, type Hash } from 'node:crypto';
 
 export interface ReadableSink {
-  /** Bytes already written at `position`. */
-  read(position: number, length: number): Promise<Buffer>;
+  /** Bytes already written at `position` (into `into`, when given). */
+  read(position: number, length: number, into?: Buffer): Promise<Buffer>;
 }
 
 export interface OrderedHash {
@@ -34,6 +34,8 @@ export function createOrderedHash(sink: ReadableSink): OrderedHash {
   /** Written ranges [start, end), disjoint and coalesced, hashed or not. */
   let ranges: Array<[number, number]> = [];
   let queue: Promise<unknown> = Promise.resolve();
+  // One buffer for every read-back: reads are serial, and garbage is memory.
+  let scratch: Buffer | null = null;
   const serially = <T>(work: () => Promise<T>): Promise<T> => {
     const next = queue.then(work);
     queue = next.catch(() => {});
@@ -59,7 +61,8 @@ export function createOrderedHash(sink: ReadableSink): OrderedHash {
       if (!range) return;
       while (hashedTo < range[1]) {
         const length = Math.min(READ_BACK_BYTES, range[1] - hashedTo);
-        hash.update(await sink.read(hashedTo, length));
+        scratch ??= Buffer.allocUnsafe(READ_BACK_BYTES);
+        hash.update(await sink.read(hashedTo, length, scratch));
         hashedTo += length;
       }
     }
