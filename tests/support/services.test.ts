@@ -215,8 +215,11 @@ describe('managed process', () => {
       ],
       ready: { port },
     });
-    expect(proc.output()).toContain('listening');
     expect(await canConnect(port)).toBe(true);
+    // The port answers before the line reaches us through the pipe.
+    const deadline = Date.now() + 2000;
+    while (!proc.output().includes('listening') && Date.now() < deadline) await Bun.sleep(10);
+    expect(proc.output()).toContain('listening');
   });
 
   test('a process that is never ready fails after the timeout, with its output, and is killed', async () => {
