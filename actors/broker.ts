@@ -23,7 +23,7 @@ import { linkBridge, sendThrough } from './bridge.ts';
 import { answerRequest, type RequestDeps, removeChunks } from './broker-requests.ts';
 import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
 import { newId } from './ids.ts';
-import { type Logger, silentLogger } from './log.ts';
+import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
 import { MiB, type MqttAuth } from './options.ts';
 import { createReplyBox } from './replies.ts';
@@ -123,11 +123,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const machine = brokerMachine.provide({
     actions: {
       send,
-      reportChildError: (_, { actorId, error }) =>
-        log.error(
-          { actor: actorId, err: error instanceof Error ? error.message : String(error) },
-          'an actor failed',
-        ),
+      reportChildError: logActorFailure(log),
     },
     actors: {
       mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),

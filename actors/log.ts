@@ -15,3 +15,12 @@ export function createLogger(name: string, defaultLevel: pino.Level = 'info'): L
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/** The `reportChildError` action machines name: an actor failed, the node goes on. */
+export function logActorFailure(log: Logger) {
+  return (_: unknown, { actorId, error }: { actorId: string; error: unknown }) =>
+    log.error(
+      { actor: actorId, err: error instanceof Error ? error.message : String(error) },
+      'an actor failed',
+    );
+}

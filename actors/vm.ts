@@ -12,7 +12,7 @@ import type { CpuInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { linkBridge, sendThrough } from './bridge.ts';
 import { newId } from './ids.ts';
-import { type Logger, silentLogger } from './log.ts';
+import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { createMember, type Member } from './member.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
 import type { MqttAuth } from './options.ts';
@@ -99,11 +99,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
   const machine = vmMachine.provide({
     actions: {
       send,
-      reportChildError: (_, { actorId, error }) =>
-        log.error(
-          { actor: actorId, err: error instanceof Error ? error.message : String(error) },
-          'an actor failed',
-        ),
+      reportChildError: logActorFailure(log),
     },
     actors: {
       mqttBridge: linkBridge(link),

@@ -9,7 +9,7 @@
  */
 import '../plugins/chunk-store/tracing-channel-polyfill.ts';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -17,6 +17,7 @@ import { createClient, RESP_TYPES } from 'redis';
 import { hashFile } from '../actors/files.ts';
 import { noDelay } from '../actors/mqtt-link.ts';
 import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
+import { peakRssMiB, runCommand } from '../tests/support/run.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
 
 const MiB = 1024 * 1024;
@@ -275,35 +276,13 @@ function printReport(r: Report, file: string) {
 }
 
 async function runClient(env: Record<string, string>, args: string[]) {
-  const child = Bun.spawn([process.execPath, join(ROOT, 'bench/client.ts'), ...args], {
-    env: { ...process.env, ...env, CLOUDLET_LOG_LEVEL: 'error' },
-    stdout: 'pipe',
-    stderr: 'pipe',
+  const run = await runCommand([process.execPath, join(ROOT, 'bench/client.ts'), ...args], {
+    env: { ...env, CLOUDLET_LOG_LEVEL: 'error' },
   });
-  // The child's own peak, polled: resourceUsage() after exit reports the
-  // largest of all children so far.
-  let peak = 0;
-  const poll = setInterval(() => {
-    peak = Math.max(peak, peakKiB(child.pid) / 1024);
-  }, 50);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
-  clearInterval(poll);
-  if (code !== 0)
-    throw new Error(`bench client ${args.join(' ')} failed (${code}): ${stderr.trim()}`);
-  const line = stdout.trim().split('\n').at(-1) ?? '{}';
-  return { result: JSON.parse(line), maxRssMiB: peak };
-}
-
-function peakKiB(pid: number) {
-  try {
-    return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
+  if (run.code !== 0)
+    throw new Error(`bench client ${args.join(' ')} failed (${run.code}): ${run.stderr.trim()}`);
+  const line = run.stdout.trim().split('\n').at(-1) ?? '{}';
+  return { result: JSON.parse(line), maxRssMiB: run.peakRssMiB };
 }
 
 /** Linux keeps a peak RSS per process; writing 5 to clear_refs resets it. */
@@ -315,14 +294,10 @@ function resetPeak(proc: ManagedProcess) {
   }
 }
 
-function peakMiB(proc: ManagedProcess) {
-  return peakKiB(proc.pid ?? 0) / 1024;
-}
-
 function peaks(broker: ManagedProcess, vms: ManagedProcess[]): Record<string, number> {
   return {
-    broker: peakMiB(broker),
-    ...Object.fromEntries(vms.map((vm) => [vm.name, peakMiB(vm)])),
+    broker: peakRssMiB(broker.pid),
+    ...Object.fromEntries(vms.map((vm) => [vm.name, peakRssMiB(vm.pid)])),
   };
 }
 

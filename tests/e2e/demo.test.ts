@@ -4,19 +4,16 @@
  */
 import { expect, test } from 'bun:test';
 import { join } from 'node:path';
+import { runCommand } from '../support/run.ts';
 
 test('bun run demo walks through every flow and ends well', async () => {
-  const child = Bun.spawn([process.execPath, join(import.meta.dir, '../../cli/demo.ts')], {
-    // No PATH: the demo must not need mosquitto, redis-server or anything else.
-    env: { HOME: process.env.HOME ?? '/tmp' },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
+  // No PATH: the demo must not need mosquitto, redis-server or anything else.
+  const { stdout, stderr, code } = await runCommand(
+    [process.execPath, join(import.meta.dir, '../../cli/demo.ts')],
+    {
+      env: { PATH: undefined },
+    },
+  );
   expect(stderr).toBe('');
   expect(code).toBe(0);
   expect(stdout).toContain('embedded aedes');

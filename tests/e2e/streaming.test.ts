@@ -13,6 +13,7 @@ import { createClient } from 'redis';
 import '../../plugins/chunk-store/tracing-channel-polyfill.ts';
 import { hashFile } from '../../actors/files.ts';
 import { type ManagedProcess, startProcess } from '../support/process.ts';
+import { peakRssMiB, runCommand } from '../support/run.ts';
 import {
   type ServiceHandle,
   serviceSkipReason,
@@ -23,11 +24,6 @@ import {
 const ROOT = join(import.meta.dir, '../..');
 const MiB = 1024 * 1024;
 const SEGMENT = 64 * 1024;
-
-function peakRssMiB(pid: number | undefined) {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
-}
 
 describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
   'streamed transfers',
@@ -45,24 +41,10 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     });
 
     const cli = async (args: string[]) => {
-      const child = Bun.spawn([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
-        env: { ...process.env, ...env() },
-        stdout: 'pipe',
-        stderr: 'pipe',
+      const result = await runCommand([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
+        env: env(),
       });
-      let peak = 0;
-      const poll = setInterval(() => {
-        try {
-          peak = Math.max(peak, peakRssMiB(child.pid));
-        } catch {}
-      }, 50);
-      const [stdout, stderr, code] = await Promise.all([
-        new Response(child.stdout).text(),
-        new Response(child.stderr).text(),
-        child.exited,
-      ]);
-      clearInterval(poll);
-      return { code, stdout, stderr, peak };
+      return { ...result, peak: result.peakRssMiB };
     };
 
     beforeAll(async () => {

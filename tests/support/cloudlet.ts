@@ -16,6 +16,7 @@ import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import { createTopics } from '../../protocol/topics.ts';
 import { type ManagedProcess, startProcess } from './process.ts';
+import { runCommand } from './run.ts';
 import { type ServiceHandle, startRedis } from './services.ts';
 
 export const MiB = 1024 * 1024;
@@ -127,22 +128,13 @@ export async function startCloudlet(
       return vm;
     },
     async cli(args, cliOptions = {}) {
-      const child = Bun.spawn([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
-        cwd: cliOptions.cwd ?? ROOT,
-        env: {
-          ...process.env,
-          CLOUDLET_MQTT_URL: mqttUrl,
-          CLOUDLET_TOPIC_ROOT: topicRoot,
-          ...cliOptions.env,
+      const { code, stdout, stderr } = await runCommand(
+        [process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args],
+        {
+          cwd: cliOptions.cwd ?? ROOT,
+          env: { CLOUDLET_MQTT_URL: mqttUrl, CLOUDLET_TOPIC_ROOT: topicRoot, ...cliOptions.env },
         },
-        stdout: 'pipe',
-        stderr: 'pipe',
-      });
-      const [stdout, stderr, code] = await Promise.all([
-        new Response(child.stdout).text(),
-        new Response(child.stderr).text(),
-        child.exited,
-      ]);
+      );
       return { code, stdout, stderr };
     },
     async close() {
