@@ -212,6 +212,26 @@ export function vmTable(snapshot: BrokerSnapshot): VmInfo[] {
 /** An event for a child actor, checked by the child's own event type. */
 type ChildEvent = { type: string } & Record<string, unknown>;
 
+function serveInput(
+  config: BrokerConfig,
+  snapshot: BrokerSnapshot,
+  transferId: string,
+  requester: string,
+  name: string,
+): ServeDownloadInput {
+  return {
+    transferId,
+    requester,
+    brokerId: config.brokerId,
+    name,
+    vmStatus: Object.fromEntries(vmTable(snapshot).map((vm) => [vm.id, vm.status])),
+    fetchTimeoutMs: config.fetchTimeoutMs,
+    segmentSize: config.segmentSize,
+    window: config.window,
+    idleTimeoutMs: config.transferIdleTimeoutMs,
+  };
+}
+
 /** One thing to do about an inbound message. */
 export type RouteStep =
   | { kind: 'send'; command: SendCommand }
@@ -397,26 +417,34 @@ export function route(
         kind: 'spawn',
         src: 'serveDownload',
         key: serveKey(message.id),
-        input: {
-          transferId: message.id,
-          requester: message.from,
-          brokerId: config.brokerId,
-          name: message.name,
-          vmStatus: Object.fromEntries(vmTable(snapshot).map((vm) => [vm.id, vm.status])),
-          fetchTimeoutMs: config.fetchTimeoutMs,
-          segmentSize: config.segmentSize,
-          window: config.window,
-          idleTimeoutMs: config.transferIdleTimeoutMs,
-        } satisfies ServeDownloadInput,
+        input: serveInput(config, snapshot, message.id, message.from, message.name),
       });
       break;
     case 'download.fallback':
-      tell(serveKey(message.id), {
-        type: 'FALLBACK',
-        index: message.index,
-        offset: message.offset,
-        reason: message.reason,
-      });
+      if (has(serveKey(message.id))) {
+        tell(serveKey(message.id), {
+          type: 'FALLBACK',
+          index: message.index,
+          offset: message.offset,
+          reason: message.reason,
+        });
+      } else {
+        // This broker had stopped serving the download: serve the chunk again.
+        steps.push({
+          kind: 'spawn',
+          src: 'serveDownload',
+          key: serveKey(message.id),
+          input: {
+            ...serveInput(config, snapshot, message.id, message.from, message.name),
+            resume: {
+              fileId: message.fileId,
+              index: message.index,
+              offset: message.offset,
+              reason: message.reason,
+            },
+          } satisfies ServeDownloadInput,
+        });
+      }
       break;
     case 'download.done':
       tell(serveKey(message.id), { type: 'DONE', ok: message.ok });

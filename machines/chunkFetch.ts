@@ -15,6 +15,9 @@ import type { Failure, SendCommand } from './shared.ts';
 
 export interface ChunkFetchInput {
   transferId: string;
+  /** The file's name and id, repeated in a fallback request. */
+  name: string;
+  fileId: string;
   brokerId: string;
   /** This member, the requester. */
   self: string;
@@ -204,6 +207,8 @@ export const chunkFetchMachine = setup({
               type: 'download.fallback',
               id: context.transferId,
               from: context.self,
+              name: context.name,
+              fileId: context.fileId,
               index: context.index,
               offset: context.next,
               reason: context.fallback,

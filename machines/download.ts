@@ -135,6 +135,8 @@ export const downloadMachine = setup({
             id: chunkId(chunk.index),
             input: {
               transferId: context.transferId,
+              name: plan.file.name,
+              fileId: plan.file.fileId,
               brokerId: plan.from,
               self: context.self,
               index: chunk.index,

@@ -25,6 +25,12 @@ export interface ServeDownloadInput {
   window: number;
   /** Stop serving when the requester is silent for this long. */
   idleTimeoutMs: number;
+  /**
+   * Set when the requester asked for a chunk from the core after this broker
+   * had stopped serving it (it went silent, or the broker restarted): serve
+   * just that, if the file is still the same one.
+   */
+  resume?: { fileId: string; index: number; offset: number; reason: string };
 }
 
 /** Commands to the actor that streams chunks from the core. */
@@ -114,32 +120,39 @@ export const serveDownloadMachine = setup({
       invoke: {
         src: 'lookupFile',
         input: ({ context }) => ({ name: context.name }),
-        onDone: {
-          target: 'serving',
-          actions: assign(({ context, event }) => ({
-            file: event.output,
-            planCore: event.output.chunks
-              .filter((chunk) => !isLive(context, chunk.vm))
-              .map((chunk) => chunk.index),
-          })),
-        },
+        onDone: [
+          {
+            guard: ({ context, event }) =>
+              context.resume !== undefined && context.resume.fileId !== event.output.fileId,
+            target: 'finished',
+            actions: [
+              assign({
+                failure: {
+                  code: 'not-found',
+                  message: 'the file was replaced during the download; download it again',
+                  retryable: true,
+                },
+              }),
+              { type: 'send', params: ({ context }) => errorReply(context) },
+            ],
+          },
+          {
+            target: 'serving',
+            actions: assign(({ context, event }) => ({
+              file: event.output,
+              planCore: context.resume
+                ? []
+                : event.output.chunks
+                    .filter((chunk) => !isLive(context, chunk.vm))
+                    .map((chunk) => chunk.index),
+            })),
+          },
+        ],
         onError: {
           target: 'finished',
           actions: [
             assign({ failure: ({ event }) => toFailure(event.error) }),
-            {
-              type: 'send',
-              params: ({ context }) => ({
-                type: 'SEND',
-                to: context.requester,
-                message: {
-                  type: 'error',
-                  id: context.transferId,
-                  from: context.brokerId,
-                  ...(context.failure as Failure),
-                },
-              }),
-            },
+            { type: 'send', params: ({ context }) => errorReply(context) },
           ],
         },
       },
@@ -157,6 +170,11 @@ export const serveDownloadMachine = setup({
       },
       entry: enqueueActions(({ context, enqueue }) => {
         const file = context.file as FileInfo;
+        if (context.resume) {
+          // Resumed for one fallback: the plan went out long ago.
+          enqueue.raise({ type: 'FALLBACK', ...context.resume });
+          return;
+        }
         enqueue({
           type: 'send',
           params: {
@@ -259,6 +277,19 @@ export const serveDownloadMachine = setup({
     failovers: context.failovers,
   }),
 });
+
+function errorReply(context: ServeDownloadContext): SendCommand {
+  return {
+    type: 'SEND',
+    to: context.requester,
+    message: {
+      type: 'error',
+      id: context.transferId,
+      from: context.brokerId,
+      ...(context.failure as Failure),
+    },
+  };
+}
 
 function isLive(context: ServeDownloadContext, vm: string | null) {
   if (vm === null) return false;

@@ -296,6 +296,9 @@ export const messageSchemas = {
   'download.fallback': z.strictObject({
     ...request,
     type: z.literal('download.fallback'),
+    /** Name and file id, so a broker that stopped serving can serve again. */
+    name: fileName,
+    fileId: opaqueId,
     index: chunkIndex,
     offset: byteCount,
     reason: z.enum(['timeout', 'integrity', 'error']),

@@ -2,9 +2,14 @@ import { describe, expect, test } from 'bun:test';
 import { createActor, type EventObject, fromCallback, fromPromise, SimulatedClock } from 'xstate';
 import { type BrokerConfig, brokerMachine, vmTable } from '../../machines/broker.ts';
 import { membershipMachine } from '../../machines/membership.ts';
+import {
+  type CoreServerCommand,
+  type CoreServerInput,
+  serveDownloadMachine,
+} from '../../machines/serveDownload.ts';
 import type { SendCommand } from '../../machines/shared.ts';
 import { uploadMachine } from '../../machines/upload.ts';
-import type { Message } from '../../protocol/messages.ts';
+import type { FileInfo, Message } from '../../protocol/messages.ts';
 import type { ParsedTopic } from '../../protocol/topics.ts';
 
 const config: BrokerConfig = {
@@ -19,9 +24,22 @@ const config: BrokerConfig = {
 };
 const cpu = { cores: 2, load: 0 };
 
+const servedFile: FileInfo = {
+  name: 'f.bin',
+  fileId: 'file-1',
+  size: 10,
+  sha256: 'a'.repeat(64),
+  createdAt: '2026-01-01T00:00:00.000Z',
+  chunks: [
+    { index: 0, offset: 0, size: 6, vm: 'vm-a', sha256: 'b'.repeat(64) },
+    { index: 1, offset: 6, size: 4, vm: 'vm-b', sha256: 'c'.repeat(64) },
+  ],
+};
+
 function start() {
   const clock = new SimulatedClock();
   const sent: SendCommand[] = [];
+  const coreStarts: Array<{ index: number; offset: number }> = [];
   const send = (_: unknown, command: SendCommand) => void sent.push(command);
   const machine = brokerMachine.provide({
     actions: { send },
@@ -34,6 +52,18 @@ function start() {
       upload: uploadMachine.provide({
         actions: { send },
         actors: { reserveName: fromPromise(() => new Promise<{ fileId: string }>(() => {})) },
+      }),
+      serveDownload: serveDownloadMachine.provide({
+        actions: { send },
+        actors: {
+          lookupFile: fromPromise(async () => servedFile),
+          coreServer: fromCallback<CoreServerCommand, CoreServerInput>(({ receive }) => {
+            receive((command) => {
+              if (command.type === 'START')
+                coreStarts.push({ index: command.index, offset: command.offset });
+            });
+          }),
+        },
       }),
       request: fromPromise(
         async () =>
@@ -59,7 +89,7 @@ function start() {
       memoryFree,
     });
   const replies = (type: string) => sent.filter((c) => c.message.type === type);
-  return { clock, actor, sent, frame, join, replies };
+  return { clock, actor, sent, frame, join, replies, coreStarts };
 }
 
 describe('broker routing (§V)', () => {
@@ -180,5 +210,33 @@ describe('broker routing (§V)', () => {
     expect(
       Object.keys(actor.getSnapshot().children).filter((key) => key.startsWith('request:')),
     ).toEqual([]);
+  });
+
+  test('a fallback for a download the broker no longer serves is served again, if the file is the same', async () => {
+    const { frame, coreStarts, replies } = start();
+    const fallback = (id: string, fileId: string) =>
+      frame({
+        type: 'download.fallback',
+        id,
+        from: 'cli-1',
+        name: 'f.bin',
+        fileId,
+        index: 1,
+        offset: 2,
+        reason: 'timeout',
+      });
+    fallback('late-1', 'file-1');
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(coreStarts).toEqual([{ index: 1, offset: 2 }]);
+    // No plan goes out again, and the VMs are not asked again.
+    expect(replies('download.plan')).toEqual([]);
+    expect(replies('chunk.fetch')).toEqual([]);
+
+    fallback('late-2', 'file-0');
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(coreStarts).toHaveLength(1);
+    expect(replies('error').map((c) => c.message)).toEqual([
+      expect.objectContaining({ id: 'late-2', code: 'not-found', retryable: true }),
+    ]);
   });
 });

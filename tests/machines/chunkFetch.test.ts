@@ -44,6 +44,8 @@ function start(overrides: Partial<ChunkFetchInput> = {}) {
     clock,
     input: {
       transferId: 't1',
+      name: 'a.bin',
+      fileId: 'f1',
       brokerId: 'broker',
       self: 'cli-1',
       index: 0,
@@ -83,6 +85,8 @@ describe('chunkFetch (§V.G failover)', () => {
         type: 'download.fallback',
         id: 't1',
         from: 'cli-1',
+        name: 'a.bin',
+        fileId: 'f1',
         index: 0,
         offset: 10,
         reason: 'timeout',

@@ -248,6 +248,8 @@ export const messageArbitraries: MessageArbitraries = {
   'download.fallback': fc.record({
     ...request,
     type: fc.constant('download.fallback'),
+    name: fileNameArb,
+    fileId: opaqueIdArb,
     index: chunkIndexArb,
     offset: byteCountArb,
     reason: fc.constantFrom('timeout', 'integrity', 'error'),
