@@ -106,7 +106,9 @@ export function uploadWriter(deps: UploadWriterDeps) {
 
       const writeToCore = (index: number, bytes: Buffer) => {
         const state = chunks[index] as ChunkState;
-        state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index));
+        state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index), {
+          size: plan.chunks[index]?.size ?? 0,
+        });
         const writer = state.writer;
         state.coreQueue = state.coreQueue.then(async () => (await writer).write(bytes));
         return state.coreQueue;
@@ -118,7 +120,9 @@ export function uploadWriter(deps: UploadWriterDeps) {
           const state = chunks[index] as ChunkState;
           await state.coreQueue;
           // An empty chunk still gets its (empty) core object.
-          state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index));
+          state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index), {
+            size: plan.chunks[index]?.size ?? 0,
+          });
           const size = await (await state.writer).commit();
           state.committed = true;
           if (size !== chunk.size) {

@@ -17,11 +17,12 @@ import { dirname, join, resolve, sep } from 'node:path';
 import {
   coreKeyProblem,
   RESERVED_SEGMENT,
+  sizeProblem,
   validateCoreKey,
   validateCorePrefix,
   validateRange,
 } from './keys.ts';
-import { type CoreCloud, CoreCloudError, type CoreWriter } from './types.ts';
+import { type CoreCloud, CoreCloudError, type CoreWriter, type WriterOptions } from './types.ts';
 
 export interface FsCoreCloudOptions {
   /** Directory holding one file per object, at the object's key; created when missing. */
@@ -95,7 +96,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
     }
   }
 
-  async function createWriter(key: string): Promise<CoreWriter> {
+  async function createWriter(key: string, options: WriterOptions = {}): Promise<CoreWriter> {
     const target = objectPath(key);
     await ready();
     const tmpPath = join(tmpDir, randomUUID());
@@ -127,6 +128,8 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
     const writer: CoreWriter = {
       async write(bytes) {
         ensureOpen();
+        const tooMuch = sizeProblem(options.size, size + bytes.byteLength, false);
+        if (tooMuch) throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${tooMuch}`);
         const position = size;
         size += bytes.byteLength;
         const done = queue.then(() => writeFully(handle, bytes, position));
@@ -146,6 +149,9 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
         try {
           await queue;
           if (failure) throw failure;
+          const wrongSize = sizeProblem(options.size, size, true);
+          if (wrongSize)
+            throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${wrongSize}`);
           // The core cloud is the copy of last resort: the bytes reach the disk
           // before the object becomes visible.
           await handle.sync();

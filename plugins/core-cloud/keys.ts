@@ -80,3 +80,16 @@ function segmentsProblem(segments: string[]): string | undefined {
   }
   return undefined;
 }
+
+/** Why `written` bytes break a writer's declared size, or `undefined` when they do not. */
+export function sizeProblem(
+  declared: number | undefined,
+  written: number,
+  committing: boolean,
+): string | undefined {
+  if (declared === undefined) return undefined;
+  if (written > declared) return `${written} bytes written, more than the declared ${declared}`;
+  if (committing && written !== declared)
+    return `${written} bytes written, not the declared ${declared}`;
+  return undefined;
+}

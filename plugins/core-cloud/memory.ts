@@ -1,4 +1,4 @@
-import { validateCoreKey, validateCorePrefix, validateRange } from './keys.ts';
+import { sizeProblem, validateCoreKey, validateCorePrefix, validateRange } from './keys.ts';
 import { type CoreCloud, CoreCloudError, type CoreWriter } from './types.ts';
 
 const DRIVER_NAME = 'memory';
@@ -22,9 +22,9 @@ export function createMemoryCoreCloud(): CoreCloud {
       // Copy, so a caller reusing its buffer cannot change what was stored.
       store(key, Buffer.from(value));
     },
-    async createWriter(key) {
+    async createWriter(key, options = {}) {
       validateCoreKey(DRIVER_NAME, key);
-      return createMemoryWriter(key, (value) => store(key, value));
+      return createMemoryWriter(key, options.size, (value) => store(key, value));
     },
     async get(key) {
       validateCoreKey(DRIVER_NAME, key);
@@ -56,8 +56,13 @@ export function createMemoryCoreCloud(): CoreCloud {
 
 export default createMemoryCoreCloud;
 
-function createMemoryWriter(key: string, commit: (value: Buffer) => void): CoreWriter {
+function createMemoryWriter(
+  key: string,
+  declared: number | undefined,
+  commit: (value: Buffer) => void,
+): CoreWriter {
   let parts: Buffer[] = [];
+  let written = 0;
   let state: 'open' | 'committed' | 'aborted' = 'open';
 
   function ensureOpen() {
@@ -72,6 +77,9 @@ function createMemoryWriter(key: string, commit: (value: Buffer) => void): CoreW
   return {
     async write(bytes) {
       ensureOpen();
+      const tooMuch = sizeProblem(declared, written + bytes.byteLength, false);
+      if (tooMuch) throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${tooMuch}`);
+      written += bytes.byteLength;
       parts.push(Buffer.from(bytes));
     },
     async commit() {
@@ -80,6 +88,8 @@ function createMemoryWriter(key: string, commit: (value: Buffer) => void): CoreW
       parts = [];
       // A failed commit discards the writer, as it does in every backend.
       state = 'aborted';
+      const wrongSize = sizeProblem(declared, value.byteLength, true);
+      if (wrongSize) throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${wrongSize}`);
       commit(value);
       state = 'committed';
       return value.byteLength;

@@ -18,7 +18,7 @@ export interface CoreCloud {
    * object becomes visible (replacing an older one) only on `commit()`.
    * `abort()` discards what was written.
    */
-  createWriter(key: string): Promise<CoreWriter>;
+  createWriter(key: string, options?: WriterOptions): Promise<CoreWriter>;
   /** The whole object, or `null` when there is none. */
   get(key: string): Promise<Buffer | null>;
   /**
@@ -35,6 +35,15 @@ export interface CoreCloud {
   usedBytes(): Promise<number>;
   /** Releases connections and handles. */
   close(): Promise<void>;
+}
+
+export interface WriterOptions {
+  /**
+   * The object's size in bytes, when known. A backend may need it up front
+   * (OneDrive's upload sessions do); every backend refuses to write past it
+   * or to commit another size.
+   */
+  size?: number;
 }
 
 export interface CoreWriter {

@@ -224,7 +224,7 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
     describe('writer', () => {
       test('round trips an object written in several parts', async () => {
         const parts = [randomBytes(1000), new Uint8Array(0), randomBytes(1), randomBytes(3 * MiB)];
-        const writer = await cloud.createWriter('w/obj');
+        const writer = await cloud.createWriter('w/obj', { size: Buffer.concat(parts).byteLength });
         for (const part of parts) await writer.write(part);
         expect(await writer.commit()).toBe(parts.reduce((sum, p) => sum + p.byteLength, 0));
         expect((await cloud.get('w/obj'))?.equals(Buffer.concat(parts))).toBe(true);
@@ -232,14 +232,14 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
       });
 
       test('an empty commit stores an empty object', async () => {
-        const writer = await cloud.createWriter('empty');
+        const writer = await cloud.createWriter('empty', { size: 0 });
         expect(await writer.commit()).toBe(0);
         expect((await cloud.get('empty'))?.byteLength).toBe(0);
         expect(await cloud.list()).toEqual(['empty']);
       });
 
       test('nothing is visible before commit', async () => {
-        const writer = await cloud.createWriter('w/pending');
+        const writer = await cloud.createWriter('w/pending', { size: 500 });
         await writer.write(randomBytes(500));
         expect(await cloud.get('w/pending')).toBeNull();
         expect(await cloud.getRange('w/pending', 0, 1)).toBeNull();
@@ -253,7 +253,7 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
         const older = randomBytes(100);
         const newer = randomBytes(200);
         await cloud.put('k', older);
-        const writer = await cloud.createWriter('k');
+        const writer = await cloud.createWriter('k', { size: 200 });
         await writer.write(newer);
         expect((await cloud.get('k'))?.equals(older)).toBe(true);
         await writer.commit();
@@ -264,10 +264,10 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
       test('abort leaves nothing behind, and an older object untouched', async () => {
         const older = randomBytes(10);
         await cloud.put('kept', older);
-        const fresh = await cloud.createWriter('w/aborted');
+        const fresh = await cloud.createWriter('w/aborted', { size: 1000 });
         await fresh.write(randomBytes(1000));
         await fresh.abort();
-        const replacing = await cloud.createWriter('kept');
+        const replacing = await cloud.createWriter('kept', { size: 1000 });
         await replacing.write(randomBytes(1000));
         await replacing.abort();
         await replacing.abort(); // safe more than once
@@ -278,7 +278,7 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
       });
 
       test('is finished after commit or abort', async () => {
-        const committed = await cloud.createWriter('done');
+        const committed = await cloud.createWriter('done', { size: 1 });
         await committed.write(Uint8Array.of(1));
         await committed.commit();
         await committed.abort(); // does nothing after commit
@@ -286,7 +286,7 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
         await expect(committed.write(Uint8Array.of(2))).rejects.toThrow(/already committed/);
         await expect(committed.commit()).rejects.toThrow(CoreCloudError);
 
-        const aborted = await cloud.createWriter('gone');
+        const aborted = await cloud.createWriter('gone', { size: 1 });
         await aborted.abort();
         await expect(aborted.write(Uint8Array.of(2))).rejects.toThrow(/already aborted/);
         await expect(aborted.commit()).rejects.toThrow(CoreCloudError);
@@ -295,16 +295,30 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
 
       test('keeps parts in order even when writes are not awaited one by one', async () => {
         const parts = Array.from({ length: 20 }, () => randomBytes(10_000));
-        const writer = await cloud.createWriter('unawaited');
+        const writer = await cloud.createWriter('unawaited', { size: 200_000 });
         await Promise.all(parts.map((part) => writer.write(part)));
         await writer.commit();
         expect((await cloud.get('unawaited'))?.equals(Buffer.concat(parts))).toBe(true);
       });
 
+      test('a declared size is kept: no byte past it, no commit short of it, nothing left', async () => {
+        const over = await cloud.createWriter('sized/over', { size: 10 });
+        await over.write(randomBytes(8));
+        await expect(over.write(randomBytes(3))).rejects.toThrow(/more than the declared 10/);
+        await over.abort();
+        const short = await cloud.createWriter('sized/short', { size: 10 });
+        await short.write(randomBytes(8));
+        await expect(short.commit()).rejects.toThrow(/8 bytes written, not the declared 10/);
+        expect(await cloud.list('sized/')).toEqual([]);
+        expect(await cloud.usedBytes()).toBe(0);
+      });
+
       test('writers for different keys run side by side', async () => {
         const heads = Array.from({ length: 10 }, () => randomBytes(1000));
         const tails = Array.from({ length: 10 }, () => randomBytes(1000));
-        const writers = await Promise.all(heads.map((_, i) => cloud.createWriter(`side/${i}`)));
+        const writers = await Promise.all(
+          heads.map((_, i) => cloud.createWriter(`side/${i}`, { size: 2000 })),
+        );
         // Interleaved: every writer gets its first part before any gets its second.
         await Promise.all(writers.map((writer, i) => writer.write(heads[i] as Buffer)));
         await Promise.all(writers.map((writer, i) => writer.write(tails[i] as Buffer)));
@@ -424,7 +438,7 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
         await expect(cloud.put('obj/below', Uint8Array.of(2))).rejects.toThrow(CoreCloudError);
         await cloud.put('folder/inside', Uint8Array.of(3));
         await expect(cloud.put('folder', Uint8Array.of(4))).rejects.toThrow(/folder/);
-        const writer = await cloud.createWriter('folder');
+        const writer = await cloud.createWriter('folder', { size: 1 });
         await writer.write(Uint8Array.of(5));
         await expect(writer.commit()).rejects.toThrow(/folder/);
         expect(await cloud.list()).toEqual(['folder/inside', 'obj']);
