@@ -67,7 +67,10 @@ const program = withConnectionOptions(
       .argParser(parseCount(1, 3_600_000)),
   )
   .addOption(
-    new Option('--core <spec>', 'core cloud: memory or fs:DIR')
+    new Option(
+      '--core <spec>',
+      'core cloud: memory, fs:DIR or onedrive (CLOUDLET_ONEDRIVE_* settings)',
+    )
       .env('CLOUDLET_CORE')
       .default('memory'),
   )
@@ -97,7 +100,13 @@ const program = withConnectionOptions(
       throw new Error('--segment-size must be between 1 byte and 64MiB');
     }
     const log = createLogger('broker');
-    const core = createCoreCloud(flags.core);
+    const core = createCoreCloud(flags.core, {
+      cluster: flags.topicRoot.replaceAll('/', '-'),
+      onDeviceCode: (message) => process.stderr.write(`${message}\n`),
+    });
+    // Reach the core now (and sign in, for OneDrive), not at the first upload.
+    const coreBytes = await core.usedBytes();
+    log.info({ core: core.name, usedBytes: coreBytes }, 'core cloud reachable');
     const broker = await createBroker({
       mqttUrl: flags.mqtt,
       mqtt: mqttAuthOf(flags),

@@ -166,15 +166,13 @@ describe('createCoreCloud', () => {
     await fs.close();
   });
 
-  test('says onedrive is not available yet', () => {
-    expect(() => createCoreCloud('onedrive')).toThrow(
-      'onedrive core cloud: not available yet; use memory or fs:DIR',
-    );
+  test('onedrive without any sign-in configured says which variables to set', () => {
+    expect(() => createCoreCloud('onedrive', { env: {} })).toThrow(/CLOUDLET_ONEDRIVE_TOKEN/);
   });
 
   test('rejects what it does not know, saying what would work', () => {
     expect(() => createCoreCloud('s3://bucket')).toThrow(
-      's3 core cloud: no such backend ("s3://bucket"); use memory or fs:DIR',
+      's3 core cloud: no such backend ("s3://bucket"); use memory, fs:DIR or onedrive',
     );
     expect(() => createCoreCloud('fs:')).toThrow(
       'fs core cloud: no directory in "fs:"; use fs:DIR',

@@ -53,11 +53,12 @@ export interface CliResult {
 
 export async function startCloudlet(
   mqttUrl: string,
-  options: Partial<Omit<BrokerOptions, 'mqttUrl' | 'core'>> = {},
+  options: Partial<Omit<BrokerOptions, 'mqttUrl'>> = {},
 ): Promise<TestCloudlet> {
   const topicRoot = `t${newId(4).replace(/[-_]/g, 'x')}`;
   const coreDir = mkdtempSync(join(tmpdir(), 'cloudlet-core-'));
-  const core = createFsCoreCloud({ dir: coreDir });
+  // An fs core in a temp dir unless the test brings its own.
+  const core = options.core ?? createFsCoreCloud({ dir: coreDir });
   // Mosquitto may stop before the broker in teardown: only errors are news.
   const log = createLogger('test-broker', 'error');
   const broker = await createBroker({
