@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createFsCoreCloud } from './fs.ts';
 import { createMemoryCoreCloud } from './memory.ts';
 import { createOneDriveCoreCloud } from './onedrive.ts';
-import { tokenSourceFromEnv } from './onedrive-auth.ts';
+import { type TokenSource, tokenSourceFromEnv } from './onedrive-auth.ts';
 import { type CoreCloud, CoreCloudError } from './types.ts';
 
 export { createFsCoreCloud, type FsCoreCloudOptions } from './fs.ts';
@@ -58,11 +58,17 @@ function oneDriveFromEnv(options: CoreCloudSpecOptions): CoreCloud {
       );
     }
   }
-  const tokens = tokenSourceFromEnv({
-    env,
-    ...(ca ? { ca } : {}),
-    ...(options.onDeviceCode ? { onDeviceCode: options.onDeviceCode } : {}),
-  });
+  let tokens: TokenSource;
+  try {
+    tokens = tokenSourceFromEnv({
+      env,
+      ...(ca ? { ca } : {}),
+      ...(options.onDeviceCode ? { onDeviceCode: options.onDeviceCode } : {}),
+    });
+  } catch (error) {
+    // Its message names what to set; it never holds a secret.
+    throw new CoreCloudError('onedrive', (error as Error).message);
+  }
   const value = (name: string) => (env[name] ? env[name] : undefined);
   const graphUrl = value('CLOUDLET_ONEDRIVE_GRAPH_URL');
   const driveId = value('CLOUDLET_ONEDRIVE_DRIVE_ID');
