@@ -6,7 +6,11 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { newId } from '../../actors/ids.ts';
+import { createCoreCloud } from '../../plugins/core-cloud/index.ts';
 import {
   createOneDriveCoreCloud,
   type OneDriveOptions,
@@ -186,6 +190,26 @@ describe('core cloud: onedrive, beyond the suite', () => {
     await cloud.delete('file-1/1');
     expect(folderDeleted()).toBe(true);
     expect(await cloud.list()).toEqual([]);
+  });
+
+  test('--core onedrive is configured from CLOUDLET_ONEDRIVE_* variables', async () => {
+    const caFile = join(mkdtempSync(join(tmpdir(), 'cloudlet-ca-')), 'ca.pem');
+    writeFileSync(caFile, server.ca);
+    const cloud = createCoreCloud('onedrive', {
+      env: {
+        CLOUDLET_ONEDRIVE_TOKEN: server.token,
+        CLOUDLET_ONEDRIVE_GRAPH_URL: server.baseUrl,
+        CLOUDLET_ONEDRIVE_CA_FILE: caFile,
+        CLOUDLET_ONEDRIVE_CLUSTER: 'from-env',
+      },
+    });
+    await cloud.put('k', Uint8Array.of(7));
+    expect(server.file('cloudlet/from-env/k')?.equals(Buffer.of(7))).toBe(true);
+    expect(() =>
+      createCoreCloud('onedrive', {
+        env: { CLOUDLET_ONEDRIVE_TOKEN: 't', CLOUDLET_ONEDRIVE_CA_FILE: '/nope.pem' },
+      }),
+    ).toThrow(/cannot read CLOUDLET_ONEDRIVE_CA_FILE \/nope\.pem/);
   });
 
   test('the Graph URL must be https', () => {
