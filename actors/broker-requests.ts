@@ -114,8 +114,8 @@ export async function removeChunks(
   }
 }
 
-const encodeCursor = (name: string) => Buffer.from(name, 'utf8').toString('base64url');
-function decodeCursor(cursor: string) {
+export const encodeCursor = (name: string) => Buffer.from(name, 'utf8').toString('base64url');
+export function decodeCursor(cursor: string) {
   const name = Buffer.from(cursor, 'base64url').toString('utf8');
   if (name.length === 0 || encodeCursor(name) !== cursor) {
     throw new CloudletError('bad-request', 'the cursor is not one this broker gave out');

@@ -2,7 +2,14 @@
  * createBroker(): the broker statechart with its real side effects — the
  * MQTT link, the core cloud, the metadata store — provided to it.
  */
-import { type Actor, createActor, fromCallback, fromPromise, waitFor } from 'xstate';
+import {
+  type Actor,
+  createActor,
+  fromCallback,
+  fromPromise,
+  type InspectionEvent,
+  waitFor,
+} from 'xstate';
 import {
   type BrokerConfig,
   brokerMachine,
@@ -10,9 +17,14 @@ import {
   vmTable,
 } from '../machines/broker.ts';
 import { membershipMachine } from '../machines/membership.ts';
-import type { CoreServerCommand, CoreServerInput } from '../machines/serveDownload.ts';
+import type {
+  CoreServerCommand,
+  CoreServerInput,
+  ServeDownloadOutput,
+} from '../machines/serveDownload.ts';
 import { serveDownloadMachine } from '../machines/serveDownload.ts';
 import { CloudletError, type SendCommand } from '../machines/shared.ts';
+import type { UploadOutput } from '../machines/upload.ts';
 import { uploadMachine } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
@@ -38,6 +50,15 @@ export interface BrokerOptions extends Partial<BrokerConfig> {
   /** A VM that does not confirm a stored segment within this fails the upload. */
   storeTimeoutMs?: number;
   log?: Logger;
+  /** Hears XState's inspection events of every actor (the admin endpoint, --inspect). */
+  inspect?: (event: InspectionEvent) => void;
+  /** Hears each finished transfer and each chunk served from the core (metrics). */
+  observe?: BrokerObserver;
+}
+
+export interface BrokerObserver {
+  transfer(kind: 'upload' | 'download', result: string, seconds: number): void;
+  coreChunk(seconds: number, result: SendResult): void;
 }
 
 export const BROKER_DEFAULTS: BrokerConfig = {
@@ -56,7 +77,13 @@ export interface BrokerStats {
   coreReadBytes: number;
   /** Chunks served from the core: planned (VM failed) or failovers (§V.G). */
   coreChunks: { planned: number; failover: number };
-  uploads: { committed: number; failed: number };
+  /** Finished transfers by how they ended. */
+  transfers: {
+    upload: Record<'committed' | 'aborted' | 'rejected', number>;
+    download: Record<'ok' | 'failed' | 'abandoned', number>;
+  };
+  /** Bytes stored (in) and served (out), on the edge and in the core. */
+  bytes: { in: { edge: number; core: number }; out: { edge: number; core: number } };
   /** Edge chunks rewritten from the core after failing their checksum. */
   readRepairs: number;
   /** Payloads rejected by the link, by reason. */
@@ -90,7 +117,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const stats: BrokerStats = {
     coreReadBytes: 0,
     coreChunks: { planned: 0, failover: 0 },
-    uploads: { committed: 0, failed: 0 },
+    transfers: {
+      upload: { committed: 0, aborted: 0, rejected: 0 },
+      download: { ok: 0, failed: 0, abandoned: 0 },
+    },
+    bytes: { in: { edge: 0, core: 0 }, out: { edge: 0, core: 0 } },
     readRepairs: 0,
     rejected: {},
   };
@@ -172,7 +203,6 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             };
             const replaced = await metadata.getFile(input.name);
             await metadata.putFile(file);
-            stats.uploads.committed++;
             if (replaced && replaced.fileId !== file.fileId) {
               // The old version stays readable until the new one is listed.
               removeChunks(requestDeps, replaced, newId(), table()).catch((error) =>
@@ -185,7 +215,6 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             return file;
           }),
           cleanUp: fromPromise(async ({ input }) => {
-            stats.uploads.failed++;
             if (!input.plan) return;
             const { fileId, chunks } = input.plan;
             for (const vm of new Set(chunks.map((chunk) => chunk.vm))) {
@@ -252,7 +281,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               if (planned) stats.coreChunks.planned++;
               else stats.coreChunks.failover++;
               senders.set(command.index, sender);
+              const begun = performance.now();
               sender.done.then((result: SendResult) => {
+                options.observe?.coreChunk((performance.now() - begun) / 1000, result);
                 if (result !== 'sent' && result !== 'stopped') {
                   log.warn(
                     { file: input.file.name, index: chunk.index, result },
@@ -313,7 +344,42 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       throw new Error(`VM ${chunk.vm} holds sha256 ${sha256} after repair, not ${chunk.sha256}`);
   }
 
-  const actor = createActor(machine, { input: config });
+  // Transfers are counted as their actors finish, from inspection events.
+  const startedAt = new Map<string, number>();
+  const countTransfers = (event: InspectionEvent) => {
+    const machineId = (event.actorRef as { logic?: { id?: unknown } }).logic?.id;
+    if (machineId !== 'upload' && machineId !== 'serveDownload') return;
+    const id = event.actorRef.sessionId;
+    if (event.type === '@xstate.actor') startedAt.set(id, performance.now());
+    if (event.type !== '@xstate.snapshot') return;
+    const snapshot = event.snapshot as { status?: string; output?: unknown };
+    if (snapshot.status !== 'done' || !startedAt.has(id)) return;
+    const seconds = (performance.now() - (startedAt.get(id) ?? 0)) / 1000;
+    startedAt.delete(id);
+    if (machineId === 'upload') {
+      const output = snapshot.output as UploadOutput;
+      stats.transfers.upload[output.result]++;
+      if (output.file) {
+        stats.bytes.in.core += output.file.size;
+        stats.bytes.in.edge += output.file.chunks.reduce((sum, c) => sum + (c.vm ? c.size : 0), 0);
+      }
+      options.observe?.transfer('upload', output.result, seconds);
+    } else {
+      const output = snapshot.output as ServeDownloadOutput;
+      const result = output.ok === true ? 'ok' : output.ok === false ? 'failed' : 'abandoned';
+      stats.transfers.download[result]++;
+      stats.bytes.out.edge += output.edgeBytes;
+      stats.bytes.out.core += output.coreBytes;
+      options.observe?.transfer('download', result, seconds);
+    }
+  };
+  const actor = createActor(machine, {
+    input: config,
+    inspect: (event) => {
+      countTransfers(event);
+      options.inspect?.(event);
+    },
+  });
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });
   actor.start();
   await waitFor(actor, (snapshot) => snapshot.matches('online'), { timeout: 5000 });
@@ -327,7 +393,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     stats: () => ({
       ...stats,
       coreChunks: { ...stats.coreChunks },
-      uploads: { ...stats.uploads },
+      transfers: structuredClone(stats.transfers),
+      bytes: structuredClone(stats.bytes),
       rejected: link.rejections(),
     }),
     async close() {

@@ -4,7 +4,7 @@
  * client, so that a VM can also upload, list and download (§V.D–§V.G).
  */
 import os from 'node:os';
-import { type Actor, createActor, fromPromise, waitFor } from 'xstate';
+import { type Actor, createActor, fromPromise, type InspectionEvent, waitFor } from 'xstate';
 import { vmMachine } from '../machines/vm.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
 import { encodeFrame } from '../protocol/frame.ts';
@@ -34,6 +34,8 @@ export interface VmOptions {
   heartbeatMs?: number;
   joinRetryMs?: number;
   log?: Logger;
+  /** Hears XState's inspection events (--inspect). */
+  inspect?: (event: InspectionEvent) => void;
 }
 
 export interface Vm {
@@ -116,6 +118,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     },
   });
   const actor = createActor(machine, {
+    ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       id: options.id,
       brokerId,
@@ -128,6 +131,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
   const member = createMember({ link, brokerId, log });
   log.info({ id: options.id, address, memory: options.memory }, 'VM started');
 
+  let gone = false;
   return {
     id: options.id,
     incarnation,
@@ -135,15 +139,21 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     link,
     member,
     async close() {
+      if (gone) return;
+      gone = true;
       member.close();
       actor.stop();
-      await link
+      // Say goodbye if the MQTT server is there to hear it; never wait long.
+      const goodbye = link
         .publishRaw(topics.status(options.id), status(false), { retain: true })
         .catch(() => {});
-      await link.close();
+      await Promise.race([goodbye, Bun.sleep(2000)]);
+      await link.close({ abrupt: !link.connected });
       await options.store.close();
     },
     async crash() {
+      if (gone) return;
+      gone = true;
       member.close();
       actor.stop();
       await link.close({ abrupt: true });

@@ -4,9 +4,14 @@
  * placement, core backup, failover.
  */
 import { BROKER_DEFAULTS, createBroker } from '../actors/broker.ts';
+import { createActorRegistry } from '../actors/inspection.ts';
 import { createLogger } from '../actors/log.ts';
+import { startStatelyInspection } from '../actors/stately.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
+import { createTopics } from '../protocol/topics.ts';
+import { createMetrics } from '../server/metrics.ts';
+import { startAdminServer } from '../server/serve.ts';
 import {
   Command,
   type ConnectionFlags,
@@ -28,6 +33,12 @@ interface BrokerFlags extends ConnectionFlags {
   metadata: string;
   segmentSize: number;
   window: number;
+  admin: boolean;
+  adminHost: string;
+  adminPort: number;
+  adminToken?: string;
+  adminMaxUpload: number;
+  inspect?: string | true;
 }
 
 const program = withConnectionOptions(
@@ -91,6 +102,36 @@ const program = withConnectionOptions(
       .default(BROKER_DEFAULTS.window)
       .argParser(parseCount(1, 1024)),
   )
+  .addOption(
+    new Option(
+      '--admin-host <host>',
+      'address of the admin endpoint (a token is required beyond loopback)',
+    )
+      .env('CLOUDLET_ADMIN_HOST')
+      .default('127.0.0.1'),
+  )
+  .addOption(
+    new Option('--admin-port <port>', 'port of the admin endpoint and dashboard')
+      .env('CLOUDLET_ADMIN_PORT')
+      .default(8080)
+      .argParser(parseCount(0, 65535)),
+  )
+  .addOption(
+    new Option('--admin-token <token>', 'Bearer token the admin endpoint requires').env(
+      'CLOUDLET_ADMIN_TOKEN',
+    ),
+  )
+  .addOption(
+    new Option('--admin-max-upload <size>', 'largest upload through the admin endpoint')
+      .env('CLOUDLET_ADMIN_MAX_UPLOAD')
+      .default(1024 * 1024 * 1024, '1GiB')
+      .argParser(parseSize),
+  )
+  .option('--no-admin', 'run without the admin endpoint')
+  .option(
+    '--inspect [url]',
+    'send statechart inspection events to the Stately inspector (a ws:// URL, or a local inspector server)',
+  )
   .action(async () => {
     const flags = program.opts<BrokerFlags>();
     if (flags.metadata !== 'memory') {
@@ -107,6 +148,13 @@ const program = withConnectionOptions(
     // Reach the core now (and sign in, for OneDrive), not at the first upload.
     const coreBytes = await core.usedBytes();
     log.info({ core: core.name, usedBytes: coreBytes }, 'core cloud reachable');
+    const registry = createActorRegistry();
+    const metrics = createMetrics();
+    const stately = flags.inspect
+      ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
+      : null;
+    if (stately) log.info({ url: stately.url }, 'statechart inspection on');
+    const metadata = createMemoryMetadata();
     const broker = await createBroker({
       mqttUrl: flags.mqtt,
       mqtt: mqttAuthOf(flags),
@@ -119,16 +167,46 @@ const program = withConnectionOptions(
       segmentSize: flags.segmentSize,
       window: flags.window,
       core,
-      metadata: createMemoryMetadata(),
+      metadata,
       log,
+      observe: metrics.observer,
+      inspect: (event) => {
+        registry.inspect(event);
+        stately?.inspect(event);
+      },
     });
-    log.info({ mqtt: flags.mqtt, core: core.name, split: flags.split }, 'ready');
+    metrics.attach(broker);
+    const admin = flags.admin
+      ? await startAdminServer({
+          broker,
+          metadata,
+          registry,
+          metrics,
+          link: {
+            url: flags.mqtt,
+            topics: createTopics(flags.topicRoot),
+            brokerId: flags.brokerId,
+            ...mqttAuthOf(flags),
+          },
+          host: flags.adminHost,
+          port: flags.adminPort,
+          ...(flags.adminToken ? { token: flags.adminToken } : {}),
+          maxUploadBytes: flags.adminMaxUpload,
+          log,
+        })
+      : null;
+    log.info(
+      { mqtt: flags.mqtt, core: core.name, split: flags.split, admin: admin?.url ?? 'off' },
+      'ready',
+    );
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
     log.info('stopping');
+    await admin?.stop();
+    stately?.stop();
     await broker.close();
     await core.close();
   });

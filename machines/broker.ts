@@ -218,8 +218,10 @@ function serveInput(
   transferId: string,
   requester: string,
   name: string,
+  at: number,
 ): ServeDownloadInput {
   return {
+    startedAt: new Date(at).toISOString(),
     transferId,
     requester,
     brokerId: config.brokerId,
@@ -371,6 +373,7 @@ export function route(
           candidates: vmTable(snapshot)
             .filter((vm) => vm.status === 'alive')
             .map((vm) => ({ id: vm.id, memoryEffective: vm.memoryEffective })),
+          startedAt: new Date(event.at).toISOString(),
         } satisfies UploadInput,
       });
       break;
@@ -417,7 +420,7 @@ export function route(
         kind: 'spawn',
         src: 'serveDownload',
         key: serveKey(message.id),
-        input: serveInput(config, snapshot, message.id, message.from, message.name),
+        input: serveInput(config, snapshot, message.id, message.from, message.name, event.at),
       });
       break;
     case 'download.fallback':
@@ -435,7 +438,7 @@ export function route(
           src: 'serveDownload',
           key: serveKey(message.id),
           input: {
-            ...serveInput(config, snapshot, message.id, message.from, message.name),
+            ...serveInput(config, snapshot, message.id, message.from, message.name, event.at),
             resume: {
               fileId: message.fileId,
               index: message.index,
@@ -447,7 +450,12 @@ export function route(
       }
       break;
     case 'download.done':
-      tell(serveKey(message.id), { type: 'DONE', ok: message.ok });
+      tell(serveKey(message.id), {
+        type: 'DONE',
+        ok: message.ok,
+        edgeBytes: message.edgeBytes ?? 0,
+        coreBytes: message.coreBytes ?? 0,
+      });
       break;
     case 'chunk.ack':
       tell(serveKey(message.id), { type: 'ACK', index: message.index, offset: message.offset });

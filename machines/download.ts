@@ -262,6 +262,8 @@ function doneMessage(context: DownloadContext): SendCommand {
       from: context.self,
       ok: context.failure === null,
       ...(context.failure ? { reason: context.failure.message.slice(0, 1024) } : {}),
+      edgeBytes: context.chunks.reduce((sum, chunk) => sum + chunk.edgeBytes, 0),
+      coreBytes: context.chunks.reduce((sum, chunk) => sum + chunk.coreBytes, 0),
     },
   };
 }

@@ -25,6 +25,8 @@ export interface ServeDownloadInput {
   window: number;
   /** Stop serving when the requester is silent for this long. */
   idleTimeoutMs: number;
+  /** When the request came (ISO 8601). */
+  startedAt: string;
   /**
    * Set when the requester asked for a chunk from the core after this broker
    * had stopped serving it (it went silent, or the broker restarted): serve
@@ -56,7 +58,7 @@ export interface RepairRequest {
 export type ServeDownloadEvent =
   | { type: 'FALLBACK'; index: number; offset: number; reason: string }
   | { type: 'ACK'; index: number; offset: number }
-  | { type: 'DONE'; ok: boolean };
+  | { type: 'DONE'; ok: boolean; edgeBytes: number; coreBytes: number };
 
 export interface ServeDownloadContext extends ServeDownloadInput {
   file: FileInfo | null;
@@ -65,14 +67,20 @@ export interface ServeDownloadContext extends ServeDownloadInput {
   /** Chunks the requester asked again from the core. */
   failovers: number;
   ok: boolean | null;
+  /** What the requester says it took from the edge and from the core. */
+  edgeBytes: number;
+  coreBytes: number;
   failure: Failure | null;
 }
 
 export interface ServeDownloadOutput {
   name: string;
+  /** `null` when the requester went silent before saying. */
   ok: boolean | null;
   planCore: number[];
   failovers: number;
+  edgeBytes: number;
+  coreBytes: number;
 }
 
 export const serveDownloadMachine = setup({
@@ -111,6 +119,8 @@ export const serveDownloadMachine = setup({
     planCore: [],
     failovers: 0,
     ok: null,
+    edgeBytes: 0,
+    coreBytes: 0,
     failure: null,
   }),
   initial: 'locating',
@@ -265,7 +275,14 @@ export const serveDownloadMachine = setup({
         },
       },
       on: {
-        DONE: { target: 'finished', actions: assign({ ok: ({ event }) => event.ok }) },
+        DONE: {
+          target: 'finished',
+          actions: assign(({ event }) => ({
+            ok: event.ok,
+            edgeBytes: event.edgeBytes,
+            coreBytes: event.coreBytes,
+          })),
+        },
       },
     },
     finished: { type: 'final' },
@@ -275,6 +292,8 @@ export const serveDownloadMachine = setup({
     ok: context.ok,
     planCore: context.planCore,
     failovers: context.failovers,
+    edgeBytes: context.edgeBytes,
+    coreBytes: context.coreBytes,
   }),
 });
 

@@ -34,6 +34,8 @@ export interface UploadInput {
   split: number;
   /** Alive VMs and their effective memory when the upload began. */
   candidates: PlacementCandidate[];
+  /** When the upload began (ISO 8601). */
+  startedAt: string;
 }
 
 export type UploadFailure = Failure;

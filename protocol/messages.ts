@@ -309,6 +309,9 @@ export const messageSchemas = {
     type: z.literal('download.done'),
     ok: z.boolean(),
     reason: shortText.optional(),
+    /** Bytes the requester took from VMs and from the core. */
+    edgeBytes: byteCount.optional(),
+    coreBytes: byteCount.optional(),
   }),
 
   'delete.request': z.strictObject({

@@ -24,6 +24,7 @@ const input: UploadInput = {
     { id: 'vm-a', memoryEffective: 300 },
     { id: 'vm-b', memoryEffective: 200 },
   ],
+  startedAt: '2026-01-01T00:00:00.000Z',
 };
 
 /** A fake world: records what the machine sends, writes and cleans up. */

@@ -255,7 +255,14 @@ export const messageArbitraries: MessageArbitraries = {
     reason: fc.constantFrom('timeout', 'integrity', 'error'),
   }),
   'download.done': fc.record(
-    { ...request, type: fc.constant('download.done'), ok: fc.boolean(), reason: shortTextArb },
+    {
+      ...request,
+      type: fc.constant('download.done'),
+      ok: fc.boolean(),
+      reason: shortTextArb,
+      edgeBytes: byteCountArb,
+      coreBytes: byteCountArb,
+    },
     { requiredKeys: ['id', 'from', 'type', 'ok'] },
   ),
   'delete.request': fc.record({

@@ -1,0 +1,86 @@
+/**
+ * Runs the admin endpoint beside a broker: its own member connection for
+ * content reads and writes, the live-actor registry, metrics, the dashboard,
+ * and a Bun server bound to loopback unless a token guards it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Broker } from '../actors/broker.ts';
+import type { ActorRegistry } from '../actors/inspection.ts';
+import type { Logger } from '../actors/log.ts';
+import { createMember } from '../actors/member.ts';
+import { connectLink, type LinkOptions } from '../actors/mqtt-link.ts';
+import type { MetadataStore } from '../plugins/metadata/types.ts';
+import { createAdminApp } from './app.ts';
+import { isLoopback } from './auth.ts';
+import { buildDashboard } from './dashboard/build.ts';
+import { allMachineGraphs } from './machine-graph.ts';
+import type { Metrics } from './metrics.ts';
+
+export interface AdminServerOptions {
+  broker: Broker;
+  metadata: MetadataStore;
+  registry: ActorRegistry;
+  metrics: Metrics;
+  /** How the admin's own member reaches the MQTT server (as the broker does). */
+  link: Omit<LinkOptions, 'id' | 'log'>;
+  host: string;
+  port: number;
+  token?: string;
+  maxUploadBytes: number;
+  log: Logger;
+}
+
+export interface AdminServer {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  if (!isLoopback(options.host) && !options.token) {
+    throw new Error(
+      `the admin endpoint on ${options.host} would be open to the network: give --admin-token, or keep it on 127.0.0.1`,
+    );
+  }
+  const link = await connectLink({
+    ...options.link,
+    id: `${options.broker.config.brokerId}-admin`,
+    log: options.log,
+  });
+  const member = createMember({ link, brokerId: options.broker.config.brokerId, log: options.log });
+  const workDir = mkdtempSync(join(tmpdir(), 'cloudlet-admin-'));
+  const graphs = allMachineGraphs();
+  const app = createAdminApp({
+    broker: options.broker,
+    metadata: options.metadata,
+    member,
+    registry: options.registry,
+    metrics: options.metrics,
+    machines: () => graphs,
+    dashboard: buildDashboard,
+    ...(options.token ? { token: options.token } : {}),
+    maxUploadBytes: options.maxUploadBytes,
+    workDir,
+    log: options.log,
+  });
+  const server = Bun.serve({
+    hostname: options.host,
+    port: options.port,
+    fetch: app.fetch,
+    // Event streams stay open; they send a comment every 15 s of their own.
+    idleTimeout: 0,
+    maxRequestBodySize: options.maxUploadBytes + 1024 * 1024,
+  });
+  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${server.port}`;
+  options.log.info({ url }, 'admin endpoint listening');
+  return {
+    url,
+    async stop() {
+      await server.stop(true);
+      member.close();
+      await link.close();
+      rmSync(workDir, { recursive: true, force: true });
+    },
+  };
+}
