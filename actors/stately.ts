@@ -24,8 +24,11 @@ export function startStatelyInspection(url?: string): StatelyInspection {
   const target = url ?? `ws://127.0.0.1:${DEFAULT_INSPECTOR_PORT}`;
   const inspector = createWebSocketInspector({
     url: target,
+    // Before the inspector serializes them (a segment would be a megabyte of JSON)…
     sanitizeEvent: (event) => withoutBytes(event) as typeof event,
     sanitizeContext: (context) => withoutBytes(context) as typeof context,
+    // …and after, for whatever it serialized on its own.
+    serialize: (event) => withoutBytes(event) as typeof event,
   });
   return {
     url: server ? `http://127.0.0.1:${DEFAULT_INSPECTOR_PORT}` : target,
@@ -37,12 +40,22 @@ export function startStatelyInspection(url?: string): StatelyInspection {
   };
 }
 
-/** The value with every byte array replaced by a note of its length. */
+/** The value with every byte array (or its JSON form) replaced by a note of its length. */
 export function withoutBytes(value: unknown, depth = 0): unknown {
   if (value instanceof Uint8Array) return `<${value.byteLength} bytes>`;
-  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (isSerializedBuffer(value)) return `<${value.data.length} bytes>`;
+  if (depth > 8 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((item) => withoutBytes(item, depth + 1));
   return Object.fromEntries(
     Object.entries(value).map(([key, item]) => [key, withoutBytes(item, depth + 1)]),
+  );
+}
+
+function isSerializedBuffer(value: unknown): value is { type: 'Buffer'; data: unknown[] } {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { type?: unknown }).type === 'Buffer' &&
+    Array.isArray((value as { data?: unknown }).data)
   );
 }

@@ -5,7 +5,9 @@ import { InvalidArgumentError } from 'commander';
  * `bun run vm`: a storage VM of the cloudlet (§IV, §V.A–§V.C). It lends
  * `--memory` bytes of its chunk store to the cloudlet.
  */
+import type { InspectionEvent } from 'xstate';
 import { createLogger } from '../actors/log.ts';
+import { startStatelyInspection } from '../actors/stately.ts';
 import { createVm, joined } from '../actors/vm.ts';
 import { createChunkStore } from '../plugins/chunk-store/index.ts';
 import { isMemberId } from '../protocol/topics.ts';
@@ -27,6 +29,7 @@ interface VmFlags extends ConnectionFlags {
   memory: number;
   count: number;
   idPrefix?: string;
+  inspect?: string | true;
 }
 
 const defaultId =
@@ -83,8 +86,16 @@ const program = withConnectionOptions(
         return value;
       }),
   )
+  .option(
+    '--inspect [url]',
+    'send statechart inspection events to the Stately inspector (a ws:// URL, or a local inspector server)',
+  )
   .action(async () => {
     const flags = program.opts<VmFlags>();
+    const stately = flags.inspect
+      ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
+      : null;
+    if (stately) createLogger('vm').info({ url: stately.url }, 'statechart inspection on');
     const ids =
       flags.count === 1 && flags.idPrefix === undefined
         ? [flags.id]
@@ -92,16 +103,17 @@ const program = withConnectionOptions(
             { length: flags.count },
             (_, i) => `${flags.idPrefix ?? `${flags.id}-`}${i + 1}`,
           );
-    const vms = await Promise.all(ids.map((id) => startOne(flags, id)));
+    const vms = await Promise.all(ids.map((id) => startOne(flags, id, stately?.inspect)));
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
     await Promise.all(vms.map((vm) => vm.leave()));
+    stately?.stop();
   });
 
-async function startOne(flags: VmFlags, id: string) {
+async function startOne(flags: VmFlags, id: string, inspect?: (event: InspectionEvent) => void) {
   const log = createLogger(`vm ${id}`);
   const store = createChunkStore(flags.store, {
     namespace: id,
@@ -119,6 +131,7 @@ async function startOne(flags: VmFlags, id: string) {
     store,
     memory: flags.memory,
     log,
+    ...(inspect ? { inspect } : {}),
   });
   joined(vm, 60_000).then(
     () => log.info({ id }, 'joined the cloudlet'),
