@@ -10,7 +10,10 @@ export function formatBytes(bytes: number): string {
     value /= 1024;
     unit++;
   }
-  const shown = unit === 0 ? String(value) : value.toPrecision(3).replace(/\.?0+$/, '');
+  const precise = value.toPrecision(3);
+  // Trailing zeros go only after a decimal point: 300 stays 300.
+  const shown =
+    unit === 0 ? String(value) : precise.includes('.') ? precise.replace(/\.?0+$/, '') : precise;
   return `${shown} ${units[unit]}`;
 }
 

@@ -276,6 +276,10 @@ describe('the tables', () => {
     expect(formatBytes(0)).toBe('0 B');
     expect(formatBytes(1536)).toBe('1.5 KiB');
     expect(formatBytes(5 * 1024 ** 3)).toBe('5 GiB');
+    // Whole numbers keep their zeros: 300 MiB is not 3 MiB.
+    expect(formatBytes(300 * 1024 ** 2)).toBe('300 MiB');
+    expect(formatBytes(100 * 1024)).toBe('100 KiB');
+    expect(formatBytes(1.25 * 1024 ** 2)).toBe('1.25 MiB');
     expect(timeAgo('2030-01-01T00:00:00Z', Date.parse('2030-01-01T00:03:00Z'))).toBe('3 min ago');
     expect(timeAgo('nonsense')).toBe('—');
     expect(
