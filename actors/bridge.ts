@@ -18,8 +18,7 @@ export function linkBridge(link: Link, options: BridgeOptions = {}) {
   return fromCallback<EventObject, void>(({ sendBack }) => {
     const offFrame = link.onFrame((frame, topic) => {
       if (options.intercept?.(frame)) return;
-      const parsed = link.topics.parse(topic);
-      if (parsed) sendBack({ type: 'FRAME', frame, topic: parsed, at: Date.now() });
+      sendBack({ type: 'FRAME', frame, topic, at: Date.now() });
     });
     const offConnection = link.onConnection((connected) =>
       sendBack({ type: connected ? 'CONNECTED' : 'DISCONNECTED' }),

@@ -131,8 +131,6 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     id: config.brokerId,
     brokerId: config.brokerId,
     topics,
-    inbox: false,
-    subscriptions: [topics.broker, topics.allStatus],
     log,
     ...options.mqtt,
   });

@@ -10,9 +10,12 @@ import {
   decodeFrame,
   encodeFrame,
   type Frame,
-  type FrameError,
+  FrameError,
+  type FrameErrorReason,
   isMemberId,
   type Message,
+  type MessageType,
+  type ParsedTopic,
   type Topics,
 } from '../protocol/index.ts';
 import type { Logger } from './log.ts';
@@ -26,10 +29,8 @@ export interface LinkOptions {
   /** Messages to this id go to the broker's inbox (default `broker`). */
   brokerId?: string;
   topics: Topics;
-  /** Extra filters to subscribe to beside the member's inbox. */
+  /** Extra filters to subscribe to beside the member's own topics. */
   subscriptions?: string[];
-  /** Subscribe to the member's own inbox (default true). */
-  inbox?: boolean;
   /** Published by the MQTT server if this member vanishes. */
   will?: { topic: string; payload: Buffer; retain: boolean };
   username?: string;
@@ -44,7 +45,7 @@ export interface LinkOptions {
   log: Logger;
 }
 
-export type FrameHandler = (frame: Frame, topic: string) => void;
+export type FrameHandler = (frame: Frame, topic: ParsedTopic) => void;
 export type RejectHandler = (error: FrameError, topic: string) => void;
 export type ConnectionHandler = (connected: boolean) => void;
 
@@ -69,6 +70,57 @@ export interface Link {
   close(options?: { abrupt?: boolean }): Promise<void>;
 }
 
+/** Messages only the broker sends: they must come on a member's broker channel. */
+const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
+  'join.ack',
+  'rejoin',
+  'chunk.store',
+  'chunk.fetch',
+  'chunk.delete',
+  'upload.ready',
+  'upload.ack',
+  'upload.done',
+  'download.plan',
+  'list.response',
+  'vms.response',
+  'delete.done',
+]);
+
+/**
+ * Whether a valid message came on the topic it must: who speaks is told by
+ * the topic (which an ACL ties to a user), and the message must agree.
+ */
+export function channelProblem(
+  topic: ParsedTopic,
+  message: Message,
+  brokerId: string,
+): { reason: FrameErrorReason; message: string } | undefined {
+  switch (topic.kind) {
+    case 'to-broker':
+      return message.from === topic.sender
+        ? undefined
+        : {
+            reason: 'wrong-sender',
+            message: `${message.type} from "${message.from}" came on ${topic.sender}'s topic`,
+          };
+    case 'from-broker':
+      return message.from === brokerId
+        ? undefined
+        : {
+            reason: 'wrong-sender',
+            message: `${message.type} from "${message.from}" came on the broker's channel`,
+          };
+    case 'status':
+      return message.type === 'status' && message.from === topic.id
+        ? undefined
+        : { reason: 'wrong-sender', message: `a status topic carries only its own VM's status` };
+    case 'peer':
+      return BROKER_ONLY.has(message.type)
+        ? { reason: 'not-from-broker', message: `only the broker may send ${message.type}` }
+        : undefined;
+  }
+}
+
 /** The MQTT server could not be reached or refused us. */
 export class LinkError extends Error {
   override readonly name = 'LinkError';
@@ -77,16 +129,22 @@ export class LinkError extends Error {
 export async function connectLink(options: LinkOptions): Promise<Link> {
   const { topics, log } = options;
   const brokerId = options.brokerId ?? 'broker';
-  const inboxOf = (member: string) => (member === brokerId ? topics.broker : topics.node(member));
+  const isBroker = options.id === brokerId;
+  /** The broker writes on each member's broker channel; members write to the broker on their own topic. */
+  const topicTo = (member: string) =>
+    isBroker
+      ? topics.fromBroker(member)
+      : member === brokerId
+        ? topics.toBroker(options.id)
+        : topics.node(member);
   const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   const frameHandlers = new Set<FrameHandler>();
   const rejectHandlers = new Set<RejectHandler>();
   const connectionHandlers = new Set<ConnectionHandler>();
   const rejected: Record<string, number> = {};
-  const filters = [
-    ...(options.inbox === false ? [] : [topics.node(options.id)]),
-    ...(options.subscriptions ?? []),
-  ];
+  const filters = isBroker
+    ? [topics.allToBroker, topics.allStatus]
+    : [topics.node(options.id), topics.fromBroker(options.id), ...(options.subscriptions ?? [])];
 
   const clientOptions: IClientOptions = {
     clientId: `${topics.root.replaceAll('/', '_')}_${options.id}`,
@@ -144,18 +202,30 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         retryable: false,
         ...(id ? { id } : {}),
       };
-      publish(inboxOf(from), encodeFrame(answer)).catch(() => {});
+      publish(topicTo(from), encodeFrame(answer)).catch(() => {});
     }
   };
 
   client.on('message', (topic, payload) => {
     memory.moved(payload.byteLength);
+    const parsed = topics.parse(topic);
+    if (!parsed) return; // not one of ours (a wildcard subscription's neighbour)
     const result = decodeFrame(payload, { maxHeaderBytes });
     if (!result.ok) {
       reject(result.error, topic);
       return;
     }
-    for (const handler of frameHandlers) safely(log, () => handler(result.frame, topic));
+    const misplaced = channelProblem(parsed, result.frame.message, brokerId);
+    if (misplaced) {
+      const { type, from } = result.frame.message;
+      const id = 'id' in result.frame.message ? result.frame.message.id : undefined;
+      reject(
+        new FrameError(misplaced.reason, misplaced.message, { type, from, ...(id ? { id } : {}) }),
+        topic,
+      );
+      return;
+    }
+    for (const handler of frameHandlers) safely(log, () => handler(result.frame, parsed));
   });
 
   const subscribe = <T>(set: Set<T>, handler: T) => {
@@ -171,8 +241,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     get connected() {
       return client.connected;
     },
-    send: (to, message, body) => publish(inboxOf(to), encodeFrame(message, body)),
-    sendToBroker: (message, body) => publish(topics.broker, encodeFrame(message, body)),
+    send: (to, message, body) => publish(topicTo(to), encodeFrame(message, body)),
+    sendToBroker: (message, body) => publish(topicTo(brokerId), encodeFrame(message, body)),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
     onReject: (handler) => subscribe(rejectHandlers, handler),
@@ -181,7 +251,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     close: async ({ abrupt = false } = {}) => {
       frameHandlers.clear();
       connectionHandlers.clear();
-      await client.endAsync(abrupt);
+      // With no server to say goodbye to, a polite end would wait for ever.
+      await client.endAsync(abrupt || !client.connected);
     },
   };
 }

@@ -144,10 +144,17 @@ export async function createVm(options: VmOptions): Promise<Vm> {
       member.close();
       actor.stop();
       // Say goodbye if the MQTT server is there to hear it; never wait long.
-      const goodbye = link
-        .publishRaw(topics.status(options.id), status(false), { retain: true })
-        .catch(() => {});
-      await Promise.race([goodbye, Bun.sleep(2000)]);
+      const goodbye = !link.connected
+        ? Promise.resolve()
+        : link
+            .publishRaw(topics.status(options.id), status(false), { retain: true })
+            .catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        goodbye,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000))),
+      ]);
+      clearTimeout(timer);
       await link.close({ abrupt: !link.connected });
       await options.store.close();
     },

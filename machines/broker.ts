@@ -281,7 +281,8 @@ export function route(
     }
     return steps;
   }
-  if (event.topic.kind !== 'broker') return steps;
+  // The link has checked that the sender is who its topic says.
+  if (event.topic.kind !== 'to-broker') return steps;
 
   switch (message.type) {
     // §V.C: join and heartbeats.

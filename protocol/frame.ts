@@ -43,7 +43,10 @@ export type FrameErrorReason =
   | 'bad-header'
   | 'unknown-type'
   | 'invalid-fields'
-  | 'unexpected-body';
+  | 'unexpected-body'
+  // Valid frames on the wrong topic (checked by the link, not the decoder):
+  | 'wrong-sender'
+  | 'not-from-broker';
 
 /** Why a payload was rejected, with what could be read of it for a reply. */
 export class FrameError extends Error {

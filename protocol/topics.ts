@@ -3,11 +3,17 @@
  * configurable root (default `cloudlet`; the paper's broker topic was
  * `rupam/cloudlet`, §V.A step 1).
  *
- *   <root>/broker             the broker's inbox (§V.A step 1)
- *   <root>/node/<id>          one inbox per member, VM or client (§V.A step 2;
- *                             the paper used the VM's IP address as topic)
- *   <root>/node/<id>/status   retained online/offline status of a VM; its
- *                             offline value is the VM's MQTT will
+ *   <root>/broker/<sender>     a member to the broker (§V.A step 1): one topic
+ *                              per sender, so an ACL can tie it to a user and
+ *                              the broker checks it against the message
+ *   <root>/node/<id>           a member's inbox for its peers (chunk data from
+ *                              VMs, acknowledgements); anyone may write here
+ *   <root>/node/<id>/broker    the broker to a member: instructions and
+ *                              answers; only the broker may write here
+ *   <root>/node/<id>/status    retained online/offline status of a VM; its
+ *                              offline value is the VM's MQTT will
+ *
+ * (§V.A step 2: the paper used the VM's IP address as its topic.)
  */
 
 export const DEFAULT_TOPIC_ROOT = 'cloudlet';
@@ -16,18 +22,23 @@ export const DEFAULT_TOPIC_ROOT = 'cloudlet';
 export const MEMBER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 export type ParsedTopic =
-  | { kind: 'broker' }
-  | { kind: 'node'; id: string }
+  | { kind: 'to-broker'; sender: string }
+  | { kind: 'peer'; id: string }
+  | { kind: 'from-broker'; id: string }
   | { kind: 'status'; id: string };
 
 export interface Topics {
   readonly root: string;
-  /** The broker's inbox. */
-  readonly broker: string;
+  /** Subscription filter matching every member's topic to the broker. */
+  readonly allToBroker: string;
   /** Subscription filter matching every VM's status topic. */
   readonly allStatus: string;
-  /** A member's inbox. */
+  /** Where `sender` writes to the broker. */
+  toBroker(sender: string): string;
+  /** A member's inbox for its peers. */
   node(id: string): string;
+  /** Where the broker writes to member `id`. */
+  fromBroker(id: string): string;
   /** A VM's retained status topic (carries its will). */
   status(id: string): string;
   /** What a topic is, or `null` when it is not one of ours. */
@@ -42,27 +53,32 @@ export function createTopics(root: string = DEFAULT_TOPIC_ROOT): Topics {
   const problem = topicRootProblem(root);
   if (problem) throw new TypeError(`invalid topic root ${JSON.stringify(root)}: ${problem}`);
   const prefix = `${root}/`;
-  const memberTopic = (id: string, suffix: string) => {
+  const checked = (id: string) => {
     if (!isMemberId(id)) {
       throw new TypeError(
         `invalid member id ${JSON.stringify(id)}: use 1-64 letters, digits, '.', '_' or '-'`,
       );
     }
-    return `${root}/node/${id}${suffix}`;
+    return id;
   };
   return {
     root,
-    broker: `${root}/broker`,
+    allToBroker: `${root}/broker/+`,
     allStatus: `${root}/node/+/status`,
-    node: (id) => memberTopic(id, ''),
-    status: (id) => memberTopic(id, '/status'),
+    toBroker: (sender) => `${root}/broker/${checked(sender)}`,
+    node: (id) => `${root}/node/${checked(id)}`,
+    fromBroker: (id) => `${root}/node/${checked(id)}/broker`,
+    status: (id) => `${root}/node/${checked(id)}/status`,
     parse(topic) {
       if (!topic.startsWith(prefix)) return null;
-      const levels = topic.slice(prefix.length).split('/');
-      if (levels.length === 1 && levels[0] === 'broker') return { kind: 'broker' };
-      if (levels[0] !== 'node' || levels[1] === undefined || !isMemberId(levels[1])) return null;
-      if (levels.length === 2) return { kind: 'node', id: levels[1] };
-      if (levels.length === 3 && levels[2] === 'status') return { kind: 'status', id: levels[1] };
+      const [first, id, channel, ...rest] = topic.slice(prefix.length).split('/');
+      if (id === undefined || !isMemberId(id) || rest.length > 0) return null;
+      if (first === 'broker')
+        return channel === undefined ? { kind: 'to-broker', sender: id } : null;
+      if (first !== 'node') return null;
+      if (channel === undefined) return { kind: 'peer', id };
+      if (channel === 'broker') return { kind: 'from-broker', id };
+      if (channel === 'status') return { kind: 'status', id };
       return null;
     },
   };

@@ -309,9 +309,9 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('admin endpoint', 
     // vm-b failed above: its chunk of zeta.txt comes from the core.
     const core = await app.request('/api/files/zeta.txt/content');
     expect(await core.text()).toBe('z');
-    await link.publishRaw(topics.broker, Buffer.from('not a frame'));
+    await link.publishRaw(topics.toBroker(link.id), Buffer.from('not a frame'));
     await link.publishRaw(
-      topics.broker,
+      topics.toBroker(link.id),
       encodeFrame({ type: 'vms.request', id: 'm1', from: link.id }),
     );
     await Bun.sleep(100);

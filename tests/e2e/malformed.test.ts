@@ -82,7 +82,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       await cloudlet.startVm('vm-1', 64 * MiB);
       await cloudlet.member.put(bufferSource(file), 'probe.bin');
       raw = await mqtt.connectAsync(mosquitto.url, { clientId: 'raw-1' });
-      await raw.subscribeAsync(topics.node('raw-1'), { qos: 1 });
+      await raw.subscribeAsync([topics.node('raw-1'), topics.fromBroker('raw-1')], { qos: 1 });
       raw.on('message', (_topic, payload) => {
         const decoded = decodeFrame(payload);
         if (decoded.ok) answers.push(decoded.frame.message);
@@ -109,7 +109,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       test(`broker inbox: ${bad.what} → rejected (${bad.reason}), and the broker still answers`, async () => {
         const before = cloudlet.broker.stats().rejected[bad.reason] ?? 0;
         const payload = bad.payload();
-        await raw.publishAsync(topics.broker, payload, { qos: 1 });
+        await raw.publishAsync(topics.toBroker('raw-1'), payload, { qos: 1 });
         const deadline = Date.now() + 5000;
         while (
           (cloudlet.broker.stats().rejected[bad.reason] ?? 0) === before &&
@@ -151,18 +151,41 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     });
 
     test('a valid instruction from someone who is not the broker is refused', async () => {
-      const forged: Message = {
-        type: 'chunk.delete',
-        id: 'forged-1',
-        from: 'raw-1',
-        fileId: (await cloudlet.member.stat('probe.bin')).fileId,
-      };
-      await raw.publishAsync(topics.node('vm-1'), encodeFrame(forged), { qos: 1 });
+      const fileId = (await cloudlet.member.stat('probe.bin')).fileId;
+      // On the VM's peer inbox, whoever it claims to be from…
+      for (const [id, from] of [
+        ['forged-1', 'raw-1'],
+        ['forged-2', 'broker'],
+      ] as const) {
+        const forged: Message = { type: 'chunk.delete', id, from, fileId };
+        await raw.publishAsync(topics.node('vm-1'), encodeFrame(forged), { qos: 1 });
+      }
       expect(await answerTo('forged-1', 'vm-1')).toMatchObject({
         type: 'error',
         code: 'bad-request',
-        message: 'only the broker may send chunk.delete',
+        message: 'rejected (not-from-broker): only the broker may send chunk.delete',
       });
+      // …and a heartbeat on one member's topic claiming to be another's.
+      const before = cloudlet.broker.stats().rejected['wrong-sender'] ?? 0;
+      await raw.publishAsync(
+        topics.toBroker('raw-1'),
+        encodeFrame({
+          type: 'heartbeat',
+          from: 'vm-1',
+          incarnation: 'x',
+          cpu: { cores: 1, load: 0 },
+          memoryFree: 1,
+        }),
+        { qos: 1 },
+      );
+      const deadline = Date.now() + 5000;
+      while (
+        (cloudlet.broker.stats().rejected['wrong-sender'] ?? 0) === before &&
+        Date.now() < deadline
+      ) {
+        await Bun.sleep(10);
+      }
+      expect(cloudlet.broker.stats().rejected['wrong-sender']).toBe(before + 1);
       const sink = memorySink();
       const result = await cloudlet.member.get('probe.bin', sink);
       expect(result.chunks[0]?.source).toBe('edge');

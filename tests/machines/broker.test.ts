@@ -76,8 +76,10 @@ function start() {
     },
   });
   const actor = createActor(machine, { clock, input: config }).start();
-  const frame = (message: Message, topic: ParsedTopic = { kind: 'broker' }) =>
-    actor.send({ type: 'FRAME', frame: { message, body: Buffer.alloc(0) }, topic, at: 1000 });
+  const frame = (
+    message: Message,
+    topic: ParsedTopic = { kind: 'to-broker', sender: message.from },
+  ) => actor.send({ type: 'FRAME', frame: { message, body: Buffer.alloc(0) }, topic, at: 1000 });
   const join = (from: string, memoryFree: number, incarnation = `${from}-1`) =>
     frame({
       type: 'join',

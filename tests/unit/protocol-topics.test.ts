@@ -7,42 +7,48 @@ describe('topics', () => {
   test('the names DESIGN.md gives, under the default root', () => {
     const topics = createTopics();
     expect(topics.root).toBe(DEFAULT_TOPIC_ROOT);
-    expect(topics.broker).toBe('cloudlet/broker');
+    expect(topics.toBroker('vm-1')).toBe('cloudlet/broker/vm-1');
+    expect(topics.allToBroker).toBe('cloudlet/broker/+');
     expect(topics.node('vm-1')).toBe('cloudlet/node/vm-1');
+    expect(topics.fromBroker('vm-1')).toBe('cloudlet/node/vm-1/broker');
     expect(topics.status('vm-1')).toBe('cloudlet/node/vm-1/status');
     expect(topics.allStatus).toBe('cloudlet/node/+/status');
   });
 
   test('a configurable root, as deep as needed (the paper used rupam/cloudlet)', () => {
     const topics = createTopics('rupam/lab-3');
-    expect(topics.broker).toBe('rupam/lab-3/broker');
-    expect(topics.parse('rupam/lab-3/node/10.0.0.7')).toEqual({ kind: 'node', id: '10.0.0.7' });
+    expect(topics.toBroker('10.0.0.7')).toBe('rupam/lab-3/broker/10.0.0.7');
+    expect(topics.parse('rupam/lab-3/node/10.0.0.7')).toEqual({ kind: 'peer', id: '10.0.0.7' });
   });
 
   test('build and parse are inverse for every member id', () => {
     const topics = createTopics('site/a');
     fc.assert(
       fc.property(memberIdArb, (id) => {
-        expect(topics.parse(topics.node(id))).toEqual({ kind: 'node', id });
+        expect(topics.parse(topics.node(id))).toEqual({ kind: 'peer', id });
+        expect(topics.parse(topics.fromBroker(id))).toEqual({ kind: 'from-broker', id });
         expect(topics.parse(topics.status(id))).toEqual({ kind: 'status', id });
+        expect(topics.parse(topics.toBroker(id))).toEqual({ kind: 'to-broker', sender: id });
       }),
     );
-    expect(topics.parse(topics.broker)).toEqual({ kind: 'broker' });
   });
 
   test('foreign topics parse to null', () => {
     const topics = createTopics();
     for (const topic of [
-      'other/broker',
+      'other/broker/x',
       'cloudlet',
       'cloudlet/',
-      'cloudlet/broker/x',
+      'cloudlet/broker',
+      'cloudlet/broker/x/y',
+      'cloudlet/broker/+',
       'cloudlet/node',
       'cloudlet/node/',
       'cloudlet/node/a/b',
       'cloudlet/node/a/status/x',
       'cloudlet/node/+/status',
-      'cloudletx/broker',
+      'cloudletx/broker/a',
+      'cloudlet/node/a/other',
     ]) {
       expect(topics.parse(topic)).toBeNull();
     }
