@@ -4,6 +4,7 @@
  * counted reason (answering the sender when it can be named), and hands valid
  * frames to the node. Handlers that throw are logged, never fatal.
  */
+import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import {
   DEFAULT_MAX_HEADER_BYTES,
@@ -31,6 +32,12 @@ export interface LinkOptions {
   topics: Topics;
   /** Extra filters to subscribe to beside the member's own topics. */
   subscriptions?: string[];
+  /**
+   * A fresh MQTT client id for every connection, so that two processes of
+   * the same member (two CLI runs of one user) do not take over each other's
+   * session. VMs and the broker keep one, so a restart replaces a stale one.
+   */
+  uniqueClientId?: boolean;
   /** Published by the MQTT server if this member vanishes. */
   will?: { topic: string; payload: Buffer; retain: boolean };
   username?: string;
@@ -147,7 +154,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     : [topics.node(options.id), topics.fromBroker(options.id), ...(options.subscriptions ?? [])];
 
   const clientOptions: IClientOptions = {
-    clientId: `${topics.root.replaceAll('/', '_')}_${options.id}`,
+    clientId: `${topics.root.replaceAll('/', '_')}_${options.id}${options.uniqueClientId ? `_${randomBytes(4).toString('hex')}` : ''}`,
     protocolVersion: options.protocolVersion ?? 4,
     clean: true,
     keepalive: 10,
@@ -160,7 +167,17 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     ...(options.ca ? { ca: options.ca } : {}),
   };
   const client = await connectFirst(options.url, clientOptions, options.connectTimeoutMs ?? 5000);
-  if (filters.length > 0) await client.subscribeAsync(filters, { qos: 1 });
+  if (filters.length > 0) {
+    const grants = await client.subscribeAsync(filters, { qos: 1 });
+    // 128 (0x80, or 0x87 in MQTT 5): the server's ACL refused the topic.
+    const refused = grants.filter((grant) => grant.qos >= 128).map((grant) => grant.topic);
+    if (refused.length > 0) {
+      client.end(true);
+      throw new LinkError(
+        `the MQTT server refused to let ${options.id} read ${refused.join(', ')}: check the user name (it must be the member id) and the ACL`,
+      );
+    }
+  }
 
   const notify = (connected: boolean) => {
     for (const handler of connectionHandlers) safely(log, () => handler(connected));
@@ -261,6 +278,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
  * Waits for the first CONNACK: a member that cannot reach its server at
  * start says so instead of retrying silently. Later losses are retried.
  */
+const TLS_FAILURE = /CERT|SIGNATURE|ISSUER|ERR_TLS|ERR_SSL|^EPROTO$/;
+
 function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
   return new Promise<MqttClient>((resolve, reject) => {
     let client: MqttClient;
@@ -292,6 +311,11 @@ function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
       // Nothing listening, or no such host: say so now rather than at the timeout.
       if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH')
         fail(error.message);
+      // An untrusted or mismatched certificate, or TLS spoken to a plain port.
+      if (typeof code === 'string' && TLS_FAILURE.test(code))
+        fail(
+          `TLS refused (${code}: ${error.message}); check --mqtt-ca and the server's certificate`,
+        );
     });
     client.once('connect', () => {
       if (settled) return;

@@ -3,7 +3,8 @@
  * `bun run cloudlet`: a member of the cloudlet on the command line — put,
  * get, ls, rm and vms (§V.D–§V.G).
  */
-import { basename } from 'node:path';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { fileSink, fileSource } from '../actors/files.ts';
 import { newId } from '../actors/ids.ts';
@@ -13,6 +14,7 @@ import { connectLink } from '../actors/mqtt-link.ts';
 import type { FileInfo, VmInfo } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { createTopics } from '../protocol/topics.ts';
+import { generateAccess } from './access.ts';
 import {
   Command,
   type ConnectionFlags,
@@ -34,7 +36,10 @@ async function asMember<T>(work: (member: Member, signal: AbortSignal) => Promis
   const log = createLogger('cloudlet', 'warn');
   const link = await connectLink({
     url: flags.mqtt,
-    id: `cli-${newId(6).replace(/[-_]/g, 'x')}`,
+    // With credentials the member id is the user name (an ACL ties the
+    // topics to it); without, a fresh one.
+    id: flags.mqttUsername ?? `cli-${newId(6).replace(/[-_]/g, 'x')}`,
+    uniqueClientId: true,
     brokerId: flags.brokerId,
     topics: createTopics(flags.topicRoot),
     log,
@@ -200,6 +205,46 @@ program
         ]),
       );
     }
+  });
+
+program
+  .command('acl')
+  .description('write a Mosquitto password file and ACL for the broker, the VMs and the clients')
+  .requiredOption('--member <id...>', 'VMs and clients, by member id (their MQTT user names)')
+  .option('--out <dir>', 'where to write passwd, acl and credentials.json', '.')
+  .action(async (options: { member: string[]; out: string }) => {
+    const flags = program.opts<ConnectionFlags>();
+    const access = generateAccess({
+      root: flags.topicRoot,
+      brokerUser: flags.brokerId,
+      members: options.member,
+    });
+    mkdirSync(options.out, { recursive: true });
+    const write = (name: string, text: string) => {
+      const path = join(options.out, name);
+      writeFileSync(path, text, { mode: 0o600 });
+      chmodSync(path, 0o600);
+      return path;
+    };
+    const passwd = write('passwd', access.passwd);
+    const acl = write('acl', access.acl);
+    const credentials = write(
+      'credentials.json',
+      `${JSON.stringify(access.credentials, null, 2)}\n`,
+    );
+    console.log(
+      [
+        `wrote ${passwd}, ${acl} and ${credentials} (keep the last one secret)`,
+        'in mosquitto.conf:',
+        '  allow_anonymous false',
+        `  password_file ${resolve(passwd)}`,
+        `  acl_file ${resolve(acl)}`,
+        "and under each listener, so that no member can take over another's MQTT session",
+        '(at the cost of one connection per user: one `cloudlet` command at a time each):',
+        '  use_username_as_clientid true',
+        'each member connects with --mqtt-username <its id> --mqtt-password <its password from credentials.json>',
+      ].join('\n'),
+    );
   });
 
 /** Exactly the `ls --json` shape of the contract. */

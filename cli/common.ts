@@ -3,6 +3,7 @@
  * environment variables), size and number parsing, and one-line errors with
  * the exit codes the README documents (1: the operation failed, 2: usage).
  */
+import { readFileSync } from 'node:fs';
 import bytes from 'bytes-iec';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { LinkError } from '../actors/mqtt-link.ts';
@@ -20,6 +21,7 @@ export interface ConnectionFlags {
   brokerId: string;
   mqttUsername?: string;
   mqttPassword?: string;
+  mqttCa?: string;
   mqttVersion: 4 | 5;
 }
 
@@ -46,6 +48,12 @@ export function withConnectionOptions(command: Command): Command {
       new Option('--mqtt-password <secret>', 'MQTT password').env('CLOUDLET_MQTT_PASSWORD'),
     )
     .addOption(
+      new Option(
+        '--mqtt-ca <file>',
+        'PEM certificate(s) to trust for an mqtts:// server (default: the system CAs)',
+      ).env('CLOUDLET_MQTT_CA'),
+    )
+    .addOption(
       new Option('--mqtt-version <level>', 'MQTT protocol level: 4 (3.1.1) or 5')
         .env('CLOUDLET_MQTT_VERSION')
         .choices(['4', '5'])
@@ -55,8 +63,19 @@ export function withConnectionOptions(command: Command): Command {
 }
 
 export function mqttAuthOf(flags: ConnectionFlags): MqttAuth {
+  let ca: Buffer | undefined;
+  if (flags.mqttCa) {
+    try {
+      ca = readFileSync(flags.mqttCa);
+    } catch (error) {
+      throw new Error(
+        `cannot read the MQTT CA ${flags.mqttCa}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      );
+    }
+  }
   return {
     protocolVersion: flags.mqttVersion,
+    ...(ca ? { ca } : {}),
     ...(flags.mqttUsername !== undefined ? { username: flags.mqttUsername } : {}),
     ...(flags.mqttPassword !== undefined ? { password: flags.mqttPassword } : {}),
   };

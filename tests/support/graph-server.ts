@@ -42,9 +42,9 @@
  *   and LargeFileUploadTask with { url: uploadUrl } works as well.
  */
 import { afterAll, beforeAll } from 'bun:test';
-import selfsigned from 'selfsigned';
 import { answer, graphError, type Route, routeOf } from './graph-server-endpoints.ts';
 import type { Drive, UploadSession } from './graph-server-store.ts';
+import { localCertificate } from './tls.ts';
 
 export { APP_FOLDER } from './graph-server-store.ts';
 
@@ -129,7 +129,7 @@ const ERROR_CODES: Record<number, string> = {
 
 export async function startGraphServer(options: GraphServerOptions = {}): Promise<GraphServer> {
   const { token = 'test-token', pageSize = 3 } = options;
-  const { cert, private: key } = await generateCertificate();
+  const { cert, key } = await localCertificate(HOST);
   const drives = new Map<string, Drive>();
   const sessions = new Map<string, UploadSession>();
   const faults: Fault[] = [];
@@ -251,23 +251,4 @@ function faultResponse({ status, retryAfterSeconds }: Fault): Response {
   const headers =
     retryAfterSeconds === undefined ? undefined : { 'Retry-After': String(retryAfterSeconds) };
   return graphError({ status, code, message: `injected fault: ${status} ${code}` }, headers);
-}
-
-async function generateCertificate() {
-  return selfsigned.generate([{ name: 'commonName', value: HOST }], {
-    keySize: 2048,
-    algorithm: 'sha256',
-    extensions: [
-      { name: 'basicConstraints', cA: false },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      {
-        name: 'subjectAltName',
-        altNames: [
-          { type: 7, ip: HOST },
-          { type: 2, value: 'localhost' },
-        ],
-      },
-    ],
-  });
 }

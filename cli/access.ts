@@ -1,0 +1,77 @@
+/**
+ * `cloudlet acl`: the Mosquitto password file and ACL that keep members in
+ * their lanes. Each member's MQTT user name is its member id; the topics
+ * (protocol/topics.ts) then say who may write where:
+ *
+ *   every member   reads  <root>/node/<self> and <root>/node/<self>/broker
+ *                  writes <root>/broker/<self>, <root>/node/<self>/status,
+ *                         and any peer inbox <root>/node/<id>
+ *   the broker     reads  <root>/broker/+ and every status
+ *                  writes every member's <root>/node/<id>/broker
+ *
+ * So a VM cannot read another's chunks (its broker channel), cannot speak
+ * as the broker (nobody else writes a broker channel), and cannot speak as
+ * another member to the broker (each writes only its own topic there).
+ */
+import { pbkdf2Sync, randomBytes } from 'node:crypto';
+import { isMemberId } from '../protocol/topics.ts';
+
+export interface AccessOptions {
+  root: string;
+  brokerUser: string;
+  /** VMs and clients; each name is the member id it connects as. */
+  members: string[];
+  /** Passwords to use instead of random ones, by user (tests, re-runs). */
+  passwords?: Record<string, string>;
+}
+
+export interface Access {
+  /** Mosquitto's password file (PBKDF2-SHA512, as `mosquitto_passwd` writes it). */
+  passwd: string;
+  /** Mosquitto's ACL file. */
+  acl: string;
+  /** Every user's password, to hand to its member. Keep it secret. */
+  credentials: Record<string, string>;
+}
+
+/** mosquitto 2's `$7$` hash: PBKDF2-SHA512, 101 iterations, 12-byte salt. */
+export function mosquittoHash(password: string, salt = randomBytes(12)): string {
+  const hash = pbkdf2Sync(password, salt, 101, 64, 'sha512');
+  return `$7$101$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+export function generateAccess(options: AccessOptions): Access {
+  const users = [options.brokerUser, ...options.members];
+  for (const user of users) {
+    if (!isMemberId(user))
+      throw new Error(`"${user}" is not a member id: use 1-64 letters, digits, ".", "_" or "-"`);
+  }
+  const duplicate = users.find((user, i) => users.indexOf(user) !== i);
+  if (duplicate) throw new Error(`"${duplicate}" is named twice`);
+  const credentials = Object.fromEntries(
+    users.map((user) => [user, options.passwords?.[user] ?? randomBytes(18).toString('base64url')]),
+  );
+  const passwd = users
+    .map((user) => `${user}:${mosquittoHash(credentials[user] as string)}`)
+    .join('\n');
+  const root = options.root;
+  const acl = [
+    '# Written by `bun run cloudlet acl`: each member may read only its own inboxes',
+    '# and write only where it must; only the broker writes broker channels.',
+    '',
+    '# Every member (the user name is its member id).',
+    `pattern read ${root}/node/%u`,
+    `pattern read ${root}/node/%u/broker`,
+    `pattern write ${root}/broker/%u`,
+    `pattern write ${root}/node/%u/status`,
+    `pattern write ${root}/node/+`,
+    '',
+    '# The broker.',
+    `user ${options.brokerUser}`,
+    `topic read ${root}/broker/+`,
+    `topic read ${root}/node/+/status`,
+    `topic write ${root}/node/+/broker`,
+    '',
+  ].join('\n');
+  return { passwd: `${passwd}\n`, acl, credentials };
+}
