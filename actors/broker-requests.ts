@@ -6,7 +6,7 @@
 import type { RequestInput } from '../machines/broker.ts';
 import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
-import type { MetadataStore } from '../plugins/metadata/types.ts';
+import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
 import type { FileInfo, Message, VmInfo } from '../protocol/messages.ts';
 import type { Logger } from './log.ts';
 import type { ReplyBox } from './replies.ts';
@@ -63,12 +63,61 @@ async function listFiles(
   };
 }
 
-/** Chunks off the VMs and the core first, then the metadata. */
+/**
+ * The record goes first, and its chunks into the ledger in the same step;
+ * then the chunks come off the VMs and the core. If that is cut short (the
+ * core is down, the broker crashes), the ledger's sweep finishes it.
+ */
 async function deleteFile(deps: RequestDeps, name: string, requestId: string, table: VmInfo[]) {
-  const file = await deps.metadata.getFile(name);
+  const file = await deps.metadata.removeFile(name);
   if (!file) throw new CloudletError('not-found', `no file named "${name}"`);
-  await removeChunks(deps, file, requestId, table);
-  await deps.metadata.deleteFile(name);
+  await discardChunks(deps, file, requestId, table);
+}
+
+/** Removes a file's chunks everywhere and settles its ledger entry; failures are left to the sweep. */
+export async function discardChunks(
+  deps: RequestDeps,
+  file: FileInfo,
+  requestId: string,
+  table: VmInfo[],
+) {
+  try {
+    await removeChunks(deps, file, requestId, table);
+    await deps.metadata.settle(file.fileId);
+  } catch (error) {
+    deps.log.warn(
+      { err: (error as Error).message, file: file.name, fileId: file.fileId },
+      'chunks of a removed file are left for the next sweep',
+    );
+  }
+}
+
+/**
+ * Finishes ledger entries: removes each chunk set's objects from the core and
+ * settles it. Chunks left on VMs are deleted when each VM reports its
+ * inventory (at every join). Never pass the entry of an upload in flight.
+ * Returns how many settled.
+ */
+export async function sweepLedger(deps: RequestDeps, entries: Cleanup[]) {
+  let settled = 0;
+  for (const entry of entries) {
+    try {
+      const keys = await deps.core.list(`${entry.fileId}/`);
+      await Promise.all(keys.map((key) => deps.core.delete(key)));
+      await deps.metadata.settle(entry.fileId);
+      settled++;
+      deps.log.info(
+        { fileId: entry.fileId, name: entry.name, reason: entry.reason, coreObjects: keys.length },
+        'swept chunks no file owns',
+      );
+    } catch (error) {
+      deps.log.warn(
+        { err: (error as Error).message, fileId: entry.fileId },
+        'could not sweep a chunk set; will try again',
+      );
+    }
+  }
+  return settled;
 }
 
 /**

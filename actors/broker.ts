@@ -32,12 +32,13 @@ import type { MetadataStore } from '../plugins/metadata/types.ts';
 import type { FileInfo, VmInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { linkBridge, sendThrough } from './bridge.ts';
-import { answerRequest, type RequestDeps, removeChunks } from './broker-requests.ts';
+import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './broker-requests.ts';
 import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
 import { newId } from './ids.ts';
 import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
 import { MiB, type MqttAuth } from './options.ts';
+import { reconcileActor } from './reconcile.ts';
 import { createReplyBox } from './replies.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';
 
@@ -49,6 +50,8 @@ export interface BrokerOptions extends Partial<BrokerConfig> {
   metadata?: MetadataStore;
   /** A VM that does not confirm a stored segment within this fails the upload. */
   storeTimeoutMs?: number;
+  /** How often the ledger of chunks no file owns is swept (default 60 s). */
+  sweepIntervalMs?: number;
   log?: Logger;
   /** Hears XState's inspection events of every actor (the admin endpoint, --inspect). */
   inspect?: (event: InspectionEvent) => void;
@@ -86,6 +89,8 @@ export interface BrokerStats {
   bytes: { in: { edge: number; core: number }; out: { edge: number; core: number } };
   /** Edge chunks rewritten from the core after failing their checksum. */
   readRepairs: number;
+  /** What VM inventories led to: orphan chunks deleted, lost ones restored from the core. */
+  reconciled: { deleted: number; restored: number; unrestored: number };
   /** Payloads rejected by the link, by reason. */
   rejected: Record<string, number>;
 }
@@ -123,6 +128,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     bytes: { in: { edge: 0, core: 0 }, out: { edge: 0, core: 0 } },
     readRepairs: 0,
+    reconciled: { deleted: 0, restored: 0, unrestored: 0 },
     rejected: {},
   };
   const core = options.core;
@@ -148,11 +154,22 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     log,
   };
   const table = () => vmTable(actor.getSnapshot());
+  // What the last run left: its VM table, and chunk sets no file owns (read
+  // before this broker takes any upload, so none of these is in flight).
+  const remembered = await metadata.listVms();
+  const leftovers = await metadata.cleanups();
 
   const machine = brokerMachine.provide({
     actions: {
       send,
       reportChildError: logActorFailure(log),
+      recordVm: (_, record) => {
+        metadata
+          .putVm(record)
+          .catch((error) =>
+            log.warn({ err: error.message, vm: record.id }, 'could not save the VM table row'),
+          );
+      },
     },
     actors: {
       mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
@@ -164,6 +181,18 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           { file: input.file.name, index: input.index },
           'read-repair: chunk rewritten on its VM from the core',
         );
+      }),
+      reconcile: reconcileActor({
+        brokerId: config.brokerId,
+        metadata,
+        send: (to, message) => link.send(to, message),
+        restore: repairChunk,
+        done: (output) => {
+          stats.reconciled.deleted += output.deleted;
+          stats.reconciled.restored += output.restored;
+          stats.reconciled.unrestored += output.unrestored;
+        },
+        log,
       }),
       request: fromPromise<SendCommand, RequestInput>(({ input }) =>
         answerRequest(requestDeps, input),
@@ -178,7 +207,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
                 `"${input.name}" already exists; use --overwrite to replace it`,
               );
             }
-            return { fileId: newId() };
+            const fileId = newId();
+            // Until it commits, its chunks are the ledger's to remove after a crash.
+            await metadata.beginUpload({ fileId, name: input.name });
+            return { fileId };
           }),
           chunkWriter: uploadWriter({
             brokerId: config.brokerId,
@@ -199,16 +231,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
                 sha256: input.chunkSha256[chunk.index] as string,
               })),
             };
-            const replaced = await metadata.getFile(input.name);
-            await metadata.putFile(file);
+            const replaced = await metadata.commitFile(file);
             if (replaced && replaced.fileId !== file.fileId) {
-              // The old version stays readable until the new one is listed.
-              removeChunks(requestDeps, replaced, newId(), table()).catch((error) =>
-                log.warn(
-                  { err: error.message, file: input.name },
-                  'could not remove a replaced file',
-                ),
-              );
+              // The old version stayed readable until the new one was listed.
+              void discardChunks(requestDeps, replaced, newId(), table());
             }
             return file;
           }),
@@ -226,9 +252,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
                   })
                   .catch(() => {});
             }
-            await Promise.allSettled(
+            const removed = await Promise.allSettled(
               chunks.map((chunk) => core.delete(coreKeyOf(fileId, chunk.index))),
             );
+            // What the core still holds is left to the ledger's next sweep.
+            if (removed.every((result) => result.status === 'fulfilled'))
+              await metadata.settle(fileId);
           }),
         },
       }),
@@ -372,7 +401,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     }
   };
   const actor = createActor(machine, {
-    input: config,
+    input: { ...config, remembered },
     inspect: (event) => {
       countTransfers(event);
       options.inspect?.(event);
@@ -381,7 +410,29 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });
   actor.start();
   await waitFor(actor, (snapshot) => snapshot.matches('online'), { timeout: 5000 });
-  log.info({ brokerId: config.brokerId, split: config.split }, 'broker online');
+  log.info(
+    { brokerId: config.brokerId, split: config.split, vms: remembered.length },
+    'broker online',
+  );
+
+  // The ledger: chunk sets of crashed uploads, replaced and deleted files
+  // whose removal was cut short. Left-overs now; later, every sweep interval,
+  // whatever is not an upload (those may be in flight).
+  let sweeping: Promise<unknown> = sweepLedger(requestDeps, leftovers);
+  const sweepTimer = setInterval(() => {
+    sweeping = sweeping.then(async () => {
+      try {
+        const entries = await metadata.cleanups();
+        await sweepLedger(
+          requestDeps,
+          entries.filter((entry) => entry.reason !== 'upload'),
+        );
+      } catch (error) {
+        log.warn({ err: (error as Error).message }, 'could not read the ledger');
+      }
+    });
+  }, options.sweepIntervalMs ?? 60_000);
+  sweepTimer.unref?.();
 
   return {
     config,
@@ -393,10 +444,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       coreChunks: { ...stats.coreChunks },
       transfers: structuredClone(stats.transfers),
       bytes: structuredClone(stats.bytes),
+      reconciled: { ...stats.reconciled },
       rejected: link.rejections(),
     }),
     async close() {
+      clearInterval(sweepTimer);
       actor.stop();
+      // A sweep in progress may finish its entry; it must not outlive the store.
+      await Promise.race([sweeping, Bun.sleep(2000)]);
       await link.close();
       await metadata.close();
     },

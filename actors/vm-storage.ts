@@ -16,7 +16,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { fromCallback } from 'xstate';
 import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
-import type { ErrorCode, Message } from '../protocol/messages.ts';
+import type { ErrorCode, InventoryEntry, Message } from '../protocol/messages.ts';
 import { type ChunkSender, type Segment, startChunkSender } from './chunk-sender.ts';
 import type { Logger } from './log.ts';
 
@@ -225,4 +225,37 @@ export async function openChunk(
         : { offset: start, bytes: bytes.subarray(start - offset) };
     }
   })();
+}
+
+/**
+ * Every chunk in the store, as the `inventory` message reports it: complete
+ * chunks (their manifest is written) with their sha256, and chunks with bytes
+ * but no manifest with null. Sorted by key.
+ */
+export async function takeInventory(store: ChunkStore): Promise<InventoryEntry[]> {
+  const entries = new Map<string, InventoryEntry>();
+  const parse = (key: string, prefix: string) => {
+    const [fileId, index] = key.slice(prefix.length).split('/');
+    const number = Number(index);
+    return fileId && Number.isSafeInteger(number) ? { fileId, index: number } : null;
+  };
+  for (const key of await store.list('m/')) {
+    const chunk = parse(key, 'm/');
+    const raw = chunk ? await store.get(key) : null;
+    if (!chunk || !raw) continue;
+    let sha256: string | null = null;
+    try {
+      sha256 = (JSON.parse(raw.toString('utf8')) as Manifest).sha256 ?? null;
+    } catch {
+      // An unreadable manifest: the chunk is as good as incomplete.
+    }
+    entries.set(`${chunk.fileId}/${chunk.index}`, [chunk.fileId, chunk.index, sha256]);
+  }
+  for (const key of await store.list('c/')) {
+    const chunk = parse(key, 'c/');
+    if (!chunk) continue;
+    const id = `${chunk.fileId}/${chunk.index}`;
+    if (!entries.has(id)) entries.set(id, [chunk.fileId, chunk.index, null]);
+  }
+  return [...entries.keys()].sort().map((id) => entries.get(id) as InventoryEntry);
 }

@@ -16,7 +16,13 @@ import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { createMember, type Member } from './member.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
 import type { MqttAuth } from './options.ts';
-import { chunkServer, chunkStorer, memoryFree, type VmStorageDeps } from './vm-storage.ts';
+import {
+  chunkServer,
+  chunkStorer,
+  memoryFree,
+  takeInventory,
+  type VmStorageDeps,
+} from './vm-storage.ts';
 
 export interface VmOptions {
   mqttUrl: string;
@@ -114,6 +120,13 @@ export async function createVm(options: VmOptions): Promise<Vm> {
       }),
       sendHeartbeat: fromPromise(async () => {
         await link.sendToBroker({ type: 'heartbeat', ...(await report()) });
+      }),
+      sendInventory: fromPromise(async () => {
+        const entries = await takeInventory(options.store);
+        await link.sendToBroker(
+          { type: 'inventory', id: newId(), from: options.id, count: entries.length },
+          Buffer.from(JSON.stringify(entries)),
+        );
       }),
     },
   });

@@ -16,6 +16,7 @@ import {
   type SnapshotFrom,
   setup,
 } from 'xstate';
+import type { VmRecord } from '../plugins/metadata/types.ts';
 import type { Frame } from '../protocol/frame.ts';
 import type { FileInfo, Message, MessageOf, VmInfo } from '../protocol/messages.ts';
 import type { ParsedTopic } from '../protocol/topics.ts';
@@ -23,7 +24,9 @@ import {
   type MembershipInput,
   type MembershipNotice,
   membershipMachine,
+  restoredInput,
   vmInfoOf,
+  vmRecordOf,
 } from './membership.ts';
 import {
   type RepairRequest,
@@ -49,6 +52,11 @@ export interface BrokerConfig {
   transferIdleTimeoutMs: number;
 }
 
+/** The machine's input: its settings, and the VM table saved before a restart. */
+export interface BrokerInput extends BrokerConfig {
+  remembered?: VmRecord[];
+}
+
 export type BrokerEvent =
   | { type: 'CONNECTED' }
   | { type: 'DISCONNECTED' }
@@ -62,6 +70,26 @@ export interface BrokerContext {
   uploading: Record<string, string>;
 }
 
+/** What a `reconcile` actor is given. */
+export interface ReconcileInput {
+  vm: string;
+  /** The inventory message's id. */
+  id: string;
+  /** The inventory's body, not yet parsed. */
+  body: Buffer;
+  /** fileIds of the uploads in flight when the inventory arrived: not orphans. */
+  uploading: string[];
+}
+
+export interface ReconcileOutput {
+  vm: string;
+  kept: number;
+  deleted: number;
+  restored: number;
+  /** Chunks that could not be restored (the core lacks them, the VM left). */
+  unrestored: number;
+}
+
 /** What request actors (list, delete) are given. */
 export interface RequestInput {
   request: MessageOf<'list.request' | 'delete.request'>;
@@ -73,6 +101,7 @@ type MembershipRef = ActorRefFrom<typeof membershipMachine>;
 export const vmKey = (id: string) => `vm:${id}`;
 export const uploadKey = (id: string) => `upload:${id}`;
 export const serveKey = (id: string) => `serve:${id}`;
+export const reconcileKey = (vm: string) => `reconcile:${vm}`;
 const requestKey = (message: Message) =>
   `request:${message.from}:${'id' in message ? message.id : ''}`;
 
@@ -80,7 +109,7 @@ export const brokerMachine = setup({
   types: {
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
-    input: {} as BrokerConfig,
+    input: {} as BrokerInput,
   },
   actors: {
     /** The MQTT connection: sends back CONNECTED, DISCONNECTED and FRAME. */
@@ -94,6 +123,13 @@ export const brokerMachine = setup({
     repairChunk: fromPromise<void, { file: FileInfo; index: number }>(async () => {
       throw new Error('repairChunk is provided by the runtime');
     }),
+    /**
+     * Squares a VM's inventory with the file table: deletes chunks no file
+     * owns (and no upload in flight), restores from the core those it lost.
+     */
+    reconcile: fromPromise<ReconcileOutput, ReconcileInput>(async () => {
+      throw new Error('reconcile is provided by the runtime');
+    }),
     /** Answers one list or delete request; its output is the reply. */
     request: fromPromise<SendCommand, RequestInput>(async () => {
       throw new Error('request is provided by the runtime');
@@ -105,10 +141,22 @@ export const brokerMachine = setup({
     },
     /** A child actor failed: the runtime logs it; the broker carries on. */
     reportChildError: (_, _failure: { actorId: string; error: unknown }) => {},
+    /** Saves a VM's table row (plugins/metadata) after its status changed. */
+    recordVm: (_, _record: VmRecord) => {},
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ config: input, uploading: {} }),
+  context: ({ input: { remembered: _, ...config } }) => ({ config, uploading: {} }),
+  // The saved VM table comes back first, each VM waiting to be heard from.
+  entry: enqueueActions(({ context, enqueue, event }) => {
+    const { remembered = [] } = (event as unknown as { input: BrokerInput }).input;
+    for (const record of remembered) {
+      enqueue.spawnChild('membership', {
+        id: vmKey(record.id),
+        input: restoredInput(record, context.config),
+      });
+    }
+  }),
   invoke: { id: 'bridge', src: 'mqttBridge' },
   initial: 'connecting',
   states: {
@@ -123,6 +171,9 @@ export const brokerMachine = setup({
         const snapshot = self.getSnapshot() as BrokerSnapshot;
         for (const step of route(context, event, snapshot)) {
           switch (step.kind) {
+            case 'stop':
+              enqueue.stopChild(step.key);
+              break;
             case 'send':
               enqueue({ type: 'send', params: step.command });
               break;
@@ -156,12 +207,16 @@ export const brokerMachine = setup({
         });
       }),
     },
-    // A VM's status changed: uploads placed on it must know (§V.D).
+    // A VM's status changed: uploads placed on it must know (§V.D), and the
+    // saved VM table too.
     'VM.STATUS': {
       actions: enqueueActions(({ event, enqueue, self }) => {
-        for (const [key, child] of Object.entries(self.getSnapshot().children)) {
+        const children = self.getSnapshot().children;
+        for (const [key, child] of Object.entries(children)) {
           if (key.startsWith('upload:') && child) enqueue.sendTo(child, event);
         }
+        const membership = children[vmKey(event.id)] as MembershipRef | undefined;
+        if (membership) enqueue({ type: 'recordVm', params: vmRecordOf(membership.getSnapshot()) });
       }),
     },
     // One transfer's bug must not take the broker down.
@@ -201,6 +256,15 @@ function withoutTransfer(uploading: Record<string, string>, actorId: string) {
   return Object.fromEntries(Object.entries(uploading).filter(([, id]) => id !== transferId));
 }
 
+/** The fileIds of the uploads in flight (planned, not yet finished). */
+function uploadingFileIds(snapshot: BrokerSnapshot): string[] {
+  return Object.entries(snapshot.children).flatMap(([key, child]) => {
+    if (!key.startsWith('upload:') || !child) return [];
+    const fileId = (child as ActorRefFrom<typeof uploadMachine>).getSnapshot().context.plan?.fileId;
+    return fileId ? [fileId] : [];
+  });
+}
+
 /** The VM table (§IV.1) as the broker holds it now. */
 export function vmTable(snapshot: BrokerSnapshot): VmInfo[] {
   return Object.entries(snapshot.children)
@@ -238,9 +302,10 @@ function serveInput(
 export type RouteStep =
   | { kind: 'send'; command: SendCommand }
   | { kind: 'tell'; key: string; event: ChildEvent }
+  | { kind: 'stop'; key: string }
   | {
       kind: 'spawn';
-      src: 'membership' | 'upload' | 'serveDownload' | 'request';
+      src: 'membership' | 'upload' | 'serveDownload' | 'request' | 'reconcile';
       key: string;
       input: unknown;
     }
@@ -336,6 +401,26 @@ export function route(
           reason: 'the broker does not know this VM; join again',
         });
       }
+      break;
+    }
+
+    // After a join: square the VM's chunks with the file table. A newer
+    // inventory replaces one still being worked through.
+    case 'inventory': {
+      if (!has(vmKey(message.from))) break;
+      const key = reconcileKey(message.from);
+      if (has(key)) steps.push({ kind: 'stop', key });
+      steps.push({
+        kind: 'spawn',
+        src: 'reconcile',
+        key,
+        input: {
+          vm: message.from,
+          id: message.id,
+          body,
+          uploading: uploadingFileIds(snapshot),
+        } satisfies ReconcileInput,
+      });
       break;
     }
 

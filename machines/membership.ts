@@ -9,8 +9,15 @@
  * A join from a new incarnation (the VM process restarted) while the table
  * still thinks it alive is a failure the broker did not see: it costs a
  * penalty too. A join from the same incarnation (an MQTT reconnect) does not.
+ *
+ * After a broker restart, each row of the saved VM table comes back as
+ * `restored` (shown as suspect): the VM is asked to join again — with the
+ * same incarnation it is alive with no penalty (it never stopped), with a
+ * new one it failed while the broker was away — and a VM not heard within
+ * three intervals is failed.
  */
 import { assign, type SnapshotFrom, sendParent, setup } from 'xstate';
+import type { VmRecord } from '../plugins/metadata/types.ts';
 import type { CpuInfo, VmInfo } from '../protocol/messages.ts';
 import { effectiveMemory } from './placement.ts';
 import type { SendCommand } from './shared.ts';
@@ -23,6 +30,8 @@ export interface MembershipInput {
   join: VmReport & { id: string; address: string };
   /** Restored from the metadata store: failures counted before. */
   penalty?: number;
+  /** A row of the saved VM table, not a join heard now: wait to hear from it. */
+  restored?: boolean;
 }
 
 /** What a VM tells the broker about itself, stamped with arrival time. */
@@ -47,6 +56,8 @@ export interface MembershipContext {
   brokerId: string;
   /** Request id of the last join, echoed in its acknowledgement. */
   joinId: string;
+  /** Came back from the saved VM table rather than from a join. */
+  restored: boolean;
 }
 
 export type MembershipEvent =
@@ -109,8 +120,10 @@ export const membershipMachine = setup({
     // suspect, three intervals of silence make it failed.
     suspectAfter: ({ context }) => context.heartbeatMs * 1.5,
     failedAfter: ({ context }) => context.heartbeatMs * 1.5,
+    restoredTimeout: ({ context }) => context.heartbeatMs * 3,
   },
   guards: {
+    restored: ({ context }) => context.restored,
     sameIncarnation: ({ context, event }) =>
       'incarnation' in event && event.incarnation === context.incarnation,
   },
@@ -151,10 +164,28 @@ export const membershipMachine = setup({
     reductionFactor: input.reductionFactor,
     brokerId: input.brokerId,
     joinId: input.join.id,
+    restored: input.restored ?? false,
   }),
-  entry: ackJoin,
-  initial: 'alive',
+  initial: 'starting',
   states: {
+    starting: {
+      always: [
+        { guard: 'restored', target: 'restored' },
+        { target: 'alive', actions: ackJoin },
+      ],
+    },
+    restored: {
+      entry: { type: 'notifyStatus', params: { status: 'suspect' } },
+      after: { restoredTimeout: 'failed' },
+      on: {
+        HEARTBEAT: { actions: askToRejoin },
+        JOIN: [
+          { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
+          { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+        ],
+        OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+      },
+    },
     alive: {
       entry: { type: 'notifyStatus', params: { status: 'alive' } },
       // The timer lives in a child state so that a heartbeat restarts it
@@ -221,7 +252,7 @@ export type MembershipSnapshot = SnapshotFrom<typeof membershipMachine>;
 
 export function statusOf(snapshot: MembershipSnapshot): VmInfo['status'] {
   if (snapshot.matches('alive')) return 'alive';
-  if (snapshot.matches('suspect')) return 'suspect';
+  if (snapshot.matches('suspect') || snapshot.matches('restored')) return 'suspect';
   return 'failed';
 }
 
@@ -237,5 +268,40 @@ export function vmInfoOf(snapshot: MembershipSnapshot): VmInfo {
     penalty: context.penalty,
     status: statusOf(snapshot),
     lastSeen: new Date(context.lastSeen).toISOString(),
+  };
+}
+
+/** The row to save (plugins/metadata) for one membership snapshot. */
+export function vmRecordOf(snapshot: MembershipSnapshot): VmRecord {
+  const { context } = snapshot;
+  return {
+    id: context.id,
+    address: context.address,
+    cpu: context.cpu,
+    memoryFree: context.memoryFree,
+    penalty: context.penalty,
+    incarnation: context.incarnation,
+    lastSeen: context.lastSeen,
+  };
+}
+
+/** A saved row as the input of a `restored` membership. */
+export function restoredInput(
+  record: VmRecord,
+  settings: Pick<MembershipInput, 'brokerId' | 'heartbeatMs' | 'reductionFactor'>,
+): MembershipInput {
+  return {
+    id: record.id,
+    ...settings,
+    penalty: record.penalty,
+    restored: true,
+    join: {
+      id: 'restored',
+      address: record.address,
+      incarnation: record.incarnation,
+      cpu: record.cpu,
+      memoryFree: record.memoryFree,
+      at: record.lastSeen,
+    },
   };
 }

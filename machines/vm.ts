@@ -5,6 +5,7 @@
  *   N from the broker's acknowledgement; the paper: 5 s)
  *   any ──(connection lost)──▶ reconnecting ──▶ joining again
  *   serving ──(the broker asks: rejoin)──▶ joining
+ *   on entering serving: its inventory to the broker (what chunks it holds)
  *
  * Whatever the state, it stores chunks the broker sends (§V.D step 6),
  * serves them to requesters (§V.F step 6) and deletes them on request.
@@ -61,6 +62,10 @@ export const vmMachine = setup({
     }),
     sendHeartbeat: fromPromise<void, void>(async () => {
       throw new Error('sendHeartbeat is provided by the runtime');
+    }),
+    /** After each join: the chunks this VM holds, for the broker to reconcile. */
+    sendInventory: fromPromise<void, void>(async () => {
+      throw new Error('sendInventory is provided by the runtime');
     }),
     /** Writes and deletes chunks in the chunk store (§V.D step 6). */
     chunkStorer: fromCallback<StorerCommand, void>(() => {
@@ -182,6 +187,15 @@ export const vmMachine = setup({
       },
     },
     serving: {
+      invoke: {
+        src: 'sendInventory',
+        onError: {
+          actions: {
+            type: 'reportChildError',
+            params: ({ event }) => ({ actorId: 'sendInventory', error: event.error }),
+          },
+        },
+      },
       initial: 'waiting',
       states: {
         waiting: { after: { heartbeat: 'beating' } },

@@ -80,6 +80,18 @@ export const fileInfo = z.strictObject({
   chunks: z.array(chunkInfo).max(MAX_CHUNKS),
 });
 
+/** Most chunks one VM can report. */
+export const MAX_INVENTORY = 10_000_000;
+
+/**
+ * The body of an `inventory`: one `[fileId, index, sha256]` per chunk the VM
+ * holds, `sha256` null for a chunk whose bytes are not all there.
+ */
+export const inventoryBody = z
+  .array(z.tuple([opaqueId, chunkIndex, sha256Hex.nullable()]))
+  .max(MAX_INVENTORY);
+export type InventoryEntry = z.infer<typeof inventoryBody>[number];
+
 /** A chunk as planned at upload time, before its bytes are known. */
 export const chunkPlan = chunkInfo.omit({ sha256: true });
 
@@ -251,6 +263,16 @@ export const messageSchemas = {
     type: z.literal('chunk.deleted'),
     fileId: opaqueId,
   }),
+  /**
+   * After each join, a VM says which chunks it holds, so the broker can
+   * delete what no file owns and restore what it lost. The list is the
+   * frame's body (JSON, `inventoryBody`), as it can outgrow a header.
+   */
+  inventory: z.strictObject({
+    ...request,
+    type: z.literal('inventory'),
+    count: z.number().int().min(0).max(MAX_INVENTORY),
+  }),
 
   /** §V.E step 1: which files are there (paged; one file with `name`). */
   'list.request': z.strictObject({
@@ -367,6 +389,7 @@ export const DATA_MESSAGE_TYPES: ReadonlySet<MessageType> = new Set([
   'upload.segment',
   'chunk.store',
   'chunk.data',
+  'inventory',
 ]);
 
 export function isMessageType(type: string): type is MessageType {

@@ -100,6 +100,14 @@ export function createMetrics(): Metrics {
     'Edge chunks rewritten from the core after failing their checksum',
   );
   followers.push(follow(repairs, {}, (s) => s.readRepairs));
+  const reconciled = counter(
+    'cloudlet_reconciled_chunks_total',
+    'What VM inventories led to: orphan chunks deleted, lost chunks restored (or not) from the core',
+    ['action'],
+  );
+  for (const action of ['deleted', 'restored', 'unrestored'] as const) {
+    followers.push(follow(reconciled, { action }, (s) => s.reconciled[action]));
+  }
   const rejected = counter(
     'cloudlet_rejected_messages_total',
     'Inbound messages rejected, by reason',

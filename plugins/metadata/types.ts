@@ -1,8 +1,17 @@
 /**
- * The broker's "Meta data of files" table (§IV.2.e): which chunk of which
- * file lives on which VM. Names are unique; listing is ordered by name.
+ * What the broker must not forget (§IV.1, §IV.2.e): the "Meta data of files"
+ * table (which chunk of which file lives on which VM), the VM table, and a
+ * ledger of chunk sets that may exist somewhere without a file record owning
+ * them — uploads in flight, replaced versions and deleted files whose chunks
+ * are still being removed. After a crash the broker finishes what the ledger
+ * lists, so no orphan chunk outlives a restart.
+ *
+ * Names are unique; listing is ordered by name in Unicode code point order
+ * (the byte order of their UTF-8, as Redis and SQLite compare).
+ * Every method that changes more than one thing does so atomically: after a
+ * crash either all of it happened or none did.
  */
-import type { FileInfo } from '../../protocol/messages.ts';
+import type { CpuInfo, FileInfo } from '../../protocol/messages.ts';
 
 export interface FilePage {
   files: FileInfo[];
@@ -10,15 +19,88 @@ export interface FilePage {
   next?: string;
 }
 
+/** One row of the VM table as the broker keeps it across restarts. */
+export interface VmRecord {
+  id: string;
+  address: string;
+  cpu: CpuInfo;
+  memoryFree: number;
+  /** §IV.4: failures counted so far. */
+  penalty: number;
+  /** The VM process's incarnation when last heard. */
+  incarnation: string;
+  /** Epoch ms of the last message heard from it. */
+  lastSeen: number;
+}
+
+/** Why a chunk set is in the ledger. */
+export type CleanupReason = 'upload' | 'replaced' | 'deleted';
+
+/** A chunk set (all chunks of one fileId, on VMs and in the core) to remove unless committed. */
+export interface Cleanup {
+  fileId: string;
+  /** The file name it was (or was to be) stored under, for logs. */
+  name: string;
+  reason: CleanupReason;
+  /** ISO 8601: when it entered the ledger. */
+  since: string;
+}
+
+/** A chunk the file table places on a VM. */
+export interface PlacedChunk {
+  name: string;
+  fileId: string;
+  index: number;
+  size: number;
+  sha256: string;
+}
+
 export interface MetadataStore {
   /** Backend name, used in errors and logs: `memory`, `redis`, `sqlite`. */
   readonly name: string;
+
   getFile(name: string): Promise<FileInfo | null>;
-  /** Inserts or replaces the record for `file.name`. */
-  putFile(file: FileInfo): Promise<void>;
-  /** Removes a record; removing a missing one is not an error. */
-  deleteFile(name: string): Promise<void>;
-  /** Files in name order (UTF-16 code unit order), after the name `after`. */
+  /** Files in name order, after the name `after`. */
   listFiles(options: { limit: number; after?: string }): Promise<FilePage>;
+  /** Every chunk the file table places on `vm`, in (fileId, index) order. */
+  chunksOn(vm: string): Promise<PlacedChunk[]>;
+  /** Whether any file record has this fileId. */
+  hasFileId(fileId: string): Promise<boolean>;
+
+  /** An upload begins: its fileId enters the ledger (reason `upload`). */
+  beginUpload(entry: { fileId: string; name: string }): Promise<void>;
+  /**
+   * An upload commits, atomically: `file` replaces the record of its name,
+   * its fileId leaves the ledger, and a replaced record with another fileId
+   * enters it (reason `replaced`). Returns the replaced record, if any.
+   */
+  commitFile(file: FileInfo): Promise<FileInfo | null>;
+  /**
+   * Atomically removes the record of `name` and puts its fileId in the
+   * ledger (reason `deleted`). Returns the removed record, or null if none.
+   */
+  removeFile(name: string): Promise<FileInfo | null>;
+  /** Its chunks are gone (or it was never committed): drop it from the ledger. */
+  settle(fileId: string): Promise<void>;
+  /** The ledger, oldest first. */
+  cleanups(): Promise<Cleanup[]>;
+
+  /** Inserts or replaces a VM table row. */
+  putVm(record: VmRecord): Promise<void>;
+  /** The VM table, by id. */
+  listVms(): Promise<VmRecord[]>;
+
   close(): Promise<void>;
+}
+
+/** A backend could not be reached or refused an operation. */
+export class MetadataError extends Error {
+  override readonly name = 'MetadataError';
+  constructor(
+    readonly backend: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${backend} metadata store: ${message}`, options);
+  }
 }

@@ -1,10 +1,13 @@
 import { describe, expect, test } from 'bun:test';
 import { type ActorRefFrom, assign, createActor, SimulatedClock, setup } from 'xstate';
 import {
+  type MembershipInput,
   type MembershipNotice,
   membershipMachine,
+  restoredInput,
   statusOf,
   vmInfoOf,
+  vmRecordOf,
 } from '../../machines/membership.ts';
 import type { SendCommand } from '../../machines/shared.ts';
 
@@ -14,10 +17,26 @@ const cpu = { cores: 4, load: 0.25 };
 
 /** A stand-in broker: owns one membership actor and records what it is told. */
 const sent: SendCommand[] = [];
+const FRESH: MembershipInput = {
+  id: 'vm-1',
+  brokerId: 'broker',
+  heartbeatMs: HEARTBEAT_MS,
+  reductionFactor: 50 * MiB,
+  join: {
+    id: 'j0',
+    incarnation: 'inc-1',
+    address: '10.0.0.7',
+    cpu,
+    memoryFree: 300 * MiB,
+    at: 0,
+  },
+};
+
 const parentMachine = setup({
   types: {
-    context: {} as { notices: MembershipNotice[] },
+    context: {} as { notices: MembershipNotice[]; input: MembershipInput },
     events: {} as MembershipNotice,
+    input: {} as MembershipInput,
   },
   actors: {
     membership: membershipMachine.provide({
@@ -25,34 +44,17 @@ const parentMachine = setup({
     }),
   },
 }).createMachine({
-  context: { notices: [] },
-  invoke: {
-    id: 'vm',
-    src: 'membership',
-    input: {
-      id: 'vm-1',
-      brokerId: 'broker',
-      heartbeatMs: HEARTBEAT_MS,
-      reductionFactor: 50 * MiB,
-      join: {
-        id: 'j0',
-        incarnation: 'inc-1',
-        address: '10.0.0.7',
-        cpu,
-        memoryFree: 300 * MiB,
-        at: 0,
-      },
-    },
-  },
+  context: ({ input }) => ({ notices: [], input }),
+  invoke: { id: 'vm', src: 'membership', input: ({ context }) => context.input },
   on: {
     '*': { actions: assign({ notices: ({ context, event }) => [...context.notices, event] }) },
   },
 });
 
-function start() {
+function start(input: MembershipInput = FRESH) {
   sent.length = 0;
   const clock = new SimulatedClock();
-  const parent = createActor(parentMachine, { clock }).start();
+  const parent = createActor(parentMachine, { clock, input }).start();
   const vm = parent.getSnapshot().children.vm as ActorRefFrom<typeof membershipMachine>;
   const status = () => statusOf(vm.getSnapshot());
   const notices = () => parent.getSnapshot().context.notices;
@@ -165,5 +167,57 @@ describe('membership (§IV.1, §IV.4)', () => {
     expect(status()).toBe('failed');
     expect(messages('rejoin')).toHaveLength(2);
     expect(messages('rejoin')[0]).toMatchObject({ type: 'rejoin', from: 'broker' });
+  });
+
+  describe('after a broker restart, from the saved VM table', () => {
+    const saved = {
+      id: 'vm-1',
+      address: '10.0.0.7',
+      cpu,
+      memoryFree: 200 * MiB,
+      penalty: 2,
+      incarnation: 'inc-1',
+      lastSeen: 1_000,
+    };
+    const restored = () => start(restoredInput(saved, FRESH));
+
+    test('it is back as suspect, with its penalty, and acknowledges nothing yet', () => {
+      const { vm, status, messages } = restored();
+      expect(status()).toBe('suspect');
+      expect(messages('join.ack')).toEqual([]);
+      expect(vmRecordOf(vm.getSnapshot())).toEqual(saved);
+      expect(vmInfoOf(vm.getSnapshot())).toMatchObject({ penalty: 2, memoryEffective: 100 * MiB });
+    });
+
+    test('a heartbeat asks it to join; the same incarnation joins with no penalty', () => {
+      const { vm, status, heartbeat, join, messages } = restored();
+      heartbeat(2_000);
+      expect(messages('rejoin')).toHaveLength(1);
+      expect(status()).toBe('suspect');
+      join('j1', 'inc-1', 2_100);
+      expect(status()).toBe('alive');
+      expect(vm.getSnapshot().context.penalty).toBe(2);
+      expect(messages('join.ack')).toMatchObject([{ id: 'j1', penalty: 2 }]);
+    });
+
+    test('a new incarnation failed while the broker was away: penalty + 1', () => {
+      const { vm, status, join } = restored();
+      join('j1', 'inc-2', 2_100);
+      expect(status()).toBe('alive');
+      expect(vm.getSnapshot().context.penalty).toBe(3);
+    });
+
+    test('not heard for three intervals, or its will: failed', () => {
+      const silent = restored();
+      silent.clock.increment(HEARTBEAT_MS * 3 - 1);
+      expect(silent.status()).toBe('suspect');
+      silent.clock.increment(1);
+      expect(silent.status()).toBe('failed');
+      const gone = restored();
+      gone.vm.send({ type: 'OFFLINE', incarnation: 'inc-0' });
+      expect(gone.status()).toBe('suspect');
+      gone.vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+      expect(gone.status()).toBe('failed');
+    });
   });
 });

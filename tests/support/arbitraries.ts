@@ -205,6 +205,11 @@ export const messageArbitraries: MessageArbitraries = {
     type: fc.constant('chunk.deleted'),
     fileId: opaqueIdArb,
   }),
+  inventory: fc.record({
+    ...request,
+    type: fc.constant('inventory'),
+    count: fc.nat({ max: 10_000_000 }),
+  }),
   'list.request': fc.record(
     {
       ...request,

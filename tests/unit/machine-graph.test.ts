@@ -83,7 +83,11 @@ describe('machine graphs', () => {
       }),
     );
     const offline = graph.edges.filter((e) => e.event === 'OFFLINE');
-    expect(offline.map((e) => e.source).sort()).toEqual(['membership.alive', 'membership.suspect']);
+    expect(offline.map((e) => e.source).sort()).toEqual([
+      'membership.alive',
+      'membership.restored',
+      'membership.suspect',
+    ]);
     for (const edge of offline) {
       expect(edge.target).toBe('membership.failed');
       expect(edge.guard).toBe('sameIncarnation');

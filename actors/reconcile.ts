@@ -1,0 +1,124 @@
+/**
+ * The broker's side of a VM's inventory (sent after every join): square what
+ * the VM holds with the file table.
+ *
+ *   held, placed there, same sha256          kept
+ *   held, of an upload in flight             kept
+ *   held, owned by no file on this VM        deleted (an aborted upload, a
+ *                                            file removed while the VM was away)
+ *   placed there, missing or not whole       restored from the core, one
+ *                                            chunk at a time, in the background
+ *
+ * Downloads meanwhile fall back to the core for what is not restored yet.
+ */
+import { fromPromise } from 'xstate';
+import type { ReconcileInput, ReconcileOutput } from '../machines/broker.ts';
+import type { MetadataStore, PlacedChunk } from '../plugins/metadata/types.ts';
+import { type FileInfo, inventoryBody, type Message } from '../protocol/messages.ts';
+import { newId } from './ids.ts';
+import type { Logger } from './log.ts';
+
+export interface ReconcileDeps {
+  brokerId: string;
+  metadata: MetadataStore;
+  send(to: string, message: Message): Promise<void>;
+  /** Rewrites one chunk on its VM from the core; throws if it cannot. */
+  restore(file: FileInfo, index: number): Promise<void>;
+  /** Hears each finished reconciliation (stats). */
+  done?(output: ReconcileOutput): void;
+  log: Logger;
+}
+
+/** Restores stop after this many failures in a row: the VM is likely gone. */
+const GIVE_UP_AFTER = 3;
+
+export function reconcileActor(deps: ReconcileDeps) {
+  return fromPromise<ReconcileOutput, ReconcileInput>(async ({ input, signal }) => {
+    const { vm } = input;
+    const output: ReconcileOutput = { vm, kept: 0, deleted: 0, restored: 0, unrestored: 0 };
+    const entries = parseInventory(input.body);
+    if (typeof entries === 'string') {
+      deps.log.warn({ vm, reason: entries }, 'rejected an inventory');
+      await deps.send(vm, {
+        type: 'error',
+        id: input.id,
+        from: deps.brokerId,
+        code: 'bad-request',
+        message: `inventory rejected: ${entries}`.slice(0, 1024),
+        retryable: false,
+      });
+      return output;
+    }
+
+    const placed = new Map<string, PlacedChunk>();
+    for (const chunk of await deps.metadata.chunksOn(vm)) {
+      placed.set(`${chunk.fileId}/${chunk.index}`, chunk);
+    }
+    const uploading = new Set(input.uploading);
+    const reported = new Set<string>();
+    const toRestore: PlacedChunk[] = [];
+    for (const [fileId, index, sha256] of entries) {
+      const key = `${fileId}/${index}`;
+      reported.add(key);
+      const chunk = placed.get(key);
+      if (chunk) {
+        if (sha256 === chunk.sha256) output.kept++;
+        else toRestore.push(chunk);
+      } else if (uploading.has(fileId)) {
+        output.kept++;
+      } else {
+        output.deleted++;
+        await deps.send(vm, {
+          type: 'chunk.delete',
+          id: newId(),
+          from: deps.brokerId,
+          fileId,
+          index,
+        });
+      }
+    }
+    for (const [key, chunk] of placed) if (!reported.has(key)) toRestore.push(chunk);
+
+    let failures = 0;
+    for (const chunk of toRestore) {
+      if (signal.aborted || failures >= GIVE_UP_AFTER) {
+        output.unrestored++;
+        continue;
+      }
+      // The file may have been removed or replaced since.
+      const file = await deps.metadata.getFile(chunk.name);
+      if (file?.fileId !== chunk.fileId) continue;
+      try {
+        await deps.restore(file, chunk.index);
+        output.restored++;
+        failures = 0;
+      } catch (error) {
+        output.unrestored++;
+        failures++;
+        deps.log.warn(
+          { vm, file: chunk.name, index: chunk.index, err: (error as Error).message },
+          'could not restore a chunk from the core',
+        );
+      }
+    }
+    deps.log.info(output, 'reconciled a VM with the file table');
+    deps.done?.(output);
+    return output;
+  });
+}
+
+/** The entries, or why they cannot be read. */
+function parseInventory(body: Buffer) {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    return `the body is not JSON (${(error as Error).message})`;
+  }
+  const parsed = inventoryBody.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`;
+  }
+  return parsed.data;
+}
