@@ -148,6 +148,9 @@ export function createDownloader(options: DownloaderOptions) {
     });
     const cancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });
     opts.signal?.addEventListener('abort', cancel, { once: true });
+    const offConnection = link.onConnection((connected) => {
+      if (!connected) actor.send({ type: 'LINK_LOST' });
+    });
     try {
       actor.start();
       const output = await toPromise(actor);
@@ -162,6 +165,7 @@ export function createDownloader(options: DownloaderOptions) {
       return output;
     } finally {
       opts.signal?.removeEventListener('abort', cancel);
+      offConnection();
       unroute();
       actor.stop();
       transfers.delete(transferId);

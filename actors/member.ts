@@ -97,6 +97,18 @@ export function createMember(options: MemberOptions): Member {
     const { message } = frame;
     if ('id' in message && message.id !== undefined) routes.get(message.id)?.(frame);
   });
+  // Requests and uploads in flight when the MQTT connection drops have lost
+  // messages on the way: they fail at once, retryable, rather than time out.
+  const waiting = new Set<Inbox>();
+  const offConnection = link.onConnection((connected) => {
+    if (connected) return;
+    const lost = new CloudletError(
+      'unavailable',
+      'lost the connection to the MQTT server; try again',
+      true,
+    );
+    for (const inbox of waiting) inbox.fail(lost);
+  });
   const silent = (what: string, ms: number) =>
     new CloudletError(
       'timeout',
@@ -108,6 +120,7 @@ export function createMember(options: MemberOptions): Member {
   const request = async <T extends MessageType>(message: Message & { id: string }, expect: T) => {
     const inbox = new Inbox();
     routes.set(message.id, (frame) => inbox.push(frame));
+    waiting.add(inbox);
     try {
       await link.sendToBroker(message);
       for (;;) {
@@ -119,6 +132,7 @@ export function createMember(options: MemberOptions): Member {
       }
     } finally {
       routes.delete(message.id);
+      waiting.delete(inbox);
     }
   };
 
@@ -179,7 +193,10 @@ export function createMember(options: MemberOptions): Member {
         return () => routes.delete(id);
       },
     }),
-    close: off,
+    close: () => {
+      off();
+      offConnection();
+    },
   };
 
   /** §V.D step 1: the file goes to the broker, chunk by chunk, in segments. */
@@ -193,6 +210,7 @@ export function createMember(options: MemberOptions): Member {
     routes.set(id, (frame) => {
       if (frame.message.from === brokerId) inbox.push(frame);
     });
+    waiting.add(inbox);
     const abort = () =>
       link
         .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: 'interrupted' })
@@ -229,7 +247,9 @@ export function createMember(options: MemberOptions): Member {
           while (inFlight >= ready.window) await awaitAck();
           const length = Math.min(ready.segmentSize, chunk.size - offset);
           const bytes =
-            length > 0 ? await source.read(chunk.offset + offset, length) : Buffer.alloc(0);
+            length > 0
+              ? await abortable(source.read(chunk.offset + offset, length), opts.signal)
+              : Buffer.alloc(0);
           hash.update(bytes);
           chunkHash.update(bytes);
           // Not awaited: the broker's acknowledgements pace the upload.
@@ -258,6 +278,7 @@ export function createMember(options: MemberOptions): Member {
     } finally {
       opts.signal?.removeEventListener('abort', abort);
       routes.delete(id);
+      waiting.delete(inbox);
     }
   }
 
@@ -279,6 +300,17 @@ export function createMember(options: MemberOptions): Member {
     }
     return frame.message as MessageOf<T>;
   }
+}
+
+/** `work`, or an `aborted` error as soon as `signal` fires (a stuck source must not hold an abort). */
+function abortable<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) return Promise.reject(new CloudletError('aborted', 'interrupted', true));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CloudletError('aborted', 'interrupted', true));
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function throwIfError(message: Message) {

@@ -78,7 +78,7 @@ export interface Link {
 }
 
 /** Messages only the broker sends: they must come on a member's broker channel. */
-const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
+export const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
   'join.ack',
   'rejoin',
   'chunk.store',
@@ -158,7 +158,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     protocolVersion: options.protocolVersion ?? 4,
     clean: true,
     keepalive: 10,
-    reconnectPeriod: 1000,
+    reconnectPeriod: RECONNECT_FIRST_MS,
     connectTimeout: options.connectTimeoutMs ?? 5000,
     resubscribe: true,
     ...(options.will ? { will: { ...options.will, qos: 1 } } : {}),
@@ -183,7 +183,17 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     for (const handler of connectionHandlers) safely(log, () => handler(connected));
   };
   noDelay(client);
+  // Reconnect with exponential backoff and jitter, so a restarted MQTT
+  // server is not met by every member at the same instant, every second.
+  client.on('reconnect', () => {
+    const next = Math.min(
+      RECONNECT_MAX_MS,
+      (client.options.reconnectPeriod ?? RECONNECT_FIRST_MS) * 2,
+    );
+    client.options.reconnectPeriod = Math.round(next * (0.8 + Math.random() * 0.4));
+  });
   client.on('connect', () => {
+    client.options.reconnectPeriod = RECONNECT_FIRST_MS;
     noDelay(client);
     log.info({ url: redact(options.url) }, 'MQTT connected');
     notify(true);
@@ -278,6 +288,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
  * Waits for the first CONNACK: a member that cannot reach its server at
  * start says so instead of retrying silently. Later losses are retried.
  */
+/** The first retry after a lost connection; then doubling, up to the max. */
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 8000;
+
 const TLS_FAILURE = /CERT|SIGNATURE|ISSUER|ERR_TLS|ERR_SSL|^EPROTO$/;
 
 function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {

@@ -14,7 +14,13 @@
 import { fromPromise } from 'xstate';
 import type { ReconcileInput, ReconcileOutput } from '../machines/broker.ts';
 import type { MetadataStore, PlacedChunk } from '../plugins/metadata/types.ts';
-import { type FileInfo, inventoryBody, type Message } from '../protocol/messages.ts';
+import {
+  type FileInfo,
+  type InventoryEntry,
+  inventoryEntry,
+  MAX_INVENTORY,
+  type Message,
+} from '../protocol/messages.ts';
 import { newId } from './ids.ts';
 import type { Logger } from './log.ts';
 
@@ -107,18 +113,29 @@ export function reconcileActor(deps: ReconcileDeps) {
   });
 }
 
-/** The entries, or why they cannot be read. */
-function parseInventory(body: Buffer) {
+/** The entries, or why they cannot be read (the first bad entry's problem). */
+function parseInventory(body: Buffer): InventoryEntry[] | string {
+  if (body.byteLength > MAX_INVENTORY_BYTES)
+    return `the body is ${body.byteLength} bytes, over ${MAX_INVENTORY_BYTES}`;
   let json: unknown;
   try {
     json = JSON.parse(body.toString('utf8'));
   } catch (error) {
     return `the body is not JSON (${(error as Error).message})`;
   }
-  const parsed = inventoryBody.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    return `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`;
+  if (!Array.isArray(json)) return 'the body is not an array';
+  if (json.length > MAX_INVENTORY) return `${json.length} entries, over ${MAX_INVENTORY}`;
+  const entries: InventoryEntry[] = [];
+  for (const [position, item] of json.entries()) {
+    const parsed = inventoryEntry.safeParse(item);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return `entry ${[position, ...(issue?.path ?? [])].join('.')}: ${issue?.message ?? 'invalid'}`;
+    }
+    entries.push(parsed.data);
   }
-  return parsed.data;
+  return entries;
 }
+
+/** A million entries of ~100 bytes of JSON each. */
+const MAX_INVENTORY_BYTES = 128 * 1024 * 1024;

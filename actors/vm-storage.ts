@@ -25,6 +25,8 @@ export interface VmStorageDeps {
   store: ChunkStore;
   /** Memory the VM lends to the cloudlet (`--memory`). */
   budget: number;
+  /** Learned when the store refuses a write for want of space. */
+  space: StoreSpace;
   send(to: string, message: Message, body?: Uint8Array): Promise<void>;
   /** Stop serving a requester that acknowledges nothing for this long. */
   ackTimeoutMs: number;
@@ -44,9 +46,25 @@ const segmentKey = (fileId: string, index: number, offset: number) =>
 const manifestKey = (fileId: string, index?: number) =>
   index === undefined ? `m/${fileId}/` : `m/${fileId}/${index}`;
 
-/** What the VM can still take within its budget. */
-export async function memoryFree(store: ChunkStore, budget: number) {
-  return Math.max(0, budget - (await store.usedBytes()));
+/**
+ * What the VM can still take: its budget less what its store holds, and
+ * never more than the store showed it can hold (Redis at its `maxmemory`
+ * can be smaller than the budget).
+ */
+export async function memoryFree(store: ChunkStore, budget: number, space?: StoreSpace) {
+  const used = await store.usedBytes();
+  return Math.max(0, Math.min(budget, space?.ceiling ?? Number.POSITIVE_INFINITY) - used);
+}
+
+/** What the VM learned of its store's real size. */
+export interface StoreSpace {
+  /** Bytes held when the store last refused a write for want of space. */
+  ceiling: number | null;
+}
+
+/** A write refused because the store is out of memory or disk. */
+export function isOutOfSpace(error: unknown): boolean {
+  return /\bOOM\b|maxmemory|ENOSPC|no space/i.test((error as Error)?.message ?? '');
 }
 
 /** Writes and deletes chunks, one operation at a time per chunk. */
@@ -84,7 +102,7 @@ export function chunkStorer(deps: VmStorageDeps) {
         // A fresh chunk (or a retried one): start clean, and only if it fits.
         await deps.store.deletePrefix(chunkPrefix(fileId, index));
         await deps.store.delete(manifestKey(fileId, index));
-        const free = await memoryFree(deps.store, deps.budget);
+        const free = await memoryFree(deps.store, deps.budget, deps.space);
         if (chunkSize > free) {
           await refuse(
             from,
@@ -112,6 +130,24 @@ export function chunkStorer(deps: VmStorageDeps) {
         await deps.store.put(segmentKey(fileId, index, offset), body);
       } catch (error) {
         writing.delete(key);
+        if (isOutOfSpace(error)) {
+          // From now on the VM reports what its store can really take.
+          deps.space.ceiling = await deps.store.usedBytes().catch(() => 0);
+          deps.log.warn(
+            { err: (error as Error).message, fileId, index, ceiling: deps.space.ceiling },
+            'the chunk store is full',
+          );
+          await deps.store.deletePrefix(chunkPrefix(fileId, index)).catch(() => {});
+          await refuse(
+            from,
+            id,
+            index,
+            'no-space',
+            `VM ${deps.id} has no space left for chunk ${index} (its ${deps.store.name} store is full); try again, other VMs will be chosen`,
+            true,
+          );
+          return;
+        }
         await refuse(
           from,
           id,

@@ -20,6 +20,7 @@ import {
   chunkServer,
   chunkStorer,
   memoryFree,
+  type StoreSpace,
   takeInventory,
   type VmStorageDeps,
 } from './vm-storage.ts';
@@ -89,10 +90,12 @@ export async function createVm(options: VmOptions): Promise<Vm> {
   });
 
   const send = sendThrough(link, log);
+  const space: StoreSpace = { ceiling: null };
   const storage: VmStorageDeps = {
     id: options.id,
     store: options.store,
     budget: options.memory,
+    space,
     send: (to, message, body) => link.send(to, message, body),
     ackTimeoutMs: 30_000,
     log,
@@ -101,7 +104,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     from: options.id,
     incarnation,
     cpu: cpuInfo(),
-    memoryFree: await memoryFree(options.store, options.memory),
+    memoryFree: await memoryFree(options.store, options.memory, space),
   });
 
   const machine = vmMachine.provide({

@@ -8,7 +8,7 @@ import { createActorRegistry } from '../actors/inspection.ts';
 import { createLogger } from '../actors/log.ts';
 import { startStatelyInspection } from '../actors/stately.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
-import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
+import { createMetadataStore } from '../plugins/metadata/index.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { createMetrics } from '../server/metrics.ts';
 import { startAdminServer } from '../server/serve.ts';
@@ -86,7 +86,10 @@ const program = withConnectionOptions(
       .default('memory'),
   )
   .addOption(
-    new Option('--metadata <spec>', 'metadata store: memory')
+    new Option(
+      '--metadata <spec>',
+      'metadata store: memory (lost when the broker stops), redis://HOST:PORT[/DB] or sqlite:PATH',
+    )
       .env('CLOUDLET_METADATA')
       .default('memory'),
   )
@@ -134,9 +137,6 @@ const program = withConnectionOptions(
   )
   .action(async () => {
     const flags = program.opts<BrokerFlags>();
-    if (flags.metadata !== 'memory') {
-      throw new Error(`--metadata ${flags.metadata}: only "memory" is available in this version`);
-    }
     if (flags.segmentSize < 1 || flags.segmentSize > 64 * 1024 * 1024) {
       throw new Error('--segment-size must be between 1 byte and 64MiB');
     }
@@ -154,7 +154,11 @@ const program = withConnectionOptions(
       ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
       : null;
     if (stately) log.info({ url: stately.url }, 'statechart inspection on');
-    const metadata = createMemoryMetadata();
+    const metadata = createMetadataStore(flags.metadata, {
+      // Cloudlets sharing a Redis keep apart by their topic root.
+      namespace: flags.topicRoot,
+      onError: (error) => log.warn({ err: error.message }, 'metadata store connection'),
+    });
     const broker = await createBroker({
       mqttUrl: flags.mqtt,
       mqtt: mqttAuthOf(flags),

@@ -141,6 +141,15 @@ export const brokerMachine = setup({
     },
     /** A child actor failed: the runtime logs it; the broker carries on. */
     reportChildError: (_, _failure: { actorId: string; error: unknown }) => {},
+    /** PAUSE or RESUME to every membership, LINK_LOST to every upload, by connection state. */
+    tellChildren: enqueueActions(({ enqueue, self, event }) => {
+      const lost = event.type !== 'CONNECTED';
+      for (const [key, child] of Object.entries(self.getSnapshot().children)) {
+        if (!child) continue;
+        if (key.startsWith('vm:')) enqueue.sendTo(child, { type: lost ? 'PAUSE' : 'RESUME' });
+        else if (lost && key.startsWith('upload:')) enqueue.sendTo(child, { type: 'LINK_LOST' });
+      }
+    }),
     /** Saves a VM's table row (plugins/metadata) after its status changed. */
     recordVm: (_, _record: VmRecord) => {},
   },
@@ -162,7 +171,13 @@ export const brokerMachine = setup({
   states: {
     connecting: { on: { CONNECTED: 'online' } },
     online: { on: { DISCONNECTED: 'reconnecting' } },
-    reconnecting: { on: { CONNECTED: 'online' } },
+    // Cut off from the MQTT server, the broker hears no one: it judges no VM
+    // (an outage is not a failure) and ends the uploads it would lose
+    // segments of. Back online, every VM must be heard again.
+    reconnecting: {
+      entry: 'tellChildren',
+      on: { CONNECTED: { target: 'online', actions: 'tellChildren' } },
+    },
   },
   on: {
     FRAME: {
@@ -487,6 +502,8 @@ export function route(
       tell(uploadKey(message.id), { ...message, type: 'VM_STORED' });
       break;
     case 'error':
+      // §IV.2.b: a VM out of space is no candidate until its next report.
+      if (message.code === 'no-space') tell(vmKey(message.from), { type: 'FULL' });
       if (message.id) {
         tell(uploadKey(message.id), {
           type: 'VM_ERROR',

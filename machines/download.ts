@@ -27,7 +27,9 @@ export type DownloadEvent =
   | { type: 'PLAN'; plan: DownloadPlan }
   | { type: 'DATA'; from: string; index: number; offset: number; bytes: Buffer }
   | { type: 'ERROR'; from: string; index?: number; failure: Failure }
-  | { type: 'CANCEL'; reason: string };
+  | { type: 'CANCEL'; reason: string }
+  /** This member's MQTT connection dropped: what was in flight is lost. */
+  | { type: 'LINK_LOST' };
 
 export interface DownloadContext extends DownloadInput {
   plan: DownloadPlan | null;
@@ -84,6 +86,17 @@ export const downloadMachine = setup({
       actions: {
         type: 'fail',
         params: ({ event }) => ({ code: 'aborted', message: event.reason, retryable: true }),
+      },
+    },
+    LINK_LOST: {
+      target: '.failed',
+      actions: {
+        type: 'fail',
+        params: {
+          code: 'unavailable',
+          message: 'lost the connection to the MQTT server during the download; try again',
+          retryable: true,
+        },
       },
     },
   },

@@ -10,17 +10,30 @@
  * still thinks it alive is a failure the broker did not see: it costs a
  * penalty too. A join from the same incarnation (an MQTT reconnect) does not.
  *
+ * The broker judges a VM only while it can hear it. When the broker's own
+ * MQTT connection drops (the MQTT server restarts, the broker's link fails)
+ * every VM is `paused`: no timer runs, nobody fails for the outage. Back
+ * online, each is `unheard` (shown as suspect) and has three intervals (and
+ * the reconnect grace) to be heard again; a heartbeat or join from the same
+ * incarnation makes it alive with no penalty.
+ *
  * After a broker restart, each row of the saved VM table comes back as
- * `restored` (shown as suspect): the VM is asked to join again — with the
- * same incarnation it is alive with no penalty (it never stopped), with a
- * new one it failed while the broker was away — and a VM not heard within
- * three intervals is failed.
+ * `unheard` too, and its VM is asked to join again (so it reports its
+ * inventory): with the same incarnation it is alive with no penalty (it
+ * never stopped), with a new one it failed while the broker was away.
  */
 import { assign, type SnapshotFrom, sendParent, setup } from 'xstate';
 import type { VmRecord } from '../plugins/metadata/types.ts';
 import type { CpuInfo, VmInfo } from '../protocol/messages.ts';
 import { effectiveMemory } from './placement.ts';
 import type { SendCommand } from './shared.ts';
+
+/**
+ * How much later than the broker a VM may be back on the MQTT server after
+ * an outage: the longest reconnect backoff of a link (actors/mqtt-link.ts,
+ * 8 s plus 20% jitter), rounded up.
+ */
+export const RECONNECT_GRACE_MS = 10_000;
 
 export interface MembershipInput {
   id: string;
@@ -63,7 +76,13 @@ export interface MembershipContext {
 export type MembershipEvent =
   | ({ type: 'JOIN'; id: string; address: string } & VmReport)
   | ({ type: 'HEARTBEAT' } & VmReport)
-  | { type: 'OFFLINE'; incarnation: string };
+  | { type: 'OFFLINE'; incarnation: string }
+  /** The broker lost its own MQTT connection: stop judging. */
+  | { type: 'PAUSE' }
+  /** The broker is connected again: hear from the VM within three intervals. */
+  | { type: 'RESUME' }
+  /** The VM refused a chunk for want of space: place nothing more there until it says otherwise. */
+  | { type: 'FULL' };
 
 /** Told to the parent (the broker) whenever the status changes. */
 export interface MembershipNotice {
@@ -109,6 +128,13 @@ const askToRejoin = {
   }),
 };
 
+// A join while the VM's fate is open: the same process is simply back; a
+// new one means the VM failed meanwhile (§IV.4).
+const joinWhileUnsure = [
+  { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
+  { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+] as const;
+
 export const membershipMachine = setup({
   types: {
     input: {} as MembershipInput,
@@ -120,10 +146,16 @@ export const membershipMachine = setup({
     // suspect, three intervals of silence make it failed.
     suspectAfter: ({ context }) => context.heartbeatMs * 1.5,
     failedAfter: ({ context }) => context.heartbeatMs * 1.5,
-    restoredTimeout: ({ context }) => context.heartbeatMs * 3,
+    // After an outage every member reconnects on its own backoff, which can
+    // leave a VM cut off for up to RECONNECT_GRACE_MS after the broker is back.
+    unheardTimeout: ({ context }) =>
+      context.heartbeatMs * 3 + (context.restored ? 0 : RECONNECT_GRACE_MS),
   },
   guards: {
     restored: ({ context }) => context.restored,
+    // Back after an outage (not a restart): a heartbeat of the same process suffices.
+    resumedSameIncarnation: ({ context, event }) =>
+      !context.restored && 'incarnation' in event && event.incarnation === context.incarnation,
     sameIncarnation: ({ context, event }) =>
       'incarnation' in event && event.incarnation === context.incarnation,
   },
@@ -138,6 +170,8 @@ export const membershipMachine = setup({
         ...(event.type === 'JOIN' ? { address: event.address, joinId: event.id } : {}),
       };
     }),
+    /** Heard since the restart: later outages need no new join. */
+    heard: assign({ restored: false }),
     // §IV.4.a: "Increase the penalty of the corresponding virtual machine".
     addPenalty: assign({ penalty: ({ context }) => context.penalty + 1 }),
     notifyStatus: sendParent(({ context }, params: { status: VmInfo['status'] }) => ({
@@ -166,28 +200,39 @@ export const membershipMachine = setup({
     joinId: input.join.id,
     restored: input.restored ?? false,
   }),
+  // Its next heartbeat reports what it has free again.
+  on: { FULL: { actions: assign({ memoryFree: 0 }) } },
   initial: 'starting',
   states: {
     starting: {
       always: [
-        { guard: 'restored', target: 'restored' },
+        { guard: 'restored', target: 'unheard' },
         { target: 'alive', actions: ackJoin },
       ],
     },
-    restored: {
+    unheard: {
       entry: { type: 'notifyStatus', params: { status: 'suspect' } },
-      after: { restoredTimeout: 'failed' },
+      after: { unheardTimeout: 'failed' },
       on: {
-        HEARTBEAT: { actions: askToRejoin },
-        JOIN: [
-          { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
-          { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+        HEARTBEAT: [
+          { guard: 'resumedSameIncarnation', target: 'alive', actions: 'recordReport' },
+          { actions: askToRejoin },
         ],
+        JOIN: joinWhileUnsure,
+        OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+        PAUSE: 'paused',
+      },
+    },
+    paused: {
+      entry: { type: 'notifyStatus', params: { status: 'suspect' } },
+      on: {
+        RESUME: 'unheard',
+        JOIN: joinWhileUnsure,
         OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
       },
     },
     alive: {
-      entry: { type: 'notifyStatus', params: { status: 'alive' } },
+      entry: ['heard', { type: 'notifyStatus', params: { status: 'alive' } }],
       // The timer lives in a child state so that a heartbeat restarts it
       // without re-entering `alive` (and announcing it again).
       initial: 'beating',
@@ -220,6 +265,7 @@ export const membershipMachine = setup({
           actions: ['recordReport', 'addPenalty', ackJoin],
         },
         OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+        PAUSE: 'paused',
       },
     },
     suspect: {
@@ -230,11 +276,9 @@ export const membershipMachine = setup({
           { guard: 'sameIncarnation', target: 'alive', actions: 'recordReport' },
           { actions: askToRejoin },
         ],
-        JOIN: [
-          { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
-          { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
-        ],
+        JOIN: joinWhileUnsure,
         OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
+        PAUSE: 'paused',
       },
     },
     failed: {
@@ -252,7 +296,8 @@ export type MembershipSnapshot = SnapshotFrom<typeof membershipMachine>;
 
 export function statusOf(snapshot: MembershipSnapshot): VmInfo['status'] {
   if (snapshot.matches('alive')) return 'alive';
-  if (snapshot.matches('suspect') || snapshot.matches('restored')) return 'suspect';
+  if (snapshot.matches('suspect') || snapshot.matches('unheard') || snapshot.matches('paused'))
+    return 'suspect';
   return 'failed';
 }
 
@@ -285,7 +330,7 @@ export function vmRecordOf(snapshot: MembershipSnapshot): VmRecord {
   };
 }
 
-/** A saved row as the input of a `restored` membership. */
+/** A saved row as the input of a membership that waits to hear from its VM. */
 export function restoredInput(
   record: VmRecord,
   settings: Pick<MembershipInput, 'brokerId' | 'heartbeatMs' | 'reductionFactor'>,

@@ -72,6 +72,8 @@ export type UploadEvent =
   | { type: 'SEGMENT'; index: number; offset: number; bytes: Buffer }
   | ({ type: 'END' } & DeclaredChecksums)
   | { type: 'ABORT'; reason: string }
+  /** The broker lost its MQTT connection: segments and replies are being lost. */
+  | { type: 'LINK_LOST' }
   | { type: 'VM.STATUS'; id: string; status: 'alive' | 'suspect' | 'failed' }
   // from the chunk writer
   | { type: 'SEGMENT_STORED'; index: number; offset: number }
@@ -212,6 +214,17 @@ export const uploadMachine = setup({
         params: ({ event }) => failure('aborted', `the uploader gave up: ${event.reason}`),
       },
     },
+    LINK_LOST: {
+      target: '.aborting',
+      actions: {
+        type: 'fail',
+        params: failure(
+          'unavailable',
+          'the broker lost its connection to the MQTT server during the upload; try again',
+          true,
+        ),
+      },
+    },
     'VM.STATUS': {
       guard: 'plannedVmFailed',
       target: '.aborting',
@@ -224,7 +237,7 @@ export const uploadMachine = setup({
   },
   states: {
     planning: {
-      on: { ABORT: '#upload.rejected', 'VM.STATUS': {} },
+      on: { ABORT: '#upload.rejected', LINK_LOST: '#upload.rejected', 'VM.STATUS': {} },
       invoke: {
         src: 'reserveName',
         input: ({ context }) => ({ name: context.name, overwrite: context.overwrite }),
@@ -420,7 +433,7 @@ export const uploadMachine = setup({
     },
     committing: {
       // Once the metadata is being written, the upload runs to its end.
-      on: { ABORT: {}, 'VM.STATUS': {} },
+      on: { ABORT: {}, LINK_LOST: {}, 'VM.STATUS': {} },
       invoke: {
         src: 'commitFile',
         input: ({ context }) => ({
@@ -461,7 +474,7 @@ export const uploadMachine = setup({
       ],
     },
     aborting: {
-      on: { ABORT: {}, 'VM.STATUS': {} },
+      on: { ABORT: {}, LINK_LOST: {}, 'VM.STATUS': {} },
       invoke: {
         src: 'cleanUp',
         input: ({ context }) => ({

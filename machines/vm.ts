@@ -78,7 +78,9 @@ export const vmMachine = setup({
   },
   delays: {
     heartbeat: ({ context }) => context.heartbeatMs,
-    joinRetry: ({ context }) => context.joinRetryMs,
+    // At least once a heartbeat interval: after an MQTT outage the broker
+    // gives a VM three intervals to be heard before it fails it.
+    joinRetry: ({ context }) => Math.min(context.joinRetryMs, context.heartbeatMs),
   },
   actions: {
     send: (_, _command: SendCommand) => {

@@ -25,6 +25,10 @@ export const fileName = z.string().superRefine((name, ctx) => {
 });
 /** Chunk numbers: a file is split over at most this many VMs. */
 export const MAX_CHUNKS = 4096;
+/** Most files in one list page (and the largest `limit` a list request may ask). */
+export const MAX_PAGE = 10_000;
+/** Most VMs in one table. Every bound on an array keeps a hostile message cheap to refuse. */
+export const MAX_VMS = 10_000;
 export const chunkIndex = z
   .number()
   .int()
@@ -81,16 +85,16 @@ export const fileInfo = z.strictObject({
 });
 
 /** Most chunks one VM can report. */
-export const MAX_INVENTORY = 10_000_000;
+export const MAX_INVENTORY = 1_000_000;
 
 /**
- * The body of an `inventory`: one `[fileId, index, sha256]` per chunk the VM
- * holds, `sha256` null for a chunk whose bytes are not all there.
+ * One entry of an `inventory`'s body (a JSON array of them): a chunk the VM
+ * holds as `[fileId, index, sha256]`, `sha256` null for a chunk whose bytes
+ * are not all there. Check entries one by one, stopping at the first bad
+ * one: validating a million bad entries at once would cost gigabytes.
  */
-export const inventoryBody = z
-  .array(z.tuple([opaqueId, chunkIndex, sha256Hex.nullable()]))
-  .max(MAX_INVENTORY);
-export type InventoryEntry = z.infer<typeof inventoryBody>[number];
+export const inventoryEntry = z.tuple([opaqueId, chunkIndex, sha256Hex.nullable()]);
+export type InventoryEntry = z.infer<typeof inventoryEntry>;
 
 /** A chunk as planned at upload time, before its bytes are known. */
 export const chunkPlan = chunkInfo.omit({ sha256: true });
@@ -279,14 +283,14 @@ export const messageSchemas = {
     ...request,
     type: z.literal('list.request'),
     name: fileName.optional(),
-    limit: z.number().int().min(1).max(10_000).optional(),
+    limit: z.number().int().min(1).max(MAX_PAGE).optional(),
     cursor: z.string().max(1024).optional(),
   }),
   /** §V.E step 4. */
   'list.response': z.strictObject({
     ...request,
     type: z.literal('list.response'),
-    files: z.array(fileInfo),
+    files: z.array(fileInfo).max(MAX_PAGE),
     nextCursor: z.string().max(1024).optional(),
   }),
 
@@ -355,7 +359,7 @@ export const messageSchemas = {
   'vms.response': z.strictObject({
     ...request,
     type: z.literal('vms.response'),
-    vms: z.array(vmInfo),
+    vms: z.array(vmInfo).max(MAX_VMS),
   }),
 
   /** A request failed, or a message was rejected. */

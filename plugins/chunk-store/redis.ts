@@ -1,30 +1,17 @@
-// Must run before node-redis loads: see the file.
-import './tracing-channel-polyfill.ts';
 import {
-  ClientOfflineError,
-  createClient,
-  RESP_TYPES,
-  SocketClosedUnexpectedlyError,
-  TimeoutError,
-} from 'redis';
+  createRedisConnection,
+  type RedisClient,
+  type RedisConnectionOptions,
+} from '../redis-connection.ts';
 import { type ChunkStore, ChunkStoreError } from './types.ts';
 
-export interface RedisChunkStoreOptions {
-  /** Server to use: `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). */
-  url: string;
+export interface RedisChunkStoreOptions extends RedisConnectionOptions {
   /** Keeps this VM's keys apart from other VMs sharing the server; usually the VM id. */
   namespace?: string;
-  /** Longest wait, in ms, for a connection and then for each command's reply. */
-  timeoutMs?: number;
-  /** Hears connection errors, which are otherwise silent while node-redis reconnects. */
-  onError?: (err: Error) => void;
 }
 
 const DRIVER_NAME = 'redis';
 const DEFAULT_NAMESPACE = 'default';
-const DEFAULT_TIMEOUT_MS = 2000;
-/** Cap on the pause between reconnection attempts, so a restarted server is back in use soon. */
-const MAX_RECONNECT_DELAY_MS = 1000;
 const SCAN_BATCH = 1000;
 
 // The counter moves in the same script as the value, so concurrent puts and
@@ -55,38 +42,12 @@ return removed`;
  * and node-redis keeps reconnecting in the background until it is back.
  */
 export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkStore {
-  const url = parseRedisUrl(options.url);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
-    throw new ChunkStoreError(DRIVER_NAME, `timeoutMs must be a positive number, got ${timeoutMs}`);
-  }
+  const { run, bounded, close } = createRedisConnection(DRIVER_NAME, ChunkStoreError, options);
   // Encoded so that a namespace can never reach into another one's keys
   // (`a:chunk:b` would otherwise share a prefix with `a`).
   const namespace = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
   const chunkPrefix = `cloudlet:${namespace}:chunk:`;
   const usedBytesKey = `cloudlet:${namespace}:used-bytes`;
-  const where = redactPassword(url);
-
-  let connection: Connection | undefined;
-  let closed = false;
-
-  function onConnectionError(err: Error) {
-    if (!closed) options.onError?.(err);
-  }
-
-  async function run<T>(action: string, op: (connection: Connection) => Promise<T>): Promise<T> {
-    if (closed) throw new ChunkStoreError(DRIVER_NAME, `${action}: the store is closed`);
-    try {
-      connection ??= openConnection(url, timeoutMs, onConnectionError);
-      await connection.whenReady();
-      return await op(connection);
-    } catch (err) {
-      const reason = describeFailure(err, timeoutMs, connection?.lastError());
-      throw new ChunkStoreError(DRIVER_NAME, `${action} at ${where} failed: ${reason}`, {
-        cause: err,
-      });
-    }
-  }
 
   async function scanKeys(
     client: RedisClient,
@@ -106,18 +67,6 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
     return bounded(
       client.eval(DELETE_SCRIPT, { keys: [usedBytesKey, ...keys] }),
     ) as Promise<number>;
-  }
-
-  /**
-   * node-redis's own command timeout stops once a command is on the wire, so a
-   * server that accepted it and then went silent would hold the caller forever.
-   */
-  function bounded<T>(command: Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const silence = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(NO_REPLY), timeoutMs);
-    });
-    return Promise.race([command, silence]).finally(() => clearTimeout(timer));
   }
 
   return {
@@ -163,137 +112,11 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
       run('usedBytes', async ({ client }) =>
         Number((await bounded(client.get(usedBytesKey))) ?? 0),
       ),
-    async close() {
-      if (closed) return;
-      closed = true;
-      const client = connection?.client;
-      connection = undefined;
-      if (!client) return;
-      // close() waits for commands in flight, which are bounded by their own timeout.
-      await client.close().catch(() => client.destroy());
-    },
+    close,
   };
 }
 
 export default createRedisChunkStore;
-
-type Connection = ReturnType<typeof openConnection>;
-type RedisClient = Connection['client'];
-
-function openConnection(url: URL, timeoutMs: number, onError: (err: Error) => void) {
-  const client = createClient({
-    url: url.href,
-    // Without this, commands issued while disconnected wait for the server forever.
-    disableOfflineQueue: true,
-    // Drops a command that could not even be sent in time, so it is not sent late.
-    commandOptions: { timeout: timeoutMs },
-    socket: {
-      connectTimeout: timeoutMs,
-      reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS),
-    },
-  });
-  let lastError: Error | undefined;
-  // node-redis throws unhandled 'error' events, which would end the process.
-  client.on('error', (err: Error) => {
-    lastError = err;
-    onError(err);
-  });
-  // Resolves on the first successful connection; until then failures arrive
-  // as 'error' events and node-redis keeps retrying. It rejects only once closed.
-  client.connect().catch((err: unknown) => onError(toError(err)));
-  // `multi().exec()` ignores type mappings, so binary reads go through this
-  // client one command at a time.
-  const binary = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
-
-  // One 'ready' listener for all waiting callers: a listener each would trip
-  // the EventEmitter leak warning as soon as ten operations wait at once.
-  const readyWaiters = new Set<() => void>();
-  client.on('ready', () => {
-    lastError = undefined;
-    for (const wake of readyWaiters) wake();
-    readyWaiters.clear();
-  });
-
-  /** Waits up to `timeoutMs` for the client to be connected (it reconnects by itself). */
-  function whenReady(): Promise<void> {
-    if (client.isReady) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        readyWaiters.delete(wake);
-        reject(NOT_CONNECTED);
-      }, timeoutMs);
-      readyWaiters.add(wake);
-    });
-  }
-
-  return { client, binary, whenReady, lastError: () => lastError };
-}
-
-function parseRedisUrl(raw: string): URL {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new ChunkStoreError(
-      DRIVER_NAME,
-      `${JSON.stringify(raw)} is not a URL; use redis://host:port[/db]`,
-    );
-  }
-  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new ChunkStoreError(DRIVER_NAME, `${JSON.stringify(raw)} is not a redis:// URL`);
-  }
-  if (!url.hostname) {
-    throw new ChunkStoreError(
-      DRIVER_NAME,
-      `${JSON.stringify(raw)} names no host; use redis://host:port[/db]`,
-    );
-  }
-  const db = url.pathname.replace(/^\//, '');
-  if (db !== '' && !/^\d+$/.test(db)) {
-    throw new ChunkStoreError(
-      DRIVER_NAME,
-      `${JSON.stringify(raw)}: database "${db}" is not a number`,
-    );
-  }
-  return url;
-}
-
-/** The URL as it may appear in errors and logs. */
-function redactPassword(url: URL): string {
-  if (!url.password) return url.href;
-  const shown = new URL(url.href);
-  shown.password = '***';
-  return shown.href;
-}
-
-// Markers for describeFailure; the ChunkStoreError carries the explanation.
-const NOT_CONNECTED = new Error('not connected');
-const NO_REPLY = new Error('no reply');
-
-function describeFailure(err: unknown, timeoutMs: number, lastError: Error | undefined): string {
-  const unreachable = 'check that redis-server is running and reachable there';
-  const last = lastError ? ` (last error: ${lastError.message || lastError.name})` : '';
-  if (err === NOT_CONNECTED) return `no connection within ${timeoutMs} ms${last}; ${unreachable}`;
-  if (err === NO_REPLY || err instanceof TimeoutError) {
-    return `no reply within ${timeoutMs} ms; ${unreachable}`;
-  }
-  if (err instanceof ClientOfflineError || err instanceof SocketClosedUnexpectedlyError) {
-    return `connection lost${last}; ${unreachable}`;
-  }
-  // A socket error (ECONNRESET, EPIPE…) that failed a command in flight.
-  if (typeof (err as NodeJS.ErrnoException | undefined)?.code === 'string') {
-    return `connection lost (${toError(err).message}); ${unreachable}`;
-  }
-  return toError(err).message;
-}
-
-function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
 
 /** Makes `text` match only itself in a SCAN MATCH pattern. */
 function escapeGlob(text: string): string {

@@ -45,9 +45,22 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
   const openWriters = new Set<CoreWriter>();
   let realRoot: Promise<string> | undefined;
 
+  /**
+   * Writes a crashed process never committed would stay in the reserved
+   * directory for good: remove those whose process is gone.
+   */
+  async function removeDeadWrites() {
+    for (const name of await readdir(tmpDir)) {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      if (!Number.isSafeInteger(pid) || pid === process.pid || isRunning(pid)) continue;
+      await unlink(join(tmpDir, name)).catch(() => {});
+    }
+  }
+
   /** Creates the directory on first use; resolves to its real path. */
   function ready(): Promise<string> {
     realRoot ??= mkdir(tmpDir, { recursive: true })
+      .then(removeDeadWrites)
       .then(() => realpath(root))
       .catch((err: unknown) => {
         realRoot = undefined;
@@ -99,7 +112,8 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
   async function createWriter(key: string, options: WriterOptions = {}): Promise<CoreWriter> {
     const target = objectPath(key);
     await ready();
-    const tmpPath = join(tmpDir, randomUUID());
+    // Named after this process, so a restart can tell a crashed run's writes.
+    const tmpPath = join(tmpDir, `${process.pid}-${randomUUID()}`);
     const handle = await open(tmpPath, 'wx').catch((err: unknown) => {
       throw fsError(`cannot start writing ${JSON.stringify(key)}`, err);
     });
@@ -400,4 +414,14 @@ function fsError(action: string, err: unknown): CoreCloudError {
         ? err.message
         : String(err);
   return new CoreCloudError(DRIVER_NAME, `${action}: ${detail}`, { cause: err });
+}
+
+/** Whether a process with this id exists (signal 0 checks without sending). */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

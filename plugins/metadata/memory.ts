@@ -1,5 +1,12 @@
 import type { FileInfo } from '../../protocol/messages.ts';
-import type { Cleanup, CleanupReason, MetadataStore, PlacedChunk, VmRecord } from './types.ts';
+import {
+  type Cleanup,
+  type CleanupReason,
+  MetadataError,
+  type MetadataStore,
+  type PlacedChunk,
+  type VmRecord,
+} from './types.ts';
 
 export const DRIVER_NAME = 'memory';
 
@@ -16,6 +23,8 @@ export function createMemoryMetadata(): MetadataStore {
     name: DRIVER_NAME,
     getFile: async (name) => structuredClone(files.get(name) ?? null),
     listFiles: async ({ limit, after }) => {
+      if (!Number.isSafeInteger(limit) || limit < 1)
+        throw new MetadataError(DRIVER_NAME, `a page limit is a whole number ≥ 1, not ${limit}`);
       const names = [...files.keys()]
         .filter((name) => after === undefined || byCodePoint(name, after) > 0)
         .sort(byCodePoint);
@@ -35,13 +44,19 @@ export function createMemoryMetadata(): MetadataStore {
           placed.push({ name, fileId, index: chunk.index, size: chunk.size, sha256: chunk.sha256 });
         }
       }
-      return placed.sort((a, b) =>
-        a.fileId < b.fileId ? -1 : a.fileId > b.fileId ? 1 : a.index - b.index,
-      );
+      return placed.sort((a, b) => byCodePoint(a.fileId, b.fileId) || a.index - b.index);
     },
     hasFileId: async (fileId) => [...files.values()].some((file) => file.fileId === fileId),
     beginUpload: async ({ fileId, name }) => enter(fileId, name, 'upload'),
     commitFile: async (file) => {
+      const holder = [...files.values()].find(
+        (other) => other.fileId === file.fileId && other.name !== file.name,
+      );
+      if (holder)
+        throw new MetadataError(
+          DRIVER_NAME,
+          `fileId ${file.fileId} already belongs to "${holder.name}", not "${file.name}"`,
+        );
       const replaced = files.get(file.name) ?? null;
       files.set(file.name, structuredClone(file));
       ledger.delete(file.fileId);
@@ -65,7 +80,7 @@ export function createMemoryMetadata(): MetadataStore {
     },
     listVms: async () =>
       [...vms.values()]
-        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        .sort((a, b) => byCodePoint(a.id, b.id))
         .map((record) => structuredClone(record)),
     close: async () => {},
   };

@@ -6,8 +6,8 @@
  * are still being removed. After a crash the broker finishes what the ledger
  * lists, so no orphan chunk outlives a restart.
  *
- * Names are unique; listing is ordered by name in Unicode code point order
- * (the byte order of their UTF-8, as Redis and SQLite compare).
+ * Names are unique; names, fileIds and VM ids sort in Unicode code point
+ * order (the byte order of their UTF-8, as Redis and SQLite compare).
  * Every method that changes more than one thing does so atomically: after a
  * crash either all of it happened or none did.
  */
@@ -60,19 +60,24 @@ export interface MetadataStore {
   readonly name: string;
 
   getFile(name: string): Promise<FileInfo | null>;
-  /** Files in name order, after the name `after`. */
+  /** Files in name order, after the name `after`; `limit` is a whole number ≥ 1. */
   listFiles(options: { limit: number; after?: string }): Promise<FilePage>;
   /** Every chunk the file table places on `vm`, in (fileId, index) order. */
   chunksOn(vm: string): Promise<PlacedChunk[]>;
   /** Whether any file record has this fileId. */
   hasFileId(fileId: string): Promise<boolean>;
 
-  /** An upload begins: its fileId enters the ledger (reason `upload`). */
+  /**
+   * An upload begins: its fileId enters the ledger (reason `upload`). A
+   * fileId entered again moves to the end, with a new `since`.
+   */
   beginUpload(entry: { fileId: string; name: string }): Promise<void>;
   /**
    * An upload commits, atomically: `file` replaces the record of its name,
    * its fileId leaves the ledger, and a replaced record with another fileId
    * enters it (reason `replaced`). Returns the replaced record, if any.
+   * A fileId belongs to one name: committing one that another name holds
+   * is a MetadataError and changes nothing.
    */
   commitFile(file: FileInfo): Promise<FileInfo | null>;
   /**

@@ -6,28 +6,15 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { bufferSource, memorySink } from '../../actors/files.ts';
-import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
-import { MiB, startCloudlet, type TestCloudlet, type VmProcess } from '../support/cloudlet.ts';
+import {
+  fileIdsOn,
+  MiB,
+  startCloudlet,
+  type TestCloudlet,
+  type VmProcess,
+} from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
-
-/** The fileIds whose chunks (complete or not) are in a VM's redis. */
-async function fileIdsOn(vm: VmProcess): Promise<string[]> {
-  const store = createRedisChunkStore({ url: (vm.redis as { url: string }).url, namespace: vm.id });
-  try {
-    const keys = await store.list();
-    return [...new Set(keys.map((key) => key.split('/')[1] as string))].sort();
-  } finally {
-    await store.close();
-  }
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await Bun.sleep(25);
-  }
-}
+import { until } from '../support/until.ts';
 
 describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
   'rejoin reconciliation',

@@ -4,6 +4,7 @@ import {
   type MembershipInput,
   type MembershipNotice,
   membershipMachine,
+  RECONNECT_GRACE_MS,
   restoredInput,
   statusOf,
   vmInfoOf,
@@ -218,6 +219,46 @@ describe('membership (§IV.1, §IV.4)', () => {
       expect(gone.status()).toBe('suspect');
       gone.vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
       expect(gone.status()).toBe('failed');
+    });
+  });
+
+  describe('while the broker is cut off from the MQTT server', () => {
+    test('no timer runs: an outage of any length fails no one', () => {
+      const { clock, vm, status, notices } = start();
+      vm.send({ type: 'PAUSE' });
+      expect(status()).toBe('suspect');
+      clock.increment(HEARTBEAT_MS * 100);
+      expect(status()).toBe('suspect');
+      expect(notices().map((n) => n.status)).toEqual(['alive', 'suspect']);
+    });
+
+    test('back online, a heartbeat of the same process is enough: alive, no penalty, no rejoin', () => {
+      const { clock, vm, status, heartbeat, messages } = start();
+      vm.send({ type: 'PAUSE' });
+      clock.increment(HEARTBEAT_MS * 10);
+      vm.send({ type: 'RESUME' });
+      heartbeat(HEARTBEAT_MS * 11);
+      expect(status()).toBe('alive');
+      expect(vm.getSnapshot().context.penalty).toBe(0);
+      expect(messages('rejoin')).toEqual([]);
+    });
+
+    test('back online and not heard within three intervals and the reconnect grace: failed', () => {
+      const { clock, vm, status } = start();
+      vm.send({ type: 'PAUSE' });
+      vm.send({ type: 'RESUME' });
+      clock.increment(HEARTBEAT_MS * 3 + RECONNECT_GRACE_MS - 1);
+      expect(status()).toBe('suspect');
+      clock.increment(1);
+      expect(status()).toBe('failed');
+    });
+
+    test('a failed VM stays failed through an outage', () => {
+      const { vm, status } = start();
+      vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+      vm.send({ type: 'PAUSE' });
+      vm.send({ type: 'RESUME' });
+      expect(status()).toBe('failed');
     });
   });
 });

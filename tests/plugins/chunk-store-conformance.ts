@@ -2,37 +2,29 @@
  * What every chunk store must do, run against each backend by its own test
  * file: `testChunkStore({ name, create })`. Each test gets a fresh store.
  */
-import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { type ChunkStore, ChunkStoreError } from '../../plugins/chunk-store/types.ts';
+import {
+  eventually,
+  expectEachFailsFast,
+  freshStoreEachTest,
+  type StoreSource,
+  testWhileUnreachable,
+} from './conformance-support.ts';
 
-export interface ChunkStoreSuite {
+// For the backend test files, which take these from here.
+export { eventually, SETTLE_BOUND_MS, settlesWithin } from './conformance-support.ts';
+
+/** `create` is called before every test, `cleanup` after it. */
+export interface ChunkStoreSuite extends StoreSource<ChunkStore> {
   /** Names the describe block, e.g. `redis`. */
   name: string;
-  /** A new, empty store; called before every test. */
-  create: () => Promise<ChunkStore>;
-  /** Runs after every test, before the store is closed (e.g. to delete its keys). */
-  cleanup?: (store: ChunkStore) => Promise<void>;
-  /** For backends with a server: how to take it away and bring it back. */
-  unreachable?: UnreachableServer;
   /** Backend-specific cases, registered inside the same describe block. */
   additionalTests?: (store: () => ChunkStore) => void;
 }
 
-export interface UnreachableServer {
-  /** Text every error must contain so an operator knows where to look (e.g. the URL). */
-  mentions: () => string[];
-  /** Makes the server unreachable, as a crash would. */
-  takeDown: () => Promise<void>;
-  /** Starts it again at the same address. */
-  bringBack: () => Promise<void>;
-}
-
 const MiB = 1024 * 1024;
-/** Not a performance bound: a hang guard, generous enough for a loaded CI machine. */
-export const SETTLE_BOUND_MS = 5000;
-/** How long a backend may take to notice that its server is back. */
-export const RECOVERY_BOUND_MS = 15_000;
 
 // Characters that mean something in globs, regular expressions or SQL LIKE.
 const SPECIAL_KEYS = [
@@ -58,12 +50,8 @@ const SPECIAL_PREFIXES = ['a*', 'a?', 'a[', 'a[b', 'a[!', 'a\\', 'a\\*', 'a.', '
 export function testChunkStore(suite: ChunkStoreSuite): void {
   describe(`chunk store: ${suite.name}`, () => {
     let store: ChunkStore;
-    beforeEach(async () => {
-      store = await suite.create();
-    });
-    afterEach(async () => {
-      await suite.cleanup?.(store);
-      await store.close();
+    const stores = freshStoreEachTest(suite, (fresh) => {
+      store = fresh;
     });
 
     test('starts empty', async () => {
@@ -266,99 +254,34 @@ export function testChunkStore(suite: ChunkStoreSuite): void {
       expect(await store.usedBytes()).toBe(0);
     });
 
-    const unreachable = suite.unreachable;
-    if (unreachable) {
-      describe('while the server is unreachable', () => {
-        test('every operation fails fast with an error naming the backend, then recovers', async () => {
-          await store.put('before', Uint8Array.of(1));
-          // A store that never reached its server must behave the same.
-          const fresh = await suite.create();
-          await unreachable.takeDown();
-          try {
-            await Promise.all(
-              [store, fresh].map((each) => expectAllFailFast(each, unreachable.mentions())),
-            );
-          } finally {
-            await unreachable.bringBack();
-          }
-          for (const recovered of [store, fresh]) {
-            const value = randomBytes(1000);
-            await eventually(() => recovered.put('after', value));
-            expect((await recovered.get('after'))?.equals(value)).toBe(true);
-            expect(await recovered.has('after')).toBe(true);
-          }
-          await suite.cleanup?.(fresh);
-          await fresh.close();
-        }, 60_000);
-
-        test('close does not hang', async () => {
-          await store.put('k', Uint8Array.of(1));
-          const fresh = await suite.create();
-          await unreachable.takeDown();
-          try {
-            // Now trying to reconnect in the background, which close must stop.
-            await fresh.has('k').catch(() => {});
-            await settlesWithin(store.close(), SETTLE_BOUND_MS);
-            await settlesWithin(fresh.close(), SETTLE_BOUND_MS);
-          } finally {
-            await unreachable.bringBack();
-          }
-          store = await suite.create(); // afterEach closes it
-        }, 60_000);
-      });
-    }
+    testWhileUnreachable(suite, stores, {
+      errorsName: 'the backend',
+      use: (each) => each.put('k', Uint8Array.of(1)),
+      expectAllFailFast,
+      async expectRecovered(recovered) {
+        const value = randomBytes(1000);
+        await eventually(() => recovered.put('after', value));
+        expect((await recovered.get('after'))?.equals(value)).toBe(true);
+        expect(await recovered.has('after')).toBe(true);
+      },
+    });
 
     suite.additionalTests?.(() => store);
   });
 }
 
-async function expectAllFailFast(store: ChunkStore, mentions: string[]): Promise<void> {
-  const operations: [string, () => Promise<unknown>][] = [
-    ['put', () => store.put('k', Uint8Array.of(1))],
-    ['get', () => store.get('k')],
-    ['has', () => store.has('k')],
-    ['delete', () => store.delete('k')],
-    ['deletePrefix', () => store.deletePrefix('k')],
-    ['list', () => store.list()],
-    ['usedBytes', () => store.usedBytes()],
-  ];
-  const outcomes = await Promise.all(
-    operations.map(async ([operation, run]) => {
-      const started = performance.now();
-      const error = await settlesWithin(run(), SETTLE_BOUND_MS).then(
-        () => undefined,
-        (err: unknown) => err,
-      );
-      return { operation, error, ms: performance.now() - started };
-    }),
+function expectAllFailFast(store: ChunkStore, mentions: string[]): Promise<void> {
+  return expectEachFailsFast(
+    [
+      ['put', () => store.put('k', Uint8Array.of(1))],
+      ['get', () => store.get('k')],
+      ['has', () => store.has('k')],
+      ['delete', () => store.delete('k')],
+      ['deletePrefix', () => store.deletePrefix('k')],
+      ['list', () => store.list()],
+      ['usedBytes', () => store.usedBytes()],
+    ],
+    ChunkStoreError,
+    () => [`${store.name} chunk store`, ...mentions],
   );
-  for (const { operation, error, ms } of outcomes) {
-    expect({ operation, type: error?.constructor }).toEqual({ operation, type: ChunkStoreError });
-    const { message } = error as ChunkStoreError;
-    expect(message).toContain(`${store.name} chunk store`);
-    for (const text of mentions) expect(message).toContain(text);
-    expect(ms).toBeLessThan(SETTLE_BOUND_MS);
-  }
-}
-
-/** Rejects when `promise` has not settled within `ms`, so a hang fails the test. */
-export function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, hang]).finally(() => clearTimeout(timer));
-}
-
-/** Retries `attempt` until it succeeds, for at most RECOVERY_BOUND_MS. */
-export async function eventually<T>(attempt: () => Promise<T>): Promise<T> {
-  const deadline = performance.now() + RECOVERY_BOUND_MS;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (performance.now() > deadline) throw err;
-      await Bun.sleep(100);
-    }
-  }
 }

@@ -208,7 +208,7 @@ export const messageArbitraries: MessageArbitraries = {
   inventory: fc.record({
     ...request,
     type: fc.constant('inventory'),
-    count: fc.nat({ max: 10_000_000 }),
+    count: fc.nat({ max: 1_000_000 }),
   }),
   'list.request': fc.record(
     {

@@ -12,6 +12,7 @@ import { newId } from '../../actors/ids.ts';
 import { createLogger } from '../../actors/log.ts';
 import { createMember, type Member } from '../../actors/member.ts';
 import { connectLink, type Link } from '../../actors/mqtt-link.ts';
+import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import { createTopics } from '../../protocol/topics.ts';
@@ -37,7 +38,11 @@ export interface TestCloudlet {
   readonly member: Member;
   readonly link: Link;
   /** Starts a VM process (with its own redis-server unless `store: 'memory'`). */
-  startVm(id: string, memory: number, options?: { store?: 'redis' | 'memory' }): Promise<VmProcess>;
+  startVm(
+    id: string,
+    memory: number,
+    options?: { store?: 'redis' | 'memory'; redisArgs?: string[] },
+  ): Promise<VmProcess>;
   /** Resolves once the broker's table shows `id` with `status`. */
   waitForVm(id: string, status: 'alive' | 'suspect' | 'failed', timeoutMs?: number): Promise<void>;
   /** Runs `bun cli/cloudlet.ts` against this cloudlet. */
@@ -100,7 +105,10 @@ export async function startCloudlet(
     link,
     waitForVm,
     async startVm(id, memory, vmOptions = {}) {
-      const redis = vmOptions.store === 'memory' ? null : await startRedis();
+      const redis =
+        vmOptions.store === 'memory'
+          ? null
+          : await startRedis({ extraArgs: vmOptions.redisArgs ?? [] });
       const proc = await startProcess({
         name: `vm ${id}`,
         command: process.execPath,
@@ -139,15 +147,42 @@ export async function startCloudlet(
       return { code, stdout, stderr };
     },
     async close() {
+      // Teardown must not hang; if it does, say where (CI logs).
+      let step = 'the member link';
+      const began = Date.now();
+      const watchdog = setInterval(
+        () =>
+          console.error(`cloudlet.close() still closing ${step} after ${Date.now() - began} ms`),
+        5000,
+      );
       member.close();
       await link.close();
+      step = 'the broker';
       await broker.close();
       for (const vm of vms.values()) {
+        step = `VM ${vm.id}`;
         await vm.stop().catch(() => {});
+        step = `VM ${vm.id}'s redis-server`;
         await vm.redis?.[Symbol.asyncDispose]();
       }
+      step = 'the core';
       await core.close();
+      clearInterval(watchdog);
       rmSync(coreDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The fileIds with chunks (whole or not) in a VM's redis, sorted. */
+export async function fileIdsOn(vm: {
+  id: string;
+  redis: ServiceHandle | null;
+}): Promise<string[]> {
+  if (!vm.redis) throw new Error(`VM ${vm.id} keeps its chunks in memory, not in a redis-server`);
+  const store = createRedisChunkStore({ url: vm.redis.url, namespace: vm.id });
+  try {
+    return [...new Set((await store.list()).map((key) => key.split('/')[1] as string))].sort();
+  } finally {
+    await store.close();
+  }
 }

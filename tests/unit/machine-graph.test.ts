@@ -85,8 +85,9 @@ describe('machine graphs', () => {
     const offline = graph.edges.filter((e) => e.event === 'OFFLINE');
     expect(offline.map((e) => e.source).sort()).toEqual([
       'membership.alive',
-      'membership.restored',
+      'membership.paused',
       'membership.suspect',
+      'membership.unheard',
     ]);
     for (const edge of offline) {
       expect(edge.target).toBe('membership.failed');
@@ -101,7 +102,10 @@ describe('machine graphs', () => {
         actions: ['send'],
       }),
     );
-    expect(graph.nodes.find((n) => n.id === 'membership.alive')?.entry).toEqual(['notifyStatus']);
+    expect(graph.nodes.find((n) => n.id === 'membership.alive')?.entry).toEqual([
+      'heard',
+      'notifyStatus',
+    ]);
   });
 
   test('chunkFetch leaves the edge for the core after fetchTimeout', () => {

@@ -1,0 +1,52 @@
+import { createMemoryMetadata } from './memory.ts';
+import { createRedisMetadata } from './redis.ts';
+import { createSqliteMetadata } from './sqlite.ts';
+import { MetadataError, type MetadataStore } from './types.ts';
+
+export { createMemoryMetadata } from './memory.ts';
+export { createRedisMetadata, type RedisMetadataOptions } from './redis.ts';
+export { createSqliteMetadata, type SqliteMetadataOptions } from './sqlite.ts';
+export {
+  type Cleanup,
+  type CleanupReason,
+  type FilePage,
+  MetadataError,
+  type MetadataStore,
+  type PlacedChunk,
+  type VmRecord,
+} from './types.ts';
+
+export interface MetadataSpecOptions {
+  /** Keeps this broker's keys apart on a shared server (redis only). */
+  namespace?: string;
+  /** Longest wait, in ms, for a connection or a reply (redis only). */
+  timeoutMs?: number;
+  /** Hears background connection errors (redis only). */
+  onError?: (err: Error) => void;
+}
+
+const SPEC_HELP = 'use memory, redis://host:port[/db] or sqlite:PATH';
+
+/**
+ * The metadata store a `--metadata` flag names: `memory`,
+ * `redis://host:port[/db]` (or `rediss://`), or `sqlite:PATH` with PATH
+ * relative to the working directory or absolute.
+ */
+export function createMetadataStore(
+  spec: string,
+  options: MetadataSpecOptions = {},
+): MetadataStore {
+  if (spec === 'memory') return createMemoryMetadata();
+  if (spec.startsWith('redis://') || spec.startsWith('rediss://')) {
+    return createRedisMetadata({ url: spec, ...options });
+  }
+  if (spec.startsWith('sqlite:')) {
+    const path = spec.slice('sqlite:'.length);
+    if (path === '') {
+      throw new MetadataError('sqlite', `"${spec}" names no file; ${SPEC_HELP}`);
+    }
+    return createSqliteMetadata({ path });
+  }
+  const backend = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1] ?? spec;
+  throw new MetadataError(backend, `no such backend (${JSON.stringify(spec)}); ${SPEC_HELP}`);
+}

@@ -1,0 +1,275 @@
+import type { FileInfo } from '../../protocol/messages.ts';
+import {
+  createRedisConnection,
+  type RedisClient,
+  type RedisConnectionOptions,
+} from '../redis-connection.ts';
+import { byCodePoint } from './memory.ts';
+import {
+  type Cleanup,
+  type CleanupReason,
+  MetadataError,
+  type MetadataStore,
+  type PlacedChunk,
+  type VmRecord,
+} from './types.ts';
+
+export interface RedisMetadataOptions extends RedisConnectionOptions {
+  /** Keeps this broker's keys apart from others sharing the server. */
+  namespace?: string;
+}
+
+export const DRIVER_NAME = 'redis';
+const DEFAULT_NAMESPACE = 'cloudlet';
+
+// Every script gets the same KEYS, in this order.
+const KEY_KINDS = [
+  'files', // hash: name → FileInfo JSON
+  'names', // sorted set, all scores 0: names in byte order, for paging
+  'placements', // sorted set, all scores 0: one member per chunk on a VM (see PRELUDE)
+  'file-ids', // hash: fileId → name, for hasFileId
+  'ledger', // hash: fileId → {name, reason, since} JSON
+  'ledger-order', // sorted set: fileId scored by when it entered the ledger
+  'ledger-seq', // counter behind those scores
+  'vms', // hash: VM id → VmRecord JSON
+] as const;
+type KeyKind = (typeof KEY_KINDS)[number];
+
+// A placement is `vm NUL fileId NUL index NUL size NUL sha256 NUL name`, the
+// index zero-padded: byte order is then (vm, fileId, index), so one VM's
+// chunks are one ZRANGEBYLEX and come out in the order chunksOn promises.
+// Scripts derive placements from the stored JSON, so the members removed with
+// a record are exactly the ones added with it.
+const PRELUDE = `
+local files, names, placements, fileIds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ledger, ledgerOrder, ledgerSeq = KEYS[5], KEYS[6], KEYS[7]
+local NUL = string.char(0)
+local function placementsOf(record)
+  local members = {}
+  for _, chunk in ipairs(record.chunks) do
+    if type(chunk.vm) == 'string' then
+      members[#members + 1] = table.concat({
+        chunk.vm, record.fileId, string.format('%016d', chunk.index),
+        string.format('%d', chunk.size), chunk.sha256, record.name,
+      }, NUL)
+    end
+  end
+  return members
+end
+local function place(record)
+  for _, member in ipairs(placementsOf(record)) do redis.call('ZADD', placements, 0, member) end
+end
+local function unplace(record)
+  for _, member in ipairs(placementsOf(record)) do redis.call('ZREM', placements, member) end
+end
+local function enter(fileId, entry)
+  redis.call('HSET', ledger, fileId, entry)
+  redis.call('ZADD', ledgerOrder, redis.call('INCR', ledgerSeq), fileId)
+end
+local function leave(fileId)
+  redis.call('HDEL', ledger, fileId)
+  redis.call('ZREM', ledgerOrder, fileId)
+end
+`;
+
+/** ARGV: file JSON, ledger entry for a replaced record. Returns {'taken', owner} or {'ok'[, old JSON]}. */
+const COMMIT_SCRIPT = `${PRELUDE}
+local file = cjson.decode(ARGV[1])
+local owner = redis.call('HGET', fileIds, file.fileId)
+if owner and owner ~= file.name then return {'taken', owner} end
+local old = redis.call('HGET', files, file.name)
+if old then
+  local replaced = cjson.decode(old)
+  unplace(replaced)
+  if replaced.fileId ~= file.fileId then
+    redis.call('HDEL', fileIds, replaced.fileId)
+    enter(replaced.fileId, ARGV[2])
+  end
+end
+redis.call('HSET', files, file.name, ARGV[1])
+redis.call('ZADD', names, 0, file.name)
+place(file)
+redis.call('HSET', fileIds, file.fileId, file.name)
+leave(file.fileId)
+if old then return {'ok', old} end
+return {'ok'}`;
+
+/** ARGV: name, ledger entry. Returns the removed record's JSON, or nil. */
+const REMOVE_SCRIPT = `${PRELUDE}
+local old = redis.call('HGET', files, ARGV[1])
+if not old then return false end
+local record = cjson.decode(old)
+unplace(record)
+redis.call('HDEL', files, ARGV[1])
+redis.call('ZREM', names, ARGV[1])
+redis.call('HDEL', fileIds, record.fileId)
+enter(record.fileId, ARGV[2])
+return old`;
+
+/** ARGV: fileId, ledger entry. */
+const ENTER_SCRIPT = `${PRELUDE}
+enter(ARGV[1], ARGV[2])
+return 1`;
+
+/** ARGV: fileId. */
+const SETTLE_SCRIPT = `${PRELUDE}
+leave(ARGV[1])
+return 1`;
+
+/** ARGV: ZRANGEBYLEX min, count. Names and their records read in one step. */
+const LIST_SCRIPT = `${PRELUDE}
+local page = redis.call('ZRANGEBYLEX', names, ARGV[1], '+', 'LIMIT', 0, tonumber(ARGV[2]))
+local records = {}
+for i, name in ipairs(page) do records[i] = redis.call('HGET', files, name) end
+return records`;
+
+/**
+ * Metadata in Redis under `<namespace>:metadata:<kind>` (kinds in KEY_KINDS).
+ * Every change that touches more than one key runs as one Lua script, which
+ * Redis executes atomically. Connects on first use; while the server is
+ * unreachable every operation fails within `timeoutMs`, and node-redis keeps
+ * reconnecting in the background until it is back.
+ */
+export function createRedisMetadata(options: RedisMetadataOptions): MetadataStore {
+  const { run, bounded, close } = createRedisConnection(DRIVER_NAME, MetadataError, options);
+  // Encoded so that no namespace reaches into another's keys: the first `:`
+  // always ends the namespace.
+  const prefix = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}:metadata:`;
+  const key = (kind: KeyKind) => prefix + kind;
+  const scriptKeys = KEY_KINDS.map(key);
+
+  function script(client: RedisClient, source: string, args: string[]): Promise<unknown> {
+    return bounded(client.eval(source, { keys: scriptKeys, arguments: args }));
+  }
+
+  return {
+    name: DRIVER_NAME,
+    getFile: (name) =>
+      run(`getFile ${JSON.stringify(name)}`, async ({ client }) =>
+        parseJson<FileInfo>(await bounded(client.hGet(key('files'), name))),
+      ),
+    listFiles: ({ limit, after }) =>
+      run('listFiles', async ({ client }) => {
+        checkLimit(limit);
+        const min = after === undefined ? '-' : `(${after}`;
+        // One more than asked tells whether there is a next page.
+        const found = (await script(client, LIST_SCRIPT, [min, String(limit + 1)])) as string[];
+        const files = found.slice(0, limit).map((json) => JSON.parse(json) as FileInfo);
+        const last = files.at(-1);
+        return {
+          files,
+          ...(found.length > limit && last !== undefined ? { next: last.name } : {}),
+        };
+      }),
+    chunksOn: (vm) =>
+      run(`chunksOn ${JSON.stringify(vm)}`, async ({ client }) => {
+        const start = `${vm}\0`;
+        const members = await bounded(
+          client.zRangeByLex(key('placements'), `[${start}`, `(${vm}\u0001`),
+        );
+        return members.map((member) => parsePlacement(member.slice(start.length)));
+      }),
+    hasFileId: (fileId) =>
+      run(
+        `hasFileId ${JSON.stringify(fileId)}`,
+        async ({ client }) => (await bounded(client.hExists(key('file-ids'), fileId))) === 1,
+      ),
+    beginUpload: ({ fileId, name }) =>
+      run(`beginUpload ${JSON.stringify(fileId)}`, async ({ client }) => {
+        checkWellFormed({ name, fileId });
+        await script(client, ENTER_SCRIPT, [fileId, ledgerEntry(name, 'upload')]);
+      }),
+    commitFile: (file) =>
+      run(`commitFile ${JSON.stringify(file.name)}`, async ({ client }) => {
+        checkWellFormed(file);
+        const reply = (await script(client, COMMIT_SCRIPT, [
+          JSON.stringify(file),
+          ledgerEntry(file.name, 'replaced'),
+        ])) as [string, string?];
+        if (reply[0] === 'taken') throw fileIdTaken(file, reply[1] ?? '');
+        return parseJson<FileInfo>(reply[1] ?? null);
+      }),
+    removeFile: (name) =>
+      run(`removeFile ${JSON.stringify(name)}`, async ({ client }) => {
+        const old = await script(client, REMOVE_SCRIPT, [name, ledgerEntry(name, 'deleted')]);
+        return parseJson<FileInfo>(old as string | null);
+      }),
+    settle: (fileId) =>
+      run(`settle ${JSON.stringify(fileId)}`, async ({ client }) => {
+        await script(client, SETTLE_SCRIPT, [fileId]);
+      }),
+    cleanups: () =>
+      run('cleanups', async ({ client }) => {
+        const [order, entries] = (await bounded(
+          client.multi().zRange(key('ledger-order'), 0, -1).hGetAll(key('ledger')).exec(),
+        )) as unknown as [string[], Record<string, string>];
+        return order.flatMap((fileId): Cleanup[] => {
+          const entry = entries[fileId];
+          return entry === undefined ? [] : [{ fileId, ...JSON.parse(entry) }];
+        });
+      }),
+    putVm: (record) =>
+      run(`putVm ${JSON.stringify(record.id)}`, async ({ client }) => {
+        await bounded(client.hSet(key('vms'), record.id, JSON.stringify(record)));
+      }),
+    listVms: () =>
+      run('listVms', async ({ client }) => {
+        const records = await bounded(client.hVals(key('vms')));
+        return records
+          .map((json) => JSON.parse(json) as VmRecord)
+          .sort((a, b) => byCodePoint(a.id, b.id));
+      }),
+    close,
+  };
+}
+
+export default createRedisMetadata;
+
+/** What a ledger hash field holds: the Cleanup without its fileId (the field). */
+function ledgerEntry(name: string, reason: CleanupReason): string {
+  return JSON.stringify({ name, reason, since: new Date().toISOString() });
+}
+
+function parseJson<T>(json: string | null): T | null {
+  return json === null ? null : (JSON.parse(json) as T);
+}
+
+/** `fileId NUL index NUL size NUL sha256 NUL name`: a placement without its VM. */
+function parsePlacement(rest: string): PlacedChunk {
+  const [fileId = '', index = '', size = '', sha256 = '', ...name] = rest.split('\0');
+  return { name: name.join('\0'), fileId, index: Number(index), size: Number(size), sha256 };
+}
+
+function checkLimit(limit: number) {
+  if (!(Number.isInteger(limit) && limit >= 1)) {
+    throw new MetadataError(
+      DRIVER_NAME,
+      `listFiles: limit must be a whole number ≥ 1, got ${limit}`,
+    );
+  }
+}
+
+/**
+ * Scripts read names and fileIds back out of JSON, where a lone surrogate is
+ * an escape Lua cannot decode; the key the client sends would differ anyway.
+ */
+function checkWellFormed({ name, fileId }: { name: string; fileId: string }) {
+  for (const [field, text] of [
+    ['name', name],
+    ['fileId', fileId],
+  ]) {
+    if (!text?.isWellFormed()) {
+      throw new MetadataError(
+        DRIVER_NAME,
+        `${field} ${JSON.stringify(text)} is not valid Unicode (a lone surrogate)`,
+      );
+    }
+  }
+}
+
+function fileIdTaken(file: FileInfo, owner: string): MetadataError {
+  return new MetadataError(
+    DRIVER_NAME,
+    `commitFile ${JSON.stringify(file.name)}: fileId ${JSON.stringify(file.fileId)} already belongs to ${JSON.stringify(owner)}; every upload needs its own fileId`,
+  );
+}
