@@ -37,7 +37,7 @@ import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender
 import { newId } from './ids.ts';
 import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
-import { MiB, type MqttAuth } from './options.ts';
+import { GiB, MiB, type MqttAuth } from './options.ts';
 import { reconcileActor } from './reconcile.ts';
 import { createReplyBox } from './replies.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';
@@ -73,6 +73,9 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   segmentSize: 1 * MiB,
   window: 8,
   transferIdleTimeoutMs: 30_000,
+  maxFileSize: 64 * GiB,
+  maxTransfersPerMember: 16,
+  maxPendingRequests: 256,
 };
 
 export interface BrokerStats {
@@ -116,6 +119,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     segmentSize: options.segmentSize ?? BROKER_DEFAULTS.segmentSize,
     window: options.window ?? BROKER_DEFAULTS.window,
     transferIdleTimeoutMs: options.transferIdleTimeoutMs ?? BROKER_DEFAULTS.transferIdleTimeoutMs,
+    maxFileSize: options.maxFileSize ?? BROKER_DEFAULTS.maxFileSize,
+    maxTransfersPerMember: options.maxTransfersPerMember ?? BROKER_DEFAULTS.maxTransfersPerMember,
+    maxPendingRequests: options.maxPendingRequests ?? BROKER_DEFAULTS.maxPendingRequests,
   };
   const topics = createTopics(options.topicRoot);
   const metadata = options.metadata ?? createMemoryMetadata();

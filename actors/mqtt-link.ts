@@ -278,22 +278,36 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     close: async ({ abrupt = false } = {}) => {
       frameHandlers.clear();
       connectionHandlers.clear();
-      // With no server to say goodbye to, a polite end would wait for ever.
-      await client.endAsync(abrupt || !client.connected);
+      // A polite end waits until every QoS 1 message is acknowledged, which
+      // is for ever if the server has just gone: give it a moment, then force.
+      const unacknowledged = () => Object.keys(client.outgoing).length > 0;
+      if (!abrupt && client.connected && unacknowledged()) {
+        await Promise.race([
+          new Promise<void>((resolve) => client.once('outgoingEmpty', () => resolve())),
+          Bun.sleep(CLOSE_GRACE_MS),
+        ]);
+      }
+      const force = abrupt || !client.connected || unacknowledged();
+      const ended = client.endAsync(force);
+      // A polite end to a server that vanished meanwhile: drop the socket.
+      const timer = setTimeout(() => client.stream?.destroy(), CLOSE_GRACE_MS);
+      await ended.finally(() => clearTimeout(timer));
     },
   };
 }
+
+/** The first retry after a lost connection; then doubling, up to the max. */
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 8000;
+/** How long a closing link waits for acknowledgements before it lets go. */
+const CLOSE_GRACE_MS = 2000;
+
+const TLS_FAILURE = /CERT|SIGNATURE|ISSUER|ERR_TLS|ERR_SSL|^EPROTO$/;
 
 /**
  * Waits for the first CONNACK: a member that cannot reach its server at
  * start says so instead of retrying silently. Later losses are retried.
  */
-/** The first retry after a lost connection; then doubling, up to the max. */
-const RECONNECT_FIRST_MS = 500;
-const RECONNECT_MAX_MS = 8000;
-
-const TLS_FAILURE = /CERT|SIGNATURE|ISSUER|ERR_TLS|ERR_SSL|^EPROTO$/;
-
 function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
   return new Promise<MqttClient>((resolve, reject) => {
     let client: MqttClient;

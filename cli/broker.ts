@@ -33,6 +33,9 @@ interface BrokerFlags extends ConnectionFlags {
   metadata: string;
   segmentSize: number;
   window: number;
+  maxFileSize: number;
+  maxTransfersPerMember: number;
+  maxPendingRequests: number;
   admin: boolean;
   adminHost: string;
   adminPort: number;
@@ -106,6 +109,24 @@ const program = withConnectionOptions(
       .argParser(parseCount(1, 1024)),
   )
   .addOption(
+    new Option('--max-file-size <size>', 'largest file an upload may be')
+      .env('CLOUDLET_MAX_FILE_SIZE')
+      .default(BROKER_DEFAULTS.maxFileSize, formatSize(BROKER_DEFAULTS.maxFileSize))
+      .argParser(parseSize),
+  )
+  .addOption(
+    new Option('--max-transfers-per-member <n>', 'uploads and downloads one member may run at once')
+      .env('CLOUDLET_MAX_TRANSFERS_PER_MEMBER')
+      .default(BROKER_DEFAULTS.maxTransfersPerMember)
+      .argParser(parseCount(1, 10_000)),
+  )
+  .addOption(
+    new Option('--max-pending-requests <n>', 'list and delete requests answered at once')
+      .env('CLOUDLET_MAX_PENDING_REQUESTS')
+      .default(BROKER_DEFAULTS.maxPendingRequests)
+      .argParser(parseCount(1, 100_000)),
+  )
+  .addOption(
     new Option(
       '--admin-host <host>',
       'address of the admin endpoint (a token is required beyond loopback)',
@@ -170,6 +191,9 @@ const program = withConnectionOptions(
       fetchTimeoutMs: flags.fetchTimeoutMs,
       segmentSize: flags.segmentSize,
       window: flags.window,
+      maxFileSize: flags.maxFileSize,
+      maxTransfersPerMember: flags.maxTransfersPerMember,
+      maxPendingRequests: flags.maxPendingRequests,
       core,
       metadata,
       log,

@@ -50,6 +50,12 @@ export interface BrokerConfig {
   window: number;
   /** Uploads and downloads whose member goes silent this long are dropped. */
   transferIdleTimeoutMs: number;
+  /** Largest file an upload may declare. */
+  maxFileSize: number;
+  /** Uploads and downloads one member may have in flight at once. */
+  maxTransfersPerMember: number;
+  /** List and delete requests being answered at once, from all members. */
+  maxPendingRequests: number;
 }
 
 /** The machine's input: its settings, and the VM table saved before a restart. */
@@ -271,6 +277,26 @@ function withoutTransfer(uploading: Record<string, string>, actorId: string) {
   return Object.fromEntries(Object.entries(uploading).filter(([, id]) => id !== transferId));
 }
 
+/** Uploads and downloads `member` has in flight. */
+function transfersOf(snapshot: BrokerSnapshot, member: string): number {
+  let count = 0;
+  for (const [key, child] of Object.entries(snapshot.children)) {
+    if (!child || !(key.startsWith('upload:') || key.startsWith('serve:'))) continue;
+    const { context } = child.getSnapshot() as { context?: { requester?: string } };
+    if (context?.requester === member) count++;
+  }
+  return count;
+}
+
+function tooManyTransfers(config: BrokerConfig, member: string) {
+  return `${member} has ${config.maxTransfersPerMember} transfers in flight already, the most one member may; try again when one ends`;
+}
+
+/** List and delete requests being answered. */
+function pendingRequests(snapshot: BrokerSnapshot): number {
+  return Object.keys(snapshot.children).filter((key) => key.startsWith('request:')).length;
+}
+
 /** The fileIds of the uploads in flight (planned, not yet finished). */
 function uploadingFileIds(snapshot: BrokerSnapshot): string[] {
   return Object.entries(snapshot.children).flatMap(([key, child]) => {
@@ -344,7 +370,12 @@ export function route(
   };
   const reply = (to: string, answer: Message) =>
     steps.push({ kind: 'send', command: { type: 'SEND', to, message: answer } });
-  const refuse = (to: string, id: string | undefined, code: 'bad-request' | 'busy', text: string) =>
+  const refuse = (
+    to: string,
+    id: string | undefined,
+    code: 'bad-request' | 'busy' | 'too-large',
+    text: string,
+  ) =>
     reply(to, {
       type: 'error',
       from: config.brokerId,
@@ -442,6 +473,19 @@ export function route(
     // §V.D: uploads.
     case 'upload.begin': {
       if (has(uploadKey(message.id))) break; // a duplicate delivery
+      if (message.size > config.maxFileSize) {
+        refuse(
+          message.from,
+          message.id,
+          'too-large',
+          `"${message.name}" is ${message.size} bytes; this cloudlet takes files up to ${config.maxFileSize} bytes`,
+        );
+        break;
+      }
+      if (transfersOf(snapshot, message.from) >= config.maxTransfersPerMember) {
+        refuse(message.from, message.id, 'busy', tooManyTransfers(config, message.from));
+        break;
+      }
       if (context.uploading[message.name]) {
         refuse(
           message.from,
@@ -519,6 +563,10 @@ export function route(
     // §V.F, §V.G: downloads.
     case 'download.request':
       if (has(serveKey(message.id))) break;
+      if (transfersOf(snapshot, message.from) >= config.maxTransfersPerMember) {
+        refuse(message.from, message.id, 'busy', tooManyTransfers(config, message.from));
+        break;
+      }
       steps.push({
         kind: 'spawn',
         src: 'serveDownload',
@@ -576,6 +624,15 @@ export function route(
     case 'list.request':
     case 'delete.request':
       if (has(requestKey(message))) break;
+      if (pendingRequests(snapshot) >= config.maxPendingRequests) {
+        refuse(
+          message.from,
+          message.id,
+          'busy',
+          `the broker is answering ${config.maxPendingRequests} requests already; try again shortly`,
+        );
+        break;
+      }
       steps.push({
         kind: 'spawn',
         src: 'request',

@@ -21,6 +21,9 @@ const config: BrokerConfig = {
   segmentSize: 4,
   window: 2,
   transferIdleTimeoutMs: 30_000,
+  maxFileSize: 1000,
+  maxTransfersPerMember: 2,
+  maxPendingRequests: 1,
 };
 const cpu = { cores: 2, load: 0 };
 
@@ -36,7 +39,7 @@ const servedFile: FileInfo = {
   ],
 };
 
-function start() {
+function start(options: { requestsHang?: boolean } = {}) {
   const clock = new SimulatedClock();
   const sent: SendCommand[] = [];
   const coreStarts: Array<{ index: number; offset: number }> = [];
@@ -65,13 +68,14 @@ function start() {
           }),
         },
       }),
-      request: fromPromise(
-        async () =>
-          ({
-            type: 'SEND',
-            to: 'cli-1',
-            message: { type: 'delete.done', id: 'd1', from: 'broker', name: 'x' },
-          }) as SendCommand,
+      request: fromPromise(async () =>
+        options.requestsHang
+          ? new Promise<SendCommand>(() => {})
+          : ({
+              type: 'SEND',
+              to: 'cli-1',
+              message: { type: 'delete.done', id: 'd1', from: 'broker', name: 'x' },
+            } as SendCommand),
       ),
     },
   });
@@ -240,5 +244,62 @@ describe('broker routing (§V)', () => {
     expect(replies('error').map((c) => c.message)).toEqual([
       expect.objectContaining({ id: 'late-2', code: 'not-found', retryable: true }),
     ]);
+  });
+});
+
+describe('broker limits', () => {
+  const begin = (id: string, from: string, size: number, name = `${id}.bin`) =>
+    ({ type: 'upload.begin', id, from, name, size, overwrite: false }) as const;
+  const errors = (sent: SendCommand[]) =>
+    sent.filter((c) => c.message.type === 'error').map((c) => [c.to, c.message]);
+
+  test('a file over the size limit is refused as too large, not retryable', () => {
+    const { actor, frame, sent } = start();
+    frame(begin('u1', 'cli-1', 1001));
+    expect(errors(sent)).toEqual([
+      [
+        'cli-1',
+        expect.objectContaining({
+          id: 'u1',
+          code: 'too-large',
+          retryable: false,
+          message: '"u1.bin" is 1001 bytes; this cloudlet takes files up to 1000 bytes',
+        }),
+      ],
+    ]);
+    expect(actor.getSnapshot().children['upload:u1']).toBeUndefined();
+  });
+
+  test("one member's transfers in flight are bounded; other members are not held back", () => {
+    const { actor, frame, sent } = start();
+    frame(begin('u1', 'cli-1', 10));
+    frame(begin('u2', 'cli-1', 10));
+    frame(begin('u3', 'cli-1', 10));
+    frame({ type: 'download.request', id: 'd1', from: 'cli-1', name: 'f.bin' });
+    frame(begin('u4', 'cli-2', 10));
+    expect(errors(sent)).toEqual([
+      ['cli-1', expect.objectContaining({ id: 'u3', code: 'busy', retryable: true })],
+      ['cli-1', expect.objectContaining({ id: 'd1', code: 'busy', retryable: true })],
+    ]);
+    const children = Object.keys(actor.getSnapshot().children).sort();
+    expect(children).toEqual(['bridge', 'upload:u1', 'upload:u2', 'upload:u4']);
+  });
+
+  test('requests being answered are bounded; the next is told to try again', () => {
+    const { actor, frame, sent } = start({ requestsHang: true });
+    frame({ type: 'list.request', id: 'l1', from: 'cli-1' });
+    frame({ type: 'list.request', id: 'l2', from: 'cli-2' });
+    expect(errors(sent)).toEqual([
+      [
+        'cli-2',
+        expect.objectContaining({
+          id: 'l2',
+          code: 'busy',
+          retryable: true,
+          message: 'the broker is answering 1 requests already; try again shortly',
+        }),
+      ],
+    ]);
+    expect(actor.getSnapshot().children['request:cli-1:l1']).toBeDefined();
   });
 });

@@ -6,6 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { bufferSource, memorySink } from '../../actors/files.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
@@ -61,6 +64,62 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect(row?.memoryFree).toBeLessThan(4 * 1024 * 1024);
       const stored = await cloudlet.member.put(bufferSource(randomBytes(MiB)), 'small.bin');
       expect(stored.chunks.map((chunk) => chunk.vm)).toEqual(['vm-b', 'vm-c']);
+    });
+  },
+);
+
+describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
+  'limits: a clear error, nothing lost, the broker keeps serving',
+  () => {
+    const mosquitto = useMosquitto();
+    let cloudlet: TestCloudlet;
+    let work: string;
+
+    beforeAll(async () => {
+      cloudlet = await startCloudlet(mosquitto.url, {
+        split: 1,
+        maxFileSize: MiB,
+        maxTransfersPerMember: 1,
+      });
+      await cloudlet.startVm('vm-a', 100 * MiB, { store: 'memory' });
+      work = mkdtempSync(join(tmpdir(), 'cloudlet-limits-'));
+    }, 60_000);
+    afterAll(async () => {
+      await cloudlet?.close();
+      rmSync(work, { recursive: true, force: true });
+    }, 30_000);
+
+    test('a file over --max-file-size: one line, exit 1, nothing listed', async () => {
+      writeFileSync(join(work, 'big.bin'), randomBytes(MiB + 1));
+      const put = await cloudlet.cli(['put', join(work, 'big.bin')]);
+      expect(put).toMatchObject({
+        code: 1,
+        stdout: '',
+        stderr: `cloudlet: "big.bin" is ${MiB + 1} bytes; this cloudlet takes files up to ${MiB} bytes\n`,
+      });
+      expect(await cloudlet.member.listAll()).toEqual([]);
+    });
+
+    test("a member's second transfer at once is refused busy; the first is unharmed, the retry works", async () => {
+      const { member } = cloudlet;
+      const first = randomBytes(MiB);
+      const second = randomBytes(1000);
+      const [one, two] = await Promise.allSettled([
+        member.put(bufferSource(first), 'one.bin'),
+        member.put(bufferSource(second), 'two.bin'),
+      ]);
+      expect(one.status).toBe('fulfilled');
+      expect(two).toMatchObject({ status: 'rejected', reason: { code: 'busy', retryable: true } });
+      expect((two as PromiseRejectedResult).reason.message).toContain('transfers in flight');
+      await member.put(bufferSource(second), 'two.bin');
+      for (const [name, bytes] of [
+        ['one.bin', first],
+        ['two.bin', second],
+      ] as const) {
+        const sink = memorySink();
+        await member.get(name, sink);
+        expect(sink.bytes().equals(bytes)).toBe(true);
+      }
     });
   },
 );
