@@ -81,6 +81,7 @@ export interface Link {
 export const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
   'join.ack',
   'rejoin',
+  'stop',
   'chunk.store',
   'chunk.fetch',
   'chunk.delete',

@@ -43,6 +43,12 @@ export interface VmOptions {
   log?: Logger;
   /** Hears XState's inspection events (--inspect). */
   inspect?: (event: InspectionEvent) => void;
+  /**
+   * The broker found another process running with this VM's id (the two
+   * knock each other off the MQTT server) and chose this one, the younger,
+   * to go. The CLI exits 1 with `problem`; by default the VM closes.
+   */
+  onIdConflict?: (problem: string) => void;
 }
 
 export interface Vm {
@@ -111,6 +117,13 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     actions: {
       send,
       reportChildError: logActorFailure(log),
+      stopForIdConflict: (_, { reason }) => {
+        const problem = `another VM process is running as "${options.id}" on this MQTT server; give each VM its own --id (${reason})`;
+        log.error({ id: options.id, incarnation }, problem);
+        displaced = true;
+        if (options.onIdConflict) options.onIdConflict(problem);
+        else void vm.close();
+      },
     },
     actors: {
       mqttBridge: linkBridge(link),
@@ -137,6 +150,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       id: options.id,
+      incarnation,
       brokerId,
       heartbeatMs: options.heartbeatMs ?? 5000,
       joinRetryMs: options.joinRetryMs ?? 3000,
@@ -148,7 +162,9 @@ export async function createVm(options: VmOptions): Promise<Vm> {
   log.info({ id: options.id, address, memory: options.memory }, 'VM started');
 
   let gone = false;
-  return {
+  /** Stopped for an id conflict: the status topic is the other process's now. */
+  let displaced = false;
+  const vm: Vm = {
     id: options.id,
     incarnation,
     actor,
@@ -160,11 +176,12 @@ export async function createVm(options: VmOptions): Promise<Vm> {
       member.close();
       actor.stop();
       // Say goodbye if the MQTT server is there to hear it; never wait long.
-      const goodbye = !link.connected
-        ? Promise.resolve()
-        : link
-            .publishRaw(topics.status(options.id), status(false), { retain: true })
-            .catch(() => {});
+      const goodbye =
+        !link.connected || displaced
+          ? Promise.resolve()
+          : link
+              .publishRaw(topics.status(options.id), status(false), { retain: true })
+              .catch(() => {});
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         goodbye,
@@ -182,6 +199,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
       await link.close({ abrupt: true });
     },
   };
+  return vm;
 }
 
 /** Resolves once the broker has acknowledged the VM's join. */

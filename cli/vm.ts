@@ -103,17 +103,33 @@ const program = withConnectionOptions(
             { length: flags.count },
             (_, i) => `${flags.idPrefix ?? `${flags.id}-`}${i + 1}`,
           );
-    const vms = await Promise.all(ids.map((id) => startOne(flags, id, stately?.inspect)));
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+    let conflict: (problem: string) => void = () => {};
+    const conflicted = new Promise<string>((resolve) => {
+      conflict = resolve;
     });
+    const vms = await Promise.all(
+      ids.map((id) => startOne(flags, id, (problem) => conflict(problem), stately?.inspect)),
+    );
+    const problem = await Promise.race([
+      conflicted,
+      new Promise<null>((resolve) => {
+        const stop = () => resolve(null);
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      }),
+    ]);
     await Promise.all(vms.map((vm) => vm.leave()));
     stately?.stop();
+    // Exit 1 with the reason rather than fight over the id for ever.
+    if (problem) throw new Error(problem);
   });
 
-async function startOne(flags: VmFlags, id: string, inspect?: (event: InspectionEvent) => void) {
+async function startOne(
+  flags: VmFlags,
+  id: string,
+  onIdConflict: (problem: string) => void,
+  inspect?: (event: InspectionEvent) => void,
+) {
   const log = createLogger(`vm ${id}`);
   const store = createChunkStore(flags.store, {
     namespace: id,
@@ -131,6 +147,7 @@ async function startOne(flags: VmFlags, id: string, inspect?: (event: Inspection
     store,
     memory: flags.memory,
     log,
+    onIdConflict,
     ...(inspect ? { inspect } : {}),
   });
   joined(vm, 60_000).then(

@@ -25,6 +25,7 @@ import {
   type MembershipNotice,
   membershipMachine,
   restoredInput,
+  type VmReport,
   vmInfoOf,
   vmRecordOf,
 } from './membership.ts';
@@ -277,6 +278,43 @@ function withoutTransfer(uploading: Record<string, string>, actorId: string) {
   return Object.fromEntries(Object.entries(uploading).filter(([, id]) => id !== transferId));
 }
 
+/**
+ * Two processes running as one VM (each takes over the other's MQTT
+ * session, so they alternate): a message from an incarnation a newer one
+ * replaced, or from one already told to stop. Adds the steps and says
+ * whether the message is dealt with.
+ */
+function twinProcess(
+  steps: RouteStep[],
+  config: BrokerConfig,
+  snapshot: BrokerSnapshot,
+  vm: string,
+  heard: VmReport & { join?: { id: string; address: string } },
+): boolean {
+  const membership = snapshot.children[vmKey(vm)] as MembershipRef | undefined;
+  if (!membership) return false;
+  const { banned, replaced } = membership.getSnapshot().context;
+  if (heard.incarnation === banned) {
+    steps.push({
+      kind: 'send',
+      command: {
+        type: 'SEND',
+        to: vm,
+        message: {
+          type: 'stop',
+          from: config.brokerId,
+          incarnation: banned,
+          reason: `another process runs as ${vm} and was here first`,
+        },
+      },
+    });
+    return true;
+  }
+  if (heard.incarnation !== replaced?.incarnation) return false;
+  steps.push({ kind: 'tell', key: vmKey(vm), event: { type: 'CONFLICT', ...heard } });
+  return true;
+}
+
 /** Uploads and downloads `member` has in flight. */
 function transfersOf(snapshot: BrokerSnapshot, member: string): number {
   let count = 0;
@@ -415,6 +453,14 @@ export function route(
         memoryFree: message.memoryFree,
         at: event.at,
       };
+      const { id: _, address, ...heard } = report;
+      if (
+        twinProcess(steps, config, snapshot, message.from, {
+          ...heard,
+          join: { id: report.id, address },
+        })
+      )
+        break;
       if (has(vmKey(message.from))) tell(vmKey(message.from), { type: 'JOIN', ...report });
       else
         steps.push({
@@ -432,6 +478,13 @@ export function route(
       break;
     }
     case 'heartbeat': {
+      const heard = {
+        incarnation: message.incarnation,
+        cpu: message.cpu,
+        memoryFree: message.memoryFree,
+        at: event.at,
+      };
+      if (twinProcess(steps, config, snapshot, message.from, heard)) break;
       if (has(vmKey(message.from))) {
         tell(vmKey(message.from), {
           type: 'HEARTBEAT',

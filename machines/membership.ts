@@ -22,7 +22,7 @@
  * inventory): with the same incarnation it is alive with no penalty (it
  * never stopped), with a new one it failed while the broker was away.
  */
-import { assign, type SnapshotFrom, sendParent, setup } from 'xstate';
+import { assign, enqueueActions, type SnapshotFrom, sendParent, setup } from 'xstate';
 import type { VmRecord } from '../plugins/metadata/types.ts';
 import type { CpuInfo, VmInfo } from '../protocol/messages.ts';
 import { effectiveMemory } from './placement.ts';
@@ -34,6 +34,13 @@ import type { SendCommand } from './shared.ts';
  * 8 s plus 20% jitter), rounded up.
  */
 export const RECONNECT_GRACE_MS = 10_000;
+
+/**
+ * After two processes were found running as one VM: for this long a failure
+ * of the one kept (the twin's session takeover fires its will) costs it no
+ * penalty when it joins again.
+ */
+export const TWIN_GRACE_MS = 60_000;
 
 export interface MembershipInput {
   id: string;
@@ -71,6 +78,12 @@ export interface MembershipContext {
   joinId: string;
   /** Came back from the saved VM table rather than from a join. */
   restored: boolean;
+  /** The incarnation the current one replaced, and its penalty then. */
+  replaced: { incarnation: string; penalty: number } | null;
+  /** A younger process found running as this VM: told to stop whenever heard. */
+  banned: string | null;
+  /** Epoch ms when it was found. */
+  bannedAt: number | null;
 }
 
 export type MembershipEvent =
@@ -82,7 +95,13 @@ export type MembershipEvent =
   /** The broker is connected again: hear from the VM within three intervals. */
   | { type: 'RESUME' }
   /** The VM refused a chunk for want of space: place nothing more there until it says otherwise. */
-  | { type: 'FULL' };
+  | { type: 'FULL' }
+  /**
+   * The incarnation a newer one replaced is heard again: two processes run
+   * as this VM. The older one (the one heard first) keeps the id, with its
+   * penalty as it was; the younger is told to stop.
+   */
+  | ({ type: 'CONFLICT'; join?: { id: string; address: string } } & VmReport);
 
 /** Told to the parent (the broker) whenever the status changes. */
 export interface MembershipNotice {
@@ -128,11 +147,26 @@ const askToRejoin = {
   }),
 };
 
+// Tells the younger of two processes running as this VM to stop.
+const stopBanned = {
+  type: 'send' as const,
+  params: ({ context }: { context: MembershipContext }): SendCommand => ({
+    type: 'SEND',
+    to: context.id,
+    message: {
+      type: 'stop',
+      from: context.brokerId,
+      incarnation: context.banned ?? '',
+      reason: `incarnation ${context.incarnation} ran as ${context.id} before this one`,
+    },
+  }),
+};
+
 // A join while the VM's fate is open: the same process is simply back; a
 // new one means the VM failed meanwhile (§IV.4).
 const joinWhileUnsure = [
   { guard: 'sameIncarnation', target: 'alive', actions: ['recordReport', ackJoin] },
-  { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+  { target: 'alive', actions: ['noteReplaced', 'recordReport', 'addPenalty', ackJoin] },
 ] as const;
 
 export const membershipMachine = setup({
@@ -153,6 +187,12 @@ export const membershipMachine = setup({
   },
   guards: {
     restored: ({ context }) => context.restored,
+    knockedOffByTwin: ({ context, event }) =>
+      context.bannedAt !== null &&
+      'incarnation' in event &&
+      event.incarnation === context.incarnation &&
+      'at' in event &&
+      event.at - context.bannedAt < TWIN_GRACE_MS,
     // Back after an outage (not a restart): a heartbeat of the same process suffices.
     resumedSameIncarnation: ({ context, event }) =>
       !context.restored && 'incarnation' in event && event.incarnation === context.incarnation,
@@ -169,6 +209,13 @@ export const membershipMachine = setup({
         incarnation: event.incarnation,
         ...(event.type === 'JOIN' ? { address: event.address, joinId: event.id } : {}),
       };
+    }),
+    /** A new incarnation takes over: remember the old one, in case it was no restart. */
+    noteReplaced: assign({
+      replaced: ({ context, event }) =>
+        'incarnation' in event && event.incarnation === context.incarnation
+          ? context.replaced
+          : { incarnation: context.incarnation, penalty: context.penalty },
     }),
     /** Heard since the restart: later outages need no new join. */
     heard: assign({ restored: false }),
@@ -199,9 +246,35 @@ export const membershipMachine = setup({
     brokerId: input.brokerId,
     joinId: input.join.id,
     restored: input.restored ?? false,
+    replaced: null,
+    banned: null,
+    bannedAt: null,
   }),
-  // Its next heartbeat reports what it has free again.
-  on: { FULL: { actions: assign({ memoryFree: 0 }) } },
+  on: {
+    // Its next heartbeat reports what it has free again.
+    FULL: { actions: assign({ memoryFree: 0 }) },
+    CONFLICT: {
+      target: '.alive',
+      reenter: true,
+      actions: [
+        assign(({ context, event }) => ({
+          banned: context.incarnation,
+          bannedAt: event.at,
+          incarnation: event.incarnation,
+          penalty: context.replaced?.penalty ?? context.penalty,
+          replaced: null,
+          cpu: event.cpu,
+          memoryFree: event.memoryFree,
+          lastSeen: event.at,
+          ...(event.join ? { address: event.join.address, joinId: event.join.id } : {}),
+        })),
+        stopBanned,
+        enqueueActions(({ enqueue, event }) => {
+          if (event.join) enqueue(ackJoin);
+        }),
+      ],
+    },
+  },
   initial: 'starting',
   states: {
     starting: {
@@ -262,7 +335,7 @@ export const membershipMachine = setup({
         JOIN: {
           target: 'alive',
           reenter: true,
-          actions: ['recordReport', 'addPenalty', ackJoin],
+          actions: ['noteReplaced', 'recordReport', 'addPenalty', ackJoin],
         },
         OFFLINE: { guard: 'sameIncarnation', target: 'failed' },
         PAUSE: 'paused',
@@ -284,8 +357,17 @@ export const membershipMachine = setup({
     failed: {
       entry: { type: 'notifyStatus', params: { status: 'failed' } },
       on: {
-        // §IV.4 / §V.C step 2: a failed VM that joins again.
-        JOIN: { target: 'alive', actions: ['recordReport', 'addPenalty', ackJoin] },
+        JOIN: [
+          // Knocked off by a twin (its session takeover fired this VM's
+          // will) shortly after the conflict was found: not its failure.
+          {
+            guard: 'knockedOffByTwin',
+            target: 'alive',
+            actions: ['recordReport', ackJoin],
+          },
+          // §IV.4 / §V.C step 2: a failed VM that joins again.
+          { target: 'alive', actions: ['noteReplaced', 'recordReport', 'addPenalty', ackJoin] },
+        ],
         HEARTBEAT: { actions: askToRejoin },
       },
     },

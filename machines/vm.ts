@@ -6,6 +6,7 @@
  *   any ──(connection lost)──▶ reconnecting ──▶ joining again
  *   serving ──(the broker asks: rejoin)──▶ joining
  *   on entering serving: its inventory to the broker (what chunks it holds)
+ *   any ──(the broker: another process has this id, and this one is younger)──▶ stopped
  *
  * Whatever the state, it stores chunks the broker sends (§V.D step 6),
  * serves them to requesters (§V.F step 6) and deletes them on request.
@@ -17,6 +18,8 @@ import type { SendCommand } from './shared.ts';
 
 export interface VmInput {
   id: string;
+  /** This process's incarnation (random per start). */
+  incarnation: string;
   brokerId: string;
   /** Heartbeat interval until the broker says otherwise. */
   heartbeatMs: number;
@@ -37,7 +40,8 @@ export type VmEvent =
   | { type: 'DISCONNECTED' }
   | { type: 'FRAME'; frame: Frame }
   | { type: 'JOIN_ACK'; heartbeatMs: number; penalty: number; memoryEffective: number }
-  | { type: 'REJOIN'; reason: string };
+  | { type: 'REJOIN'; reason: string }
+  | { type: 'STOP'; reason: string };
 
 export interface VmContext extends VmInput {
   penalty: number;
@@ -86,6 +90,8 @@ export const vmMachine = setup({
     send: (_, _command: SendCommand) => {
       throw new Error('send is provided by the runtime');
     },
+    /** Another process runs under this VM's id and the broker chose this one to go. */
+    stopForIdConflict: (_, _params: { reason: string }) => {},
     /** Something failed that the VM survives: the runtime logs it. */
     reportChildError: (_, _failure: { actorId: string; error: unknown }) => {},
   },
@@ -100,6 +106,7 @@ export const vmMachine = setup({
   initial: 'connecting',
   on: {
     DISCONNECTED: '.reconnecting',
+    STOP: '.stopped',
     'xstate.error.actor.*': {
       actions: {
         type: 'reportChildError',
@@ -147,6 +154,11 @@ export const vmMachine = setup({
             break;
           case 'rejoin':
             enqueue.raise({ type: 'REJOIN', reason: message.reason });
+            break;
+          case 'stop':
+            // Another process runs under this id; the broker chose this one to go.
+            if (message.incarnation === context.incarnation)
+              enqueue.raise({ type: 'STOP', reason: message.reason });
             break;
           case 'chunk.store':
             enqueue.sendTo('storer', { type: 'STORE', message, body });
@@ -218,12 +230,22 @@ export const vmMachine = setup({
       on: { REJOIN: 'joining' },
     },
     reconnecting: { on: { CONNECTED: 'joining' } },
+    // Told by the broker that another process holds this id: stop taking
+    // part (the runtime says why and leaves).
+    stopped: {
+      type: 'final',
+      entry: {
+        type: 'stopForIdConflict',
+        params: ({ event }) => ({ reason: (event as { reason?: string }).reason ?? '' }),
+      },
+    },
   },
 });
 
 const BROKER_ONLY: ReadonlySet<string> = new Set([
   'join.ack',
   'rejoin',
+  'stop',
   'chunk.store',
   'chunk.delete',
   'chunk.fetch',

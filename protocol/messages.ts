@@ -151,6 +151,16 @@ export const messageSchemas = {
     type: z.literal('rejoin'),
     reason: shortText,
   }),
+  /**
+   * Two processes run as one VM id (each takes over the other's MQTT
+   * session): the broker tells the younger incarnation to stop.
+   */
+  stop: z.strictObject({
+    ...base,
+    type: z.literal('stop'),
+    incarnation: opaqueId,
+    reason: shortText,
+  }),
   /** Retained on a VM's status topic; `online: false` is its MQTT will. */
   status: z.strictObject({
     ...base,

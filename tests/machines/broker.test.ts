@@ -136,6 +136,35 @@ describe('broker routing (§V)', () => {
     });
   });
 
+  test('two processes as one VM: the incarnation heard again keeps the id, the younger is told to stop', () => {
+    const { actor, join, frame, replies } = start();
+    const row = () => vmTable(actor.getSnapshot())[0];
+    const stops = () => replies('stop').map((c) => [c.to, c.message]);
+    join('vm-a', 300, 'first');
+    // A restart, as far as anyone can tell: penalty 1.
+    join('vm-a', 300, 'twin');
+    expect(row()).toMatchObject({ status: 'alive', penalty: 1 });
+    expect(stops()).toEqual([]);
+    // …until the first is heard again: no restart brings an incarnation back.
+    frame({ type: 'heartbeat', from: 'vm-a', incarnation: 'first', cpu, memoryFree: 300 });
+    expect(row()).toMatchObject({ status: 'alive', penalty: 0 });
+    expect(stops()).toEqual([
+      ['vm-a', expect.objectContaining({ type: 'stop', incarnation: 'twin' })],
+    ]);
+    // The twin is told again whenever it is heard, and changes nothing.
+    join('vm-a', 300, 'twin');
+    expect(stops()).toHaveLength(2);
+    expect(row()).toMatchObject({ status: 'alive', penalty: 0 });
+    // Its takeover fired the first one's will: that costs no penalty either.
+    frame(
+      { type: 'status', from: 'vm-a', incarnation: 'first', online: false },
+      { kind: 'status', id: 'vm-a' },
+    );
+    expect(row()?.status).toBe('failed');
+    join('vm-a', 300, 'first');
+    expect(row()).toMatchObject({ status: 'alive', penalty: 0 });
+  });
+
   test('a will on another VM’s status topic is ignored', () => {
     const { actor, join, frame } = start();
     join('vm-a', 300);

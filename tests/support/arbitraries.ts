@@ -100,6 +100,12 @@ export const messageArbitraries: MessageArbitraries = {
     memoryFree: byteCountArb,
   }),
   rejoin: fc.record({ from: memberIdArb, type: fc.constant('rejoin'), reason: shortTextArb }),
+  stop: fc.record({
+    from: memberIdArb,
+    type: fc.constant('stop'),
+    incarnation: opaqueIdArb,
+    reason: shortTextArb,
+  }),
   status: fc.record({
     from: memberIdArb,
     type: fc.constant('status'),
