@@ -158,6 +158,10 @@ export async function createVm(options: VmOptions): Promise<Vm> {
   });
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the VM statechart failed') });
   actor.start();
+  options.store.onReconnected?.(() => {
+    log.warn('the chunk store is back after a loss of connection; reporting its inventory again');
+    actor.send({ type: 'STORE_RECONNECTED' });
+  });
   const member = createMember({ link, brokerId, log });
   log.info({ id: options.id, address, memory: options.memory }, 'VM started');
 

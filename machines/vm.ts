@@ -5,7 +5,8 @@
  *   N from the broker's acknowledgement; the paper: 5 s)
  *   any ──(connection lost)──▶ reconnecting ──▶ joining again
  *   serving ──(the broker asks: rejoin)──▶ joining
- *   on entering serving: its inventory to the broker (what chunks it holds)
+ *   on entering serving: its inventory to the broker (what chunks it holds),
+ *   and again whenever its chunk store's server comes back (it may be empty)
  *   any ──(the broker: another process has this id, and this one is younger)──▶ stopped
  *
  * Whatever the state, it stores chunks the broker sends (§V.D step 6),
@@ -41,7 +42,9 @@ export type VmEvent =
   | { type: 'FRAME'; frame: Frame }
   | { type: 'JOIN_ACK'; heartbeatMs: number; penalty: number; memoryEffective: number }
   | { type: 'REJOIN'; reason: string }
-  | { type: 'STOP'; reason: string };
+  | { type: 'STOP'; reason: string }
+  /** The chunk store's server was lost and is back: it may have restarted empty. */
+  | { type: 'STORE_RECONNECTED' };
 
 export interface VmContext extends VmInput {
   penalty: number;
@@ -227,7 +230,11 @@ export const vmMachine = setup({
           },
         },
       },
-      on: { REJOIN: 'joining' },
+      on: {
+        REJOIN: 'joining',
+        // A fresh inventory lets the broker restore what the store lost.
+        STORE_RECONNECTED: { target: 'serving', reenter: true },
+      },
     },
     reconnecting: { on: { CONNECTED: 'joining' } },
     // Told by the broker that another process holds this id: stop taking

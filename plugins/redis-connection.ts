@@ -59,6 +59,11 @@ export function createRedisConnection(
 
   let connected: Connected | undefined;
   let closed = false;
+  const reconnectListeners = new Set<() => void>();
+  const onReconnect = () => {
+    if (closed) return;
+    for (const listener of reconnectListeners) listener();
+  };
 
   function onConnectionError(err: Error) {
     if (!closed) options.onError?.(err);
@@ -71,7 +76,7 @@ export function createRedisConnection(
   async function run<T>(action: string, op: (connected: Connected) => Promise<T>): Promise<T> {
     if (closed) throw new StoreError(backend, `${action}: the store is closed`);
     try {
-      connected ??= openClient(url, timeoutMs, onConnectionError);
+      connected ??= openClient(url, timeoutMs, onConnectionError, onReconnect);
       await connected.whenReady();
       return await op(connected);
     } catch (err) {
@@ -106,10 +111,26 @@ export function createRedisConnection(
     await client.close().catch(() => client.destroy());
   }
 
-  return { run, bounded, close };
+  /**
+   * Hears each time the connection comes back after it was lost: the server
+   * may have restarted, and an in-memory one then holds nothing.
+   */
+  function onReconnected(listener: () => void) {
+    reconnectListeners.add(listener);
+    return () => {
+      reconnectListeners.delete(listener);
+    };
+  }
+
+  return { run, bounded, close, onReconnected };
 }
 
-function openClient(url: URL, timeoutMs: number, onError: (err: Error) => void) {
+function openClient(
+  url: URL,
+  timeoutMs: number,
+  onError: (err: Error) => void,
+  onReconnect: () => void,
+) {
   const client = createClient({
     url: url.href,
     // Without this, commands issued while disconnected wait for the server forever.
@@ -137,7 +158,10 @@ function openClient(url: URL, timeoutMs: number, onError: (err: Error) => void) 
   // One 'ready' listener for all waiting callers: a listener each would trip
   // the EventEmitter leak warning as soon as ten operations wait at once.
   const readyWaiters = new Set<() => void>();
+  let readyBefore = false;
   client.on('ready', () => {
+    if (readyBefore) onReconnect();
+    readyBefore = true;
     lastError = undefined;
     for (const wake of readyWaiters) wake();
     readyWaiters.clear();

@@ -42,7 +42,11 @@ return removed`;
  * and node-redis keeps reconnecting in the background until it is back.
  */
 export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkStore {
-  const { run, bounded, close } = createRedisConnection(DRIVER_NAME, ChunkStoreError, options);
+  const { run, bounded, close, onReconnected } = createRedisConnection(
+    DRIVER_NAME,
+    ChunkStoreError,
+    options,
+  );
   // Encoded so that a namespace can never reach into another one's keys
   // (`a:chunk:b` would otherwise share a prefix with `a`).
   const namespace = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
@@ -113,6 +117,7 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
         Number((await bounded(client.get(usedBytesKey))) ?? 0),
       ),
     close,
+    onReconnected,
   };
 }
 

@@ -24,6 +24,12 @@ export interface ChunkStore {
   usedBytes(): Promise<number>;
   /** Releases connections; the store is unusable afterwards. */
   close(): Promise<void>;
+  /**
+   * For backends behind a server: hears each time the connection comes back
+   * after it was lost (the server may have restarted empty). Returns an
+   * unsubscribe function.
+   */
+  onReconnected?(listener: () => void): () => void;
 }
 
 /** A backend could not be reached or refused an operation. */

@@ -92,5 +92,28 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect(stored.chunks.map((chunk) => chunk.vm)).toEqual(['vm-a', 'vm-b']);
       expect(got.chunks.map((chunk) => chunk.source)).toEqual(['edge', 'edge']);
     });
+
+    test('a VM whose redis restarts empty while the VM runs on reports again and gets its chunks back', async () => {
+      const { member, broker } = cloudlet;
+      const bytes = randomBytes(800_000);
+      const stored = await member.put(bufferSource(bytes), 'redis-only.bin');
+      const before = broker.stats().reconciled.restored;
+      const held = await fileIdsOn(a);
+      expect(held).toContain(stored.fileId);
+
+      await a.redis?.restart();
+      expect(await fileIdsOn(a)).toEqual([]);
+      // No VM restart, no rejoin: the store's reconnection prompts the inventory.
+      await until(
+        async () => JSON.stringify(await fileIdsOn(a)) === JSON.stringify(held),
+        'VM A holds its chunks again',
+      );
+      expect(broker.stats().reconciled.restored).toBeGreaterThan(before);
+      expect(broker.vms().find((vm) => vm.id === 'vm-a')).toMatchObject({ status: 'alive' });
+      const sink = memorySink();
+      const got = await member.get('redis-only.bin', sink);
+      expect(sink.bytes().equals(bytes)).toBe(true);
+      expect(got.chunks.every((chunk) => chunk.source === 'edge')).toBe(true);
+    });
   },
 );
