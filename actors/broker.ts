@@ -160,6 +160,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     log,
   };
   const table = () => vmTable(actor.getSnapshot());
+  const coreSettling = new Map<string, Promise<unknown>>();
   // What the last run left: its VM table, and chunk sets no file owns (read
   // before this broker takes any upload, so none of these is in flight).
   const remembered = await metadata.listVms();
@@ -224,6 +225,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             send: sendTo,
             storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
             log,
+            settling: coreSettling,
           }),
           commitFile: fromPromise(async ({ input }) => {
             const file: FileInfo = {
@@ -247,6 +249,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           cleanUp: fromPromise(async ({ input }) => {
             if (!input.plan) return;
             const { fileId, chunks } = input.plan;
+            // A core commit under way when the upload stopped lands first.
+            await coreSettling.get(input.transferId);
             for (const vm of new Set(chunks.map((chunk) => chunk.vm))) {
               if (vm)
                 link

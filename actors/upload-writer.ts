@@ -20,6 +20,12 @@ export interface UploadWriterDeps {
   /** A VM that does not confirm a segment within this fails the upload. */
   storeTimeoutMs: number;
   log: Logger;
+  /**
+   * Core work still running for a stopped writer, by transfer id (a commit
+   * cannot be called back once begun): the upload's clean-up waits for it
+   * before it deletes the core objects, or a late commit would outlive it.
+   */
+  settling?: Map<string, Promise<unknown>>;
 }
 
 export const coreKeyOf = (fileId: string, index: number) => `${fileId}/${index}`;
@@ -114,11 +120,14 @@ export function uploadWriter(deps: UploadWriterDeps) {
         return state.coreQueue;
       };
 
+      let sealing: Promise<unknown> = Promise.resolve();
       const seal = async () => {
         const chunkSha256: string[] = [];
         for (const [index, chunk] of plan.chunks.entries()) {
           const state = chunks[index] as ChunkState;
           await state.coreQueue;
+          // Stopped meanwhile (the upload aborted): commit nothing more.
+          if (stopped) throw new CloudletError('aborted', 'the upload stopped', true);
           // An empty chunk still gets its (empty) core object.
           state.writer ??= deps.core.createWriter(coreKeyOf(plan.fileId, index), {
             size: plan.chunks[index]?.size ?? 0,
@@ -190,7 +199,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
             return;
           }
           case 'SEAL':
-            seal().then((sealed) => {
+            sealing = seal().then((sealed) => {
               if (!stopped) report({ type: 'SEALED', ...sealed });
             }, failWith);
             return;
@@ -203,18 +212,23 @@ export function uploadWriter(deps: UploadWriterDeps) {
         pending.clear();
         // Uncommitted core objects are discarded; committed ones are the
         // commit's or the cleanup's business.
-        for (const state of chunks) {
-          if (state.writer && !state.committed) {
-            state.writer
-              .then((writer) => writer.abort())
-              .catch((error) =>
-                deps.log.warn(
-                  { err: (error as Error).message },
-                  'could not discard a partial core object',
-                ),
-              );
-          }
-        }
+        const discarded = chunks.map((state) =>
+          state.writer && !state.committed
+            ? state.writer
+                .then((writer) => writer.abort())
+                .catch((error) =>
+                  deps.log.warn(
+                    { err: (error as Error).message },
+                    'could not discard a partial core object',
+                  ),
+                )
+            : Promise.resolve(),
+        );
+        const settled = Promise.allSettled([sealing, ...discarded]);
+        deps.settling?.set(transferId, settled);
+        settled.then(() => {
+          if (deps.settling?.get(transferId) === settled) deps.settling.delete(transferId);
+        });
       };
     },
   );

@@ -46,6 +46,9 @@ const segmentKey = (fileId: string, index: number, offset: number) =>
 const manifestKey = (fileId: string, index?: number) =>
   index === undefined ? `m/${fileId}/` : `m/${fileId}/${index}`;
 
+/** How long a VM refuses segments of a file it deleted whole. */
+const TOMBSTONE_MS = 60_000;
+
 /**
  * What the VM can still take: its budget less what its store holds, and
  * never more than the store showed it can hold (Redis at its `maxmemory`
@@ -92,11 +95,23 @@ export function chunkStorer(deps: VmStorageDeps) {
       retryable = false,
     ) => deps.send(to, { type: 'error', id, from: deps.id, index, code, message, retryable });
 
+    // Files deleted whole a moment ago: segments of theirs still on the way
+    // (an aborted upload's) must not start the chunk again.
+    const buried = new Map<string, number>();
+    const bury = (fileId: string) => {
+      const now = Date.now();
+      for (const [id, until] of buried) if (until < now) buried.delete(id);
+      buried.set(fileId, now + TOMBSTONE_MS);
+    };
     const store = async (
       message: Extract<StorerCommand, { type: 'STORE' }>['message'],
       body: Buffer,
     ) => {
       const { id, from, fileId, index, chunkSize, offset } = message;
+      if ((buried.get(fileId) ?? 0) > Date.now()) {
+        await refuse(from, id, index, 'aborted', `file ${fileId} was deleted from VM ${deps.id}`);
+        return;
+      }
       const key = `${fileId}/${index}`;
       if (offset === 0 && !writing.has(key)) {
         // A fresh chunk (or a retried one): start clean, and only if it fits.
@@ -193,12 +208,15 @@ export function chunkStorer(deps: VmStorageDeps) {
       await deps.send(from, { type: 'chunk.deleted', id, from: deps.id, fileId });
     };
 
+    // One queue per file: a delete of the whole file then runs after every
+    // store of it that arrived before, never in between.
     receive((command) => {
       const { fileId } = command.message;
       if (command.type === 'STORE') {
-        enqueue(`${fileId}/${command.message.index}`, () => store(command.message, command.body));
+        enqueue(fileId, () => store(command.message, command.body));
       } else {
-        enqueue(`${fileId}/${command.message.index ?? '*'}`, () => remove(command.message));
+        if (command.message.index === undefined) bury(fileId);
+        enqueue(fileId, () => remove(command.message));
       }
     });
   });

@@ -109,6 +109,7 @@ export async function startCloudlet(
         vmOptions.store === 'memory'
           ? null
           : await startRedis({ extraArgs: vmOptions.redisArgs ?? [] });
+      // A VM that cannot start must not leave its redis-server running.
       const proc = await startProcess({
         name: `vm ${id}`,
         command: process.execPath,
@@ -130,6 +131,9 @@ export async function startCloudlet(
         },
         ready: { line: /"msg":"joined the cloudlet"/ },
         readyTimeoutMs: 20_000,
+      }).catch(async (error: unknown) => {
+        await redis?.[Symbol.asyncDispose]();
+        throw error;
       });
       const vm = Object.assign(proc, { id, redis });
       vms.set(id, vm);

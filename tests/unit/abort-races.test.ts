@@ -1,0 +1,119 @@
+/**
+ * Races between an upload's end and its clean-up, found by the chaos test:
+ * nothing of an aborted upload may outlive its clean-up, on a VM or in the core.
+ */
+import { describe, expect, test } from 'bun:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createActor } from 'xstate';
+import { silentLogger } from '../../actors/log.ts';
+import { coreKeyOf, uploadWriter } from '../../actors/upload-writer.ts';
+import { chunkStorer } from '../../actors/vm-storage.ts';
+import { createMemoryChunkStore } from '../../plugins/chunk-store/memory.ts';
+import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
+import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import type { Message } from '../../protocol/messages.ts';
+
+describe('an aborted upload leaves nothing behind', () => {
+  function storer() {
+    const store = createMemoryChunkStore();
+    const replies: Message[] = [];
+    const actor = createActor(
+      chunkStorer({
+        id: 'vm-3',
+        store,
+        budget: 1 << 30,
+        space: { ceiling: null },
+        send: async (_to, message) => void replies.push(message),
+        ackTimeoutMs: 30_000,
+        log: silentLogger(),
+      }),
+    ).start();
+    return { store, replies, actor };
+  }
+  const base = { id: 't1', from: 'broker', fileId: 'F1' } as const;
+  const segment = (offset: number, chunkSize = 28_000) => ({
+    type: 'STORE' as const,
+    message: { ...base, type: 'chunk.store' as const, index: 2, chunkSize, offset },
+    body: Buffer.alloc(Math.min(14_000, chunkSize - offset), 7),
+  });
+
+  test('a VM: a whole-file delete right after a store runs after it, not before', async () => {
+    const { store, replies, actor } = storer();
+    actor.send(segment(0, 14_000));
+    actor.send({ type: 'DELETE', message: { ...base, type: 'chunk.delete' } });
+    for (let i = 0; i < 50 && !replies.some((m) => m.type === 'chunk.deleted'); i++)
+      await Bun.sleep(5);
+    expect(replies.map((m) => m.type)).toContain('chunk.deleted');
+    expect(await store.list()).toEqual([]);
+  });
+
+  test('a VM: segments of a file deleted whole that arrive later are refused', async () => {
+    const { store, replies, actor } = storer();
+    actor.send({ type: 'DELETE', message: { ...base, type: 'chunk.delete' } });
+    actor.send(segment(0));
+    for (let i = 0; i < 50 && replies.length < 2; i++) await Bun.sleep(5);
+    expect(replies.map((m) => m.type)).toEqual(['chunk.deleted', 'error']);
+    expect(replies[1]).toMatchObject({ code: 'aborted', index: 2 });
+    expect(await store.list()).toEqual([]);
+  });
+
+  test('the core: a commit under way when the writer stops lands before the clean-up deletes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cloudlet-seal-'));
+    const fs = createFsCoreCloud({ dir });
+    let committing: () => void = () => {};
+    const commitStarted = new Promise<void>((resolve) => {
+      committing = resolve;
+    });
+    const core: CoreCloud = {
+      ...fs,
+      createWriter: async (key, options) => {
+        const writer = await fs.createWriter(key, options);
+        return {
+          ...writer,
+          commit: () => {
+            const done = writer.commit();
+            committing();
+            return done;
+          },
+        };
+      },
+    };
+    const settling = new Map<string, Promise<unknown>>();
+    const plan = { fileId: 'F2', chunks: [{ index: 0, offset: 0, size: 4096, vm: 'vm-1' }] };
+    const writer = createActor(
+      uploadWriter({
+        brokerId: 'broker',
+        core,
+        send: async () => {},
+        storeTimeoutMs: 10_000,
+        log: silentLogger(),
+        settling,
+      }),
+      { input: { plan, transferId: 't2' } },
+    ).start();
+    writer.send({ type: 'WRITE', index: 0, offset: 0, bytes: Buffer.alloc(4096, 1) });
+    writer.send({
+      type: 'VM_STORED',
+      from: 'vm-1',
+      index: 0,
+      offset: 0,
+      length: 4096,
+      sha256: 'a'.repeat(64),
+    });
+    await Bun.sleep(20);
+    writer.send({ type: 'SEAL' });
+    await commitStarted;
+    // The planned VM fails now: the writer stops, and the clean-up (as the
+    // broker runs it) waits for the core work to settle before deleting.
+    writer.stop();
+    expect(settling.has('t2')).toBe(true);
+    await settling.get('t2');
+    await core.delete(coreKeyOf('F2', 0));
+    await Bun.sleep(50);
+    expect(await core.list('F2/')).toEqual([]);
+    await fs.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
