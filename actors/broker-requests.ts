@@ -7,7 +7,7 @@ import type { RequestInput } from '../machines/broker.ts';
 import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
-import type { FileInfo, Message, VmInfo } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
 import type { Logger } from './log.ts';
 import type { ReplyBox } from './replies.ts';
 import { coreKeyOf } from './upload-writer.ts';
@@ -21,6 +21,8 @@ export interface RequestDeps {
   /** How long to wait for a VM to confirm a delete. */
   deleteTimeoutMs: number;
   log: Logger;
+  /** Hears each file deleted by name (the edge keeper's bookkeeping). */
+  removed?(name: string): void;
 }
 
 export const DEFAULT_PAGE_SIZE = 1000;
@@ -71,6 +73,7 @@ async function listFiles(
 async function deleteFile(deps: RequestDeps, name: string, requestId: string, table: VmInfo[]) {
   const file = await deps.metadata.removeFile(name);
   if (!file) throw new CloudletError('not-found', `no file named "${name}"`);
+  deps.removed?.(name);
   await discardChunks(deps, file, requestId, table);
 }
 
@@ -132,8 +135,8 @@ export async function removeChunks(
   table: VmInfo[],
 ) {
   const live = new Set(table.filter((vm) => vm.status !== 'failed').map((vm) => vm.id));
-  const holders = [...new Set(file.chunks.map((chunk) => chunk.vm))].filter(
-    (vm): vm is string => vm !== null && live.has(vm),
+  const holders = [...new Set(file.chunks.flatMap((chunk) => holdersOf(chunk)))].filter((vm) =>
+    live.has(vm),
   );
   await Promise.all(
     holders.map(async (vm) => {

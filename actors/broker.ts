@@ -13,6 +13,7 @@ import {
 import {
   type BrokerConfig,
   brokerMachine,
+  busyNames,
   type RequestInput,
   vmTable,
 } from '../machines/broker.ts';
@@ -29,11 +30,17 @@ import { uploadMachine } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
-import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { linkBridge, sendThrough } from './bridge.ts';
 import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './broker-requests.ts';
 import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
+import {
+  createEdgeKeeper,
+  type EdgeKeeper,
+  type MaintenanceStats,
+  noMaintenance,
+} from './edge-keeper.ts';
 import { newId } from './ids.ts';
 import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
@@ -52,6 +59,8 @@ export interface BrokerOptions extends Partial<BrokerConfig> {
   storeTimeoutMs?: number;
   /** How often the ledger of chunks no file owns is swept (default 60 s). */
   sweepIntervalMs?: number;
+  /** Bytes per second for background copies: re-warming, repair (default 32 MiB). */
+  maintenanceRate?: number;
   log?: Logger;
   /** Hears XState's inspection events of every actor (the admin endpoint, --inspect). */
   inspect?: (event: InspectionEvent) => void;
@@ -76,7 +85,12 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   maxFileSize: 64 * GiB,
   maxTransfersPerMember: 16,
   maxPendingRequests: 256,
+  replicas: 1,
+  repairAfterMs: 5 * 60_000,
 };
+
+/** Background copies (re-warming, repair) are paced to this by default. */
+export const DEFAULT_MAINTENANCE_RATE = 32 * MiB;
 
 export interface BrokerStats {
   /** Bytes read from the core to serve downloads (§V.G). */
@@ -96,6 +110,10 @@ export interface BrokerStats {
   reconciled: { deleted: number; restored: number; unrestored: number };
   /** Payloads rejected by the link, by reason. */
   rejected: Record<string, number>;
+  /** The edge as a cache: evictions, re-warming, repair, and what they cost. */
+  maintenance: MaintenanceStats;
+  /** Downloads' chunks sent by another replica after the first did not deliver. */
+  replicaFailovers: number;
 }
 
 export interface Broker {
@@ -105,6 +123,8 @@ export interface Broker {
   /** The VM table (§IV.1). */
   vms(): VmInfo[];
   stats(): BrokerStats;
+  /** What the edge holds, and the background work that keeps it. */
+  readonly keeper: EdgeKeeper;
   close(): Promise<void>;
 }
 
@@ -122,6 +142,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxFileSize: options.maxFileSize ?? BROKER_DEFAULTS.maxFileSize,
     maxTransfersPerMember: options.maxTransfersPerMember ?? BROKER_DEFAULTS.maxTransfersPerMember,
     maxPendingRequests: options.maxPendingRequests ?? BROKER_DEFAULTS.maxPendingRequests,
+    replicas: options.replicas ?? BROKER_DEFAULTS.replicas,
+    repairAfterMs:
+      options.repairAfterMs === undefined ? BROKER_DEFAULTS.repairAfterMs : options.repairAfterMs,
   };
   const topics = createTopics(options.topicRoot);
   const metadata = options.metadata ?? createMemoryMetadata();
@@ -136,6 +159,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     readRepairs: 0,
     reconciled: { deleted: 0, restored: 0, unrestored: 0 },
     rejected: {},
+    maintenance: noMaintenance(),
+    replicaFailovers: 0,
   };
   const core = options.core;
   const link = await connectLink({
@@ -158,8 +183,25 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     send: (to, message) => link.send(to, message),
     deleteTimeoutMs: 5000,
     log,
+    removed: (name) => keeper.removed(name),
   };
   const table = () => vmTable(actor.getSnapshot());
+  const keeper = createEdgeKeeper({
+    brokerId: config.brokerId,
+    replicas: config.replicas,
+    reductionFactor: config.reductionFactor,
+    segmentSize: config.segmentSize,
+    metadata,
+    core,
+    send: sendTo,
+    replies,
+    table,
+    busy: () => busyNames(actor.getSnapshot()),
+    rate: options.maintenanceRate ?? DEFAULT_MAINTENANCE_RATE,
+    storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
+    log,
+  });
+  await keeper.load();
   const coreSettling = new Map<string, Promise<unknown>>();
   // What the last run left: its VM table, and chunk sets no file owns (read
   // before this broker takes any upload, so none of these is in flight).
@@ -170,6 +212,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     actions: {
       send,
       reportChildError: logActorFailure(log),
+      repairVm: (_, vm) => {
+        log.warn({ vm }, 'VM failed too long: re-creating its chunks on other VMs');
+        keeper.repair(vm);
+      },
       recordVm: (_, record) => {
         metadata
           .putVm(record)
@@ -182,18 +228,21 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
       membership: membershipMachine.provide({ actions: { send } }),
       repairChunk: fromPromise(async ({ input }) => {
-        await repairChunk(input.file, input.index);
+        const source = await keeper.copyChunk(input.file, input.index, input.vm);
         stats.readRepairs++;
         log.info(
-          { file: input.file.name, index: input.index },
-          'read-repair: chunk rewritten on its VM from the core',
+          { file: input.file.name, index: input.index, vm: input.vm, source },
+          'read-repair: chunk rewritten on its VM',
         );
       }),
       reconcile: reconcileActor({
         brokerId: config.brokerId,
         metadata,
         send: (to, message) => link.send(to, message),
-        restore: repairChunk,
+        restore: async (file, index, vm) => {
+          await keeper.copyChunk(file, index, vm);
+        },
+        copying: () => keeper.copying(),
         done: (output) => {
           stats.reconciled.deleted += output.deleted;
           stats.reconciled.restored += output.restored;
@@ -219,6 +268,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             await metadata.beginUpload({ fileId, name: input.name });
             return { fileId };
           }),
+          placeChunks: fromPromise(async ({ input }) => ({ chunks: await keeper.place(input) })),
           chunkWriter: uploadWriter({
             brokerId: config.brokerId,
             core,
@@ -235,11 +285,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               sha256: input.sha256,
               createdAt: new Date().toISOString(),
               chunks: input.plan.chunks.map((chunk) => ({
-                ...chunk,
+                index: chunk.index,
+                offset: chunk.offset,
+                size: chunk.size,
+                vm: chunk.vm,
+                replicas: chunk.replicas,
                 sha256: input.chunkSha256[chunk.index] as string,
               })),
             };
             const replaced = await metadata.commitFile(file);
+            keeper.committed(input.transferId, file);
             if (replaced && replaced.fileId !== file.fileId) {
               // The old version stayed readable until the new one was listed.
               void discardChunks(requestDeps, replaced, newId(), table());
@@ -247,11 +302,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             return file;
           }),
           cleanUp: fromPromise(async ({ input }) => {
+            keeper.released(input.transferId);
             if (!input.plan) return;
             const { fileId, chunks } = input.plan;
             // A core commit under way when the upload stopped lands first.
             await coreSettling.get(input.transferId);
-            for (const vm of new Set(chunks.map((chunk) => chunk.vm))) {
+            for (const vm of new Set(chunks.flatMap((chunk) => chunk.replicas))) {
               if (vm)
                 link
                   .send(vm, {
@@ -277,6 +333,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           lookupFile: fromPromise(async ({ input }) => {
             const file = await metadata.getFile(input.name);
             if (!file) throw new CloudletError('not-found', `no file named "${input.name}"`);
+            // The file is hot: back onto the edge if it was evicted.
+            keeper.downloaded(file);
             return file;
           }),
           coreServer: fromCallback<CoreServerCommand, CoreServerInput>(({ input, receive }) => {
@@ -338,49 +396,6 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
   });
 
-  /** Sends a chunk from the core to its VM again, one confirmed segment at a time. */
-  async function repairChunk(file: FileInfo, index: number) {
-    const chunk = file.chunks[index];
-    if (!chunk?.vm) return;
-    const id = newId();
-    const key = coreKeyOf(file.fileId, index);
-    let sha256: string | undefined;
-    for (
-      let offset = 0;
-      offset < chunk.size || (chunk.size === 0 && offset === 0);
-      offset += config.segmentSize
-    ) {
-      const length = Math.min(config.segmentSize, chunk.size - offset);
-      const bytes = length > 0 ? await core.getRange(key, offset, length) : Buffer.alloc(0);
-      if (!bytes || bytes.byteLength !== length)
-        throw new Error(`core object ${key} is missing or short`);
-      const stored = replies.wait(
-        { type: 'chunk.stored', id, from: chunk.vm },
-        options.storeTimeoutMs ?? 10_000,
-      );
-      await link.send(
-        chunk.vm,
-        {
-          type: 'chunk.store',
-          id,
-          from: config.brokerId,
-          fileId: file.fileId,
-          index,
-          chunkSize: chunk.size,
-          offset,
-        },
-        bytes,
-      );
-      const reply = await stored;
-      if (reply?.message.type !== 'chunk.stored')
-        throw new Error(`VM ${chunk.vm} did not confirm the repair`);
-      sha256 = reply.message.sha256;
-      if (chunk.size === 0) break;
-    }
-    if (sha256 !== chunk.sha256)
-      throw new Error(`VM ${chunk.vm} holds sha256 ${sha256} after repair, not ${chunk.sha256}`);
-  }
-
   // Transfers are counted as their actors finish, from inspection events.
   const startedAt = new Map<string, number>();
   const countTransfers = (event: InspectionEvent) => {
@@ -395,10 +410,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     startedAt.delete(id);
     if (machineId === 'upload') {
       const output = snapshot.output as UploadOutput;
+      // Whatever it reserved on the edge is placement now, or free again.
+      const transferId = (snapshot as { context?: { transferId?: string } }).context?.transferId;
+      if (transferId) keeper.released(transferId);
       stats.transfers.upload[output.result]++;
       if (output.file) {
         stats.bytes.in.core += output.file.size;
-        stats.bytes.in.edge += output.file.chunks.reduce((sum, c) => sum + (c.vm ? c.size : 0), 0);
+        stats.bytes.in.edge += output.file.chunks.reduce(
+          (sum, c) => sum + c.size * holdersOf(c).length,
+          0,
+        );
       }
       options.observe?.transfer('upload', output.result, seconds);
     } else {
@@ -407,6 +428,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       stats.transfers.download[result]++;
       stats.bytes.out.edge += output.edgeBytes;
       stats.bytes.out.core += output.coreBytes;
+      stats.replicaFailovers += output.replicaFailovers;
       options.observe?.transfer('download', result, seconds);
     }
   };
@@ -456,9 +478,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       bytes: structuredClone(stats.bytes),
       reconciled: { ...stats.reconciled },
       rejected: link.rejections(),
+      maintenance: structuredClone(keeper.stats),
     }),
+    keeper,
     async close() {
       clearInterval(sweepTimer);
+      keeper.close();
       actor.stop();
       // A sweep in progress may finish its entry; it must not outlive the store.
       await Promise.race([sweeping, Bun.sleep(2000)]);

@@ -28,8 +28,10 @@ export interface ReconcileDeps {
   brokerId: string;
   metadata: MetadataStore;
   send(to: string, message: Message): Promise<void>;
-  /** Rewrites one chunk on its VM from the core; throws if it cannot. */
-  restore(file: FileInfo, index: number): Promise<void>;
+  /** Rewrites one chunk on `vm` (from a replica, else the core); throws if it cannot. */
+  restore(file: FileInfo, index: number, vm: string): Promise<void>;
+  /** fileIds being copied onto VMs right now: not orphans. */
+  copying?(): string[];
   /** Hears each finished reconciliation (stats). */
   done?(output: ReconcileOutput): void;
   log: Logger;
@@ -60,7 +62,7 @@ export function reconcileActor(deps: ReconcileDeps) {
     for (const chunk of await deps.metadata.chunksOn(vm)) {
       placed.set(`${chunk.fileId}/${chunk.index}`, chunk);
     }
-    const uploading = new Set(input.uploading);
+    const uploading = new Set([...input.uploading, ...(deps.copying?.() ?? [])]);
     const reported = new Set<string>();
     const toRestore: PlacedChunk[] = [];
     for (const [fileId, index, sha256] of entries) {
@@ -95,7 +97,7 @@ export function reconcileActor(deps: ReconcileDeps) {
       const file = await deps.metadata.getFile(chunk.name);
       if (file?.fileId !== chunk.fileId) continue;
       try {
-        await deps.restore(file, chunk.index);
+        await deps.restore(file, chunk.index, vm);
         output.restored++;
         failures = 0;
       } catch (error) {
@@ -103,7 +105,7 @@ export function reconcileActor(deps: ReconcileDeps) {
         failures++;
         deps.log.warn(
           { vm, file: chunk.name, index: chunk.index, err: (error as Error).message },
-          'could not restore a chunk from the core',
+          'could not restore a chunk',
         );
       }
     }

@@ -1,8 +1,8 @@
 /**
  * The upload machine's chunk writer (§V.D steps 4–6, §IV.2.g): each segment
- * goes to its VM (`chunk.store`, acknowledged by `chunk.stored`) and into the
- * chunk's core object at the same time; the segment counts as stored when
- * both are done. On SEAL every core object is committed and every checksum
+ * goes to its VM — to every replica's VM, with `--replicas` — (`chunk.store`,
+ * acknowledged by `chunk.stored`) and into the chunk's core object at the
+ * same time; the segment counts as stored when all are done. On SEAL every core object is committed and every checksum
  * compared: the broker's, the VM's, and (in the machine) the uploader's.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -34,9 +34,10 @@ interface ChunkState {
   writer: Promise<CoreWriter> | null;
   /** Core writes of this chunk, one after another. */
   coreQueue: Promise<unknown>;
-  /** Only for chunks kept in the core alone: the others are hashed by their VM. */
+  /** Only for chunks kept in the core alone: the others are hashed by their VMs. */
   hash: Hash | null;
-  vmSha256: string | null;
+  /** What each replica's VM says the whole chunk hashes to. */
+  vmSha256: Map<string, string>;
   committed: boolean;
 }
 
@@ -54,8 +55,8 @@ export function uploadWriter(deps: UploadWriterDeps) {
       const chunks: ChunkState[] = plan.chunks.map((chunk) => ({
         writer: null,
         coreQueue: Promise.resolve(),
-        hash: chunk.vm === null ? createHash('sha256') : null,
-        vmSha256: null,
+        hash: chunk.replicas.length === 0 ? createHash('sha256') : null,
+        vmSha256: new Map(),
         committed: false,
       }));
       const pending = new Map<string, PendingStore>();
@@ -71,7 +72,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
       const storeOnVm = (vm: string, index: number, offset: number, bytes: Buffer) => {
         const chunk = plan.chunks[index];
         if (!chunk) return Promise.reject(new CloudletError('internal', `no chunk ${index}`));
-        const key = `${index}:${offset}`;
+        const key = `${vm}\u0000${index}:${offset}`;
         const stored = new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => {
             pending.delete(key);
@@ -141,18 +142,30 @@ export function uploadWriter(deps: UploadWriterDeps) {
               true,
             );
           }
-          // The VM hashed what it stored, from the very buffers the core got;
-          // the machine compares that with the uploader's hash. Only a chunk
-          // with no VM is hashed here.
-          const sha256 = chunk.vm === null ? state.hash?.digest('hex') : state.vmSha256;
-          if (!sha256) {
+          // The VMs hashed what they stored, from the very buffers the core
+          // got; the machine compares that with the uploader's hash. Only a
+          // chunk with no VM is hashed here.
+          if (chunk.replicas.length === 0) {
+            chunkSha256.push(state.hash?.digest('hex') as string);
+            continue;
+          }
+          const reported = chunk.replicas.map((vm) => state.vmSha256.get(vm));
+          const missing = chunk.replicas.find((_, position) => !reported[position]);
+          if (missing !== undefined) {
             throw new CloudletError(
               'integrity',
-              `VM ${chunk.vm} did not report chunk ${index}'s sha256`,
+              `VM ${missing} did not report chunk ${index}'s sha256`,
               true,
             );
           }
-          chunkSha256.push(sha256);
+          if (new Set(reported).size > 1) {
+            throw new CloudletError(
+              'integrity',
+              `the replicas of chunk ${index} disagree: ${chunk.replicas.map((vm, position) => `${vm} ${reported[position]}`).join(', ')}`,
+              true,
+            );
+          }
+          chunkSha256.push(reported[0] as string);
         }
         return { chunkSha256 };
       };
@@ -166,8 +179,9 @@ export function uploadWriter(deps: UploadWriterDeps) {
             const state = chunks[index];
             if (!chunk || !state) return;
             state.hash?.update(bytes);
-            const onVm =
-              chunk.vm === null ? Promise.resolve() : storeOnVm(chunk.vm, index, offset, bytes);
+            const onVm = Promise.all(
+              chunk.replicas.map((vm) => storeOnVm(vm, index, offset, bytes)),
+            );
             Promise.all([onVm, writeToCore(index, bytes)]).then(() => {
               if (!failed && !stopped) report({ type: 'SEGMENT_STORED', index, offset });
             }, failWith);
@@ -175,9 +189,10 @@ export function uploadWriter(deps: UploadWriterDeps) {
           }
           case 'VM_STORED': {
             const chunk = plan.chunks[command.index];
-            if (!chunk || command.from !== chunk.vm) return;
-            if (command.sha256) (chunks[command.index] as ChunkState).vmSha256 = command.sha256;
-            const key = `${command.index}:${command.offset}`;
+            if (!chunk?.replicas.includes(command.from)) return;
+            if (command.sha256)
+              (chunks[command.index] as ChunkState).vmSha256.set(command.from, command.sha256);
+            const key = `${command.from}\u0000${command.index}:${command.offset}`;
             const waiter = pending.get(key);
             if (!waiter) return;
             pending.delete(key);
@@ -186,7 +201,7 @@ export function uploadWriter(deps: UploadWriterDeps) {
             return;
           }
           case 'VM_ERROR': {
-            const holds = plan.chunks.some((chunk) => chunk.vm === command.from);
+            const holds = plan.chunks.some((chunk) => chunk.replicas.includes(command.from));
             if (holds) {
               failWith(
                 new CloudletError(

@@ -111,6 +111,7 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     incarnation,
     cpu: cpuInfo(),
     memoryFree: await memoryFree(options.store, options.memory, space),
+    memoryBudget: Math.min(options.memory, space.ceiling ?? Number.POSITIVE_INFINITY),
   });
 
   const machine = vmMachine.provide({

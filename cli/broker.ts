@@ -3,12 +3,13 @@
  * `bun run broker`: the cloudlet's coordinator (§IV, §V) — the VM table,
  * placement, core backup, failover.
  */
-import { BROKER_DEFAULTS, createBroker } from '../actors/broker.ts';
+import { BROKER_DEFAULTS, createBroker, DEFAULT_MAINTENANCE_RATE } from '../actors/broker.ts';
 import { createActorRegistry } from '../actors/inspection.ts';
 import { createLogger } from '../actors/log.ts';
 import { startStatelyInspection } from '../actors/stately.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createMetadataStore } from '../plugins/metadata/index.ts';
+import { MAX_REPLICAS } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { createMetrics } from '../server/metrics.ts';
 import { startAdminServer } from '../server/serve.ts';
@@ -19,6 +20,7 @@ import {
   mqttAuthOf,
   Option,
   parseCount,
+  parseDuration,
   parseSize,
   runProgram,
   withConnectionOptions,
@@ -26,6 +28,9 @@ import {
 
 interface BrokerFlags extends ConnectionFlags {
   split: number;
+  replicas: number;
+  repairAfter: number | null;
+  repairRate: number;
   reductionFactor: number;
   heartbeatMs: number;
   fetchTimeoutMs: number;
@@ -55,6 +60,33 @@ const program = withConnectionOptions(
       .env('CLOUDLET_SPLIT')
       .default(BROKER_DEFAULTS.split)
       .argParser(parseCount(1, 4096)),
+  )
+  .addOption(
+    new Option(
+      '--replicas <r>',
+      'VMs holding each chunk (1 = the paper); with 2, one VM failure costs no core reads',
+    )
+      .env('CLOUDLET_REPLICAS')
+      .default(BROKER_DEFAULTS.replicas)
+      .argParser(parseCount(1, MAX_REPLICAS)),
+  )
+  .addOption(
+    new Option(
+      '--repair-after <duration>',
+      "re-create a failed VM's chunks on other VMs once it has been failed this long (e.g. 90s, 5m; off)",
+    )
+      .env('CLOUDLET_REPAIR_AFTER')
+      .default(BROKER_DEFAULTS.repairAfterMs, '5m')
+      .argParser(parseDuration),
+  )
+  .addOption(
+    new Option(
+      '--repair-rate <size>',
+      'bytes per second that re-warming and repair may copy, so they never starve transfers',
+    )
+      .env('CLOUDLET_REPAIR_RATE')
+      .default(DEFAULT_MAINTENANCE_RATE, formatSize(DEFAULT_MAINTENANCE_RATE))
+      .argParser(parseSize),
   )
   .addOption(
     new Option(
@@ -186,6 +218,9 @@ const program = withConnectionOptions(
       topicRoot: flags.topicRoot,
       brokerId: flags.brokerId,
       split: flags.split,
+      replicas: flags.replicas,
+      repairAfterMs: flags.repairAfter,
+      maintenanceRate: Math.max(1, flags.repairRate),
       reductionFactor: flags.reductionFactor,
       heartbeatMs: flags.heartbeatMs,
       fetchTimeoutMs: flags.fetchTimeoutMs,
@@ -224,7 +259,13 @@ const program = withConnectionOptions(
         })
       : null;
     log.info(
-      { mqtt: flags.mqtt, core: core.name, split: flags.split, admin: admin?.url ?? 'off' },
+      {
+        mqtt: flags.mqtt,
+        core: core.name,
+        split: flags.split,
+        replicas: flags.replicas,
+        admin: admin?.url ?? 'off',
+      },
       'ready',
     );
     await new Promise<void>((resolve) => {

@@ -11,7 +11,7 @@ import { newId } from '../actors/ids.ts';
 import { createLogger } from '../actors/log.ts';
 import { createMember, type Member } from '../actors/member.ts';
 import { connectLink } from '../actors/mqtt-link.ts';
-import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, listedFile, residencyOf, vmRow } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { generateAccess } from './access.ts';
@@ -133,7 +133,7 @@ program
   .description('list the files: names, sizes, sha256 and where each chunk lives')
   .option(
     '--json',
-    'print a JSON array: { name, size, sha256, chunks: [{ index, offset, size, vm, sha256 }] }',
+    'print a JSON array: { name, size, sha256, residency, chunks: [{ index, offset, size, vm, replicas, sha256 }] }',
   )
   .option('--limit <n>', 'at most this many files (one page)', parseCount(1, 10_000))
   .option('--cursor <cursor>', 'continue after the page that printed this cursor')
@@ -155,11 +155,12 @@ program
     if (files.length === 0) console.log('no files');
     else {
       printTable(
-        ['NAME', 'SIZE', 'SHA256', 'CHUNKS'],
+        ['NAME', 'SIZE', 'SHA256', 'RESIDENCY', 'CHUNKS'],
         files.map((file) => [
           file.name,
           formatSize(file.size),
           file.sha256.slice(0, 12),
+          residencyOf(file),
           describeChunks(file),
         ]),
       );
@@ -186,7 +187,7 @@ program
   .action(async (options: { json?: boolean }) => {
     const vms = await asMember((member) => member.vms());
     if (options.json) {
-      console.log(JSON.stringify(vms.map(tableRow), null, 2));
+      console.log(JSON.stringify(vms.map(vmRow), null, 2));
       return;
     }
     if (vms.length === 0) console.log('no VMs have joined');
@@ -247,31 +248,12 @@ program
     );
   });
 
-/** Exactly the `ls --json` shape of the contract. */
-function listedFile(file: FileInfo) {
-  return {
-    name: file.name,
-    size: file.size,
-    sha256: file.sha256,
-    chunks: file.chunks.map(({ index, offset, size, vm, sha256 }) => ({
-      index,
-      offset,
-      size,
-      vm,
-      sha256,
-    })),
-  };
-}
-
-/** Exactly the `vms --json` shape of the contract. */
-function tableRow(vm: VmInfo) {
-  const { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen } = vm;
-  return { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen };
-}
-
 function describeChunks(file: FileInfo) {
   return file.chunks
-    .map((chunk) => `#${chunk.index} ${formatSize(chunk.size)} on ${chunk.vm ?? 'the core only'}`)
+    .map((chunk) => {
+      const holders = holdersOf(chunk);
+      return `#${chunk.index} ${formatSize(chunk.size)} on ${holders.length > 0 ? holders.join('+') : 'the core only'}`;
+    })
     .join(', ');
 }
 

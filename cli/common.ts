@@ -90,6 +90,21 @@ export function parseSize(text: string): number {
   return Math.floor(value);
 }
 
+/** `90s`, `5m`, `1h`, `1500ms`, `1500` (ms), or `off`: milliseconds, or null for never. */
+export function parseDuration(text: string): number | null {
+  const trimmed = text.trim().toLowerCase();
+  if (trimmed === 'off' || trimmed === 'never') return null;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(trimmed);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match?.[2] ?? 'ms'] ?? 1;
+  const value = match ? Math.round(Number(match[1]) * unit) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(
+      `"${text}" is not a duration; use e.g. 1500ms, 90s, 5m, 1h or off`,
+    );
+  }
+  return value;
+}
+
 export function parseCount(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (text: string): number => {
     const value = Number(text);

@@ -24,6 +24,7 @@ import {
   type MembershipInput,
   type MembershipNotice,
   membershipMachine,
+  type RepairNotice,
   restoredInput,
   type VmReport,
   vmInfoOf,
@@ -57,6 +58,10 @@ export interface BrokerConfig {
   maxTransfersPerMember: number;
   /** List and delete requests being answered at once, from all members. */
   maxPendingRequests: number;
+  /** Beyond the paper: VMs holding each chunk (1 = the paper). */
+  replicas: number;
+  /** A VM failed this long has its chunks re-created elsewhere; null: never. */
+  repairAfterMs: number | null;
 }
 
 /** The machine's input: its settings, and the VM table saved before a restart. */
@@ -69,7 +74,8 @@ export type BrokerEvent =
   | { type: 'DISCONNECTED' }
   | { type: 'FRAME'; frame: Frame; topic: ParsedTopic; at: number }
   | RepairRequest
-  | MembershipNotice;
+  | MembershipNotice
+  | RepairNotice;
 
 export interface BrokerContext {
   config: BrokerConfig;
@@ -126,8 +132,8 @@ export const brokerMachine = setup({
     membership: membershipMachine,
     upload: uploadMachine,
     serveDownload: serveDownloadMachine,
-    /** Rewrites one chunk on its VM from the core (read-repair). */
-    repairChunk: fromPromise<void, { file: FileInfo; index: number }>(async () => {
+    /** Rewrites one chunk on one of its VMs from the core (read-repair). */
+    repairChunk: fromPromise<void, { file: FileInfo; index: number; vm: string }>(async () => {
       throw new Error('repairChunk is provided by the runtime');
     }),
     /**
@@ -159,6 +165,10 @@ export const brokerMachine = setup({
     }),
     /** Saves a VM's table row (plugins/metadata) after its status changed. */
     recordVm: (_, _record: VmRecord) => {},
+    /** A VM's status changed: the runtime's edge keeper hears it (repair, re-warm). */
+    noteVmStatus: (_, _notice: MembershipNotice) => {},
+    /** A VM failed long enough: re-create its chunks on other VMs. */
+    repairVm: (_, _vm: string) => {},
   },
 }).createMachine({
   id: 'broker',
@@ -217,15 +227,15 @@ export const brokerMachine = setup({
     // One repair per chunk at a time; a live VM only.
     'CHUNK.REPAIR': {
       actions: enqueueActions(({ event, enqueue, self }) => {
-        const key = `repair:${event.file.fileId}:${event.index}`;
-        const vm = event.file.chunks[event.index]?.vm;
+        const vm = event.vm;
+        const key = `repair:${event.file.fileId}:${event.index}:${vm}`;
         const status = vmTable(self.getSnapshot() as BrokerSnapshot).find(
           (row) => row.id === vm,
         )?.status;
         if (self.getSnapshot().children[key] || status !== 'alive') return;
         enqueue.spawnChild('repairChunk', {
           id: key,
-          input: { file: event.file, index: event.index },
+          input: { file: event.file, index: event.index, vm },
         });
       }),
     },
@@ -239,8 +249,10 @@ export const brokerMachine = setup({
         }
         const membership = children[vmKey(event.id)] as MembershipRef | undefined;
         if (membership) enqueue({ type: 'recordVm', params: vmRecordOf(membership.getSnapshot()) });
+        enqueue({ type: 'noteVmStatus', params: event });
       }),
     },
+    'VM.REPAIR': { actions: { type: 'repairVm', params: ({ event }) => event.id } },
     // One transfer's bug must not take the broker down.
     'xstate.error.actor.*': {
       actions: enqueueActions(({ event, enqueue, context }) => {
@@ -344,6 +356,17 @@ function uploadingFileIds(snapshot: BrokerSnapshot): string[] {
   });
 }
 
+/** Names with an upload or a download in flight: the edge keeper leaves them be. */
+export function busyNames(snapshot: BrokerSnapshot): Set<string> {
+  const names = new Set(Object.keys(snapshot.context.uploading));
+  for (const [key, child] of Object.entries(snapshot.children)) {
+    if (!key.startsWith('serve:') || !child) continue;
+    const { context } = child.getSnapshot() as { context?: { name?: string } };
+    if (context?.name) names.add(context.name);
+  }
+  return names;
+}
+
 /** The VM table (§IV.1) as the broker holds it now. */
 export function vmTable(snapshot: BrokerSnapshot): VmInfo[] {
   return Object.entries(snapshot.children)
@@ -370,11 +393,23 @@ function serveInput(
     brokerId: config.brokerId,
     name,
     vmStatus: Object.fromEntries(vmTable(snapshot).map((vm) => [vm.id, vm.status])),
+    vmLoad: serveLoad(snapshot),
     fetchTimeoutMs: config.fetchTimeoutMs,
     segmentSize: config.segmentSize,
     window: config.window,
     idleTimeoutMs: config.transferIdleTimeoutMs,
   };
+}
+
+/** Chunks each VM is sending for the downloads being served (least-loaded replica choice). */
+function serveLoad(snapshot: BrokerSnapshot): Record<string, number> {
+  const load: Record<string, number> = {};
+  for (const [key, child] of Object.entries(snapshot.children)) {
+    if (!key.startsWith('serve:') || !child) continue;
+    const { context } = child.getSnapshot() as { context?: { chosen?: Record<string, string> } };
+    for (const vm of Object.values(context?.chosen ?? {})) load[vm] = (load[vm] ?? 0) + 1;
+  }
+  return load;
 }
 
 /** One thing to do about an inbound message. */
@@ -451,6 +486,7 @@ export function route(
         address: message.address,
         cpu: message.cpu,
         memoryFree: message.memoryFree,
+        memoryBudget: message.memoryBudget,
         at: event.at,
       };
       const { id: _, address, ...heard } = report;
@@ -472,6 +508,7 @@ export function route(
             brokerId: config.brokerId,
             heartbeatMs: config.heartbeatMs,
             reductionFactor: config.reductionFactor,
+            ...(config.repairAfterMs !== null ? { repairAfterMs: config.repairAfterMs } : {}),
             join: report,
           } satisfies MembershipInput,
         });
@@ -482,17 +519,12 @@ export function route(
         incarnation: message.incarnation,
         cpu: message.cpu,
         memoryFree: message.memoryFree,
+        memoryBudget: message.memoryBudget,
         at: event.at,
       };
       if (twinProcess(steps, config, snapshot, message.from, heard)) break;
       if (has(vmKey(message.from))) {
-        tell(vmKey(message.from), {
-          type: 'HEARTBEAT',
-          incarnation: message.incarnation,
-          cpu: message.cpu,
-          memoryFree: message.memoryFree,
-          at: event.at,
-        });
+        tell(vmKey(message.from), { type: 'HEARTBEAT', ...heard });
       } else {
         reply(message.from, {
           type: 'rejoin',
@@ -567,6 +599,7 @@ export function route(
           window: config.window,
           idleTimeoutMs: config.transferIdleTimeoutMs,
           split: config.split,
+          replicas: config.replicas,
           // §IV.2.b: only the active VMs are candidates.
           candidates: vmTable(snapshot)
             .filter((vm) => vm.status === 'alive')
@@ -634,6 +667,8 @@ export function route(
           index: message.index,
           offset: message.offset,
           reason: message.reason,
+          ...(message.failed ? { failed: message.failed } : {}),
+          ...(message.vm ? { vm: message.vm } : {}),
         });
       } else {
         // This broker had stopped serving the download: serve the chunk again.
@@ -648,6 +683,8 @@ export function route(
               index: message.index,
               offset: message.offset,
               reason: message.reason,
+              ...(message.failed ? { failed: message.failed } : {}),
+              ...(message.vm ? { vm: message.vm } : {}),
             },
           } satisfies ServeDownloadInput,
         });
@@ -663,6 +700,9 @@ export function route(
       break;
     case 'chunk.ack':
       tell(serveKey(message.id), { type: 'ACK', index: message.index, offset: message.offset });
+      break;
+    // Bytes for a copy the broker has stopped waiting for: nothing to do.
+    case 'chunk.data':
       break;
 
     // §V.E and the rest.

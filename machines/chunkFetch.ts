@@ -4,6 +4,8 @@
  *
  *   edge ──(VM failed, silent for fetchTimeout, error, or bytes that fail
  *           their sha256)──▶ core ──▶ done | failed
+ *     └──(same, and another replica is left: beyond the paper)──▶ edge,
+ *        from the next replica
  *
  * A chunk whose VM the broker already knows failed starts at `core`. Bytes
  * are written as they arrive (by the `chunkSink` actor, which also hashes
@@ -27,6 +29,8 @@ export interface ChunkFetchInput {
   source: 'edge' | 'core';
   /** The VM holding the chunk; `null` when it lives in the core only. */
   vm: string | null;
+  /** Live replicas to try in turn, `vm` first (absent: `vm` alone). */
+  replicas?: string[];
   fetchTimeoutMs: number;
   /** Fail when the core sends nothing for this long. */
   coreTimeoutMs: number;
@@ -56,6 +60,10 @@ export type ChunkFetchEvent =
 export interface ChunkFetchContext extends ChunkFetchInput {
   /** Next byte expected within the chunk. */
   next: number;
+  /** Replicas left behind, in order. */
+  tried: string[];
+  /** Went to the core (planned or as a failover). */
+  atCore: boolean;
   edgeBytes: number;
   coreBytes: number;
   /** Why the edge was left, when it was. */
@@ -73,6 +81,37 @@ export interface ChunkFetchOutput {
   fallback: FallbackReason | null;
   failure: Failure | null;
 }
+
+/** Asks the broker for the rest of this chunk from `vm`, or from the core. */
+function fallbackRequest(
+  context: ChunkFetchContext,
+  failed: string | null,
+  vm?: string,
+): SendCommand {
+  return {
+    type: 'SEND',
+    to: null,
+    message: {
+      type: 'download.fallback',
+      id: context.transferId,
+      from: context.self,
+      name: context.name,
+      fileId: context.fileId,
+      index: context.index,
+      offset: context.next,
+      reason: context.fallback ?? 'error',
+      ...(failed ? { failed } : {}),
+      ...(vm ? { vm } : {}),
+    },
+  };
+}
+
+/** After switchReplica: the new replica sends the chunk, from where the last stopped. */
+const askNextReplica = {
+  type: 'send' as const,
+  params: ({ context }: { context: ChunkFetchContext }) =>
+    fallbackRequest(context, context.tried.at(-1) ?? null, context.vm ?? undefined),
+};
 
 export const chunkFetchMachine = setup({
   types: {
@@ -99,6 +138,7 @@ export const chunkFetchMachine = setup({
       event.type === 'DATA' && event.from === context.brokerId && inOrder(context, event),
     fromEdge: ({ context, event }) => 'from' in event && event.from === context.vm,
     fromCore: ({ context, event }) => 'from' in event && event.from === context.brokerId,
+    anotherReplica: ({ context }) => nextReplica(context) !== undefined,
     intact: ({ context, event }) => event.type === 'COMPLETE' && event.sha256 === context.sha256,
   },
   actions: {
@@ -121,6 +161,11 @@ export const chunkFetchMachine = setup({
       } satisfies SinkCommand);
     }),
     leaveEdge: assign({ fallback: (_, reason: FallbackReason) => reason }),
+    /** Moves on to the next replica. */
+    switchReplica: assign(({ context }) => ({
+      vm: nextReplica(context) as string,
+      tried: [...context.tried, context.vm as string],
+    })),
     restartFromZero: enqueueActions(({ enqueue }) => {
       enqueue.assign({ next: 0 });
       enqueue.sendTo('sink', { type: 'RESET' } satisfies SinkCommand);
@@ -132,6 +177,8 @@ export const chunkFetchMachine = setup({
   context: ({ input }) => ({
     ...input,
     next: 0,
+    tried: [],
+    atCore: false,
     edgeBytes: 0,
     coreBytes: 0,
     fallback: null,
@@ -167,10 +214,22 @@ export const chunkFetchMachine = setup({
         // Each segment restarts the timer: the edge must not go silent.
         waiting: {
           after: {
-            fetchTimeout: {
-              target: '#chunkFetch.core',
-              actions: { type: 'leaveEdge', params: 'timeout' },
-            },
+            fetchTimeout: [
+              {
+                guard: 'anotherReplica',
+                target: '#chunkFetch.edge',
+                reenter: true,
+                actions: [
+                  { type: 'leaveEdge', params: 'timeout' },
+                  'switchReplica',
+                  askNextReplica,
+                ],
+              },
+              {
+                target: '#chunkFetch.core',
+                actions: { type: 'leaveEdge', params: 'timeout' },
+              },
+            ],
           },
           on: {
             DATA: { guard: 'edgeInOrder', target: 'waiting', reenter: true, actions: 'accept' },
@@ -178,14 +237,34 @@ export const chunkFetchMachine = setup({
         },
       },
       on: {
-        SOURCE_ERROR: {
-          guard: 'fromEdge',
-          target: 'core',
-          actions: { type: 'leaveEdge', params: 'error' },
-        },
+        SOURCE_ERROR: [
+          {
+            guard: ({ context, event }) =>
+              event.from === context.vm && nextReplica(context) !== undefined,
+            target: 'edge',
+            reenter: true,
+            actions: [{ type: 'leaveEdge', params: 'error' }, 'switchReplica', askNextReplica],
+          },
+          {
+            guard: 'fromEdge',
+            target: 'core',
+            actions: { type: 'leaveEdge', params: 'error' },
+          },
+        ],
         COMPLETE: [
           { guard: 'intact', target: 'done' },
-          // Bad bytes on the edge: start over from the core.
+          // Bad bytes on the edge: start over from the next replica, or the core.
+          {
+            guard: 'anotherReplica',
+            target: 'edge',
+            reenter: true,
+            actions: [
+              { type: 'leaveEdge', params: 'integrity' },
+              'restartFromZero',
+              'switchReplica',
+              askNextReplica,
+            ],
+          },
           {
             target: 'core',
             actions: [{ type: 'leaveEdge', params: 'integrity' }, 'restartFromZero'],
@@ -196,25 +275,10 @@ export const chunkFetchMachine = setup({
     // §V.G steps 4 and 7: the broker sends the chunk from the core.
     core: {
       entry: enqueueActions(({ context, enqueue }) => {
+        enqueue.assign({ atCore: true });
         // Chunks planned from the core are already on their way.
         if (context.fallback === null) return;
-        enqueue({
-          type: 'send',
-          params: {
-            type: 'SEND',
-            to: null,
-            message: {
-              type: 'download.fallback',
-              id: context.transferId,
-              from: context.self,
-              name: context.name,
-              fileId: context.fileId,
-              index: context.index,
-              offset: context.next,
-              reason: context.fallback,
-            },
-          },
-        });
+        enqueue({ type: 'send', params: fallbackRequest(context, context.vm) });
       }),
       initial: 'waiting',
       states: {
@@ -272,16 +336,20 @@ export const chunkFetchMachine = setup({
   output: ({ context }) => ({
     index: context.index,
     ok: context.failure === null,
-    source:
-      context.fallback === null && context.vm !== null && context.source === 'edge'
-        ? 'edge'
-        : 'core',
+    source: context.atCore ? 'core' : 'edge',
     edgeBytes: context.edgeBytes,
     coreBytes: context.coreBytes,
     fallback: context.fallback,
     failure: context.failure,
   }),
 });
+
+/** The replica to try after the current one, if any is left. */
+function nextReplica(context: ChunkFetchContext): string | undefined {
+  const replicas = context.replicas ?? [];
+  const at = context.vm === null ? -1 : replicas.indexOf(context.vm);
+  return at < 0 ? undefined : replicas[at + 1];
+}
 
 function inOrder(context: ChunkFetchContext, event: { offset: number; bytes: Buffer }) {
   if (event.offset !== context.next) return false;

@@ -157,6 +157,7 @@ export const downloadMachine = setup({
               sha256: chunk.sha256,
               source: source?.source ?? 'core',
               vm: source?.vm ?? null,
+              ...(source?.replicas ? { replicas: source.replicas } : {}),
               fetchTimeoutMs: plan.fetchTimeoutMs,
               coreTimeoutMs: context.coreTimeoutMs,
             },

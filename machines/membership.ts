@@ -50,6 +50,11 @@ export interface MembershipInput {
   join: VmReport & { id: string; address: string };
   /** Restored from the metadata store: failures counted before. */
   penalty?: number;
+  /**
+   * A VM failed this long has its chunks re-created elsewhere (the parent
+   * is told `VM.REPAIR`); absent: never.
+   */
+  repairAfterMs?: number | null;
   /** A row of the saved VM table, not a join heard now: wait to hear from it. */
   restored?: boolean;
 }
@@ -59,6 +64,8 @@ export interface VmReport {
   incarnation: string;
   cpu: CpuInfo;
   memoryFree: number;
+  /** All the memory it lends; absent from VMs that do not say. */
+  memoryBudget?: number | undefined;
   /** Epoch ms when the message arrived. */
   at: number;
 }
@@ -68,11 +75,13 @@ export interface MembershipContext {
   address: string;
   cpu: CpuInfo;
   memoryFree: number;
+  memoryBudget: number | null;
   penalty: number;
   incarnation: string;
   lastSeen: number;
   heartbeatMs: number;
   reductionFactor: number;
+  repairAfterMs: number | null;
   brokerId: string;
   /** Request id of the last join, echoed in its acknowledgement. */
   joinId: string;
@@ -109,6 +118,12 @@ export interface MembershipNotice {
   id: string;
   status: VmInfo['status'];
   penalty: number;
+}
+
+/** Told to the parent when the VM has been failed for `repairAfterMs`. */
+export interface RepairNotice {
+  type: 'VM.REPAIR';
+  id: string;
 }
 
 // §V.C step 2: the broker answers a join with the table's view of the VM.
@@ -184,9 +199,11 @@ export const membershipMachine = setup({
     // leave a VM cut off for up to RECONNECT_GRACE_MS after the broker is back.
     unheardTimeout: ({ context }) =>
       context.heartbeatMs * 3 + (context.restored ? 0 : RECONNECT_GRACE_MS),
+    repairAfter: ({ context }) => context.repairAfterMs ?? 0,
   },
   guards: {
     restored: ({ context }) => context.restored,
+    repairs: ({ context }) => context.repairAfterMs !== null,
     knockedOffByTwin: ({ context, event }) =>
       context.bannedAt !== null &&
       'incarnation' in event &&
@@ -205,6 +222,7 @@ export const membershipMachine = setup({
       return {
         cpu: event.cpu,
         memoryFree: event.memoryFree,
+        memoryBudget: event.memoryBudget ?? null,
         lastSeen: event.at,
         incarnation: event.incarnation,
         ...(event.type === 'JOIN' ? { address: event.address, joinId: event.id } : {}),
@@ -238,11 +256,13 @@ export const membershipMachine = setup({
     address: input.join.address,
     cpu: input.join.cpu,
     memoryFree: input.join.memoryFree,
+    memoryBudget: input.join.memoryBudget ?? null,
     penalty: input.penalty ?? 0,
     incarnation: input.join.incarnation,
     lastSeen: input.join.at,
     heartbeatMs: input.heartbeatMs,
     reductionFactor: input.reductionFactor,
+    repairAfterMs: input.repairAfterMs ?? null,
     brokerId: input.brokerId,
     joinId: input.join.id,
     restored: input.restored ?? false,
@@ -265,6 +285,7 @@ export const membershipMachine = setup({
           replaced: null,
           cpu: event.cpu,
           memoryFree: event.memoryFree,
+          memoryBudget: event.memoryBudget ?? null,
           lastSeen: event.at,
           ...(event.join ? { address: event.join.address, joinId: event.join.id } : {}),
         })),
@@ -356,6 +377,21 @@ export const membershipMachine = setup({
     },
     failed: {
       entry: { type: 'notifyStatus', params: { status: 'failed' } },
+      // Beyond the paper: failed long enough, its chunks are re-created on
+      // other VMs (from their replicas, else the core).
+      initial: 'waiting',
+      states: {
+        waiting: {
+          after: {
+            repairAfter: {
+              guard: 'repairs',
+              target: 'repairing',
+              actions: sendParent(({ context }) => ({ type: 'VM.REPAIR', id: context.id })),
+            },
+          },
+        },
+        repairing: {},
+      },
       on: {
         JOIN: [
           // Knocked off by a twin (its session takeover fired this VM's
@@ -392,6 +428,7 @@ export function vmInfoOf(snapshot: MembershipSnapshot): VmInfo {
     cpu: context.cpu,
     memoryFree: context.memoryFree,
     memoryEffective: effectiveMemory(context.memoryFree, context.penalty, context.reductionFactor),
+    ...(context.memoryBudget !== null ? { memoryBudget: context.memoryBudget } : {}),
     penalty: context.penalty,
     status: statusOf(snapshot),
     lastSeen: new Date(context.lastSeen).toISOString(),
@@ -415,7 +452,7 @@ export function vmRecordOf(snapshot: MembershipSnapshot): VmRecord {
 /** A saved row as the input of a membership that waits to hear from its VM. */
 export function restoredInput(
   record: VmRecord,
-  settings: Pick<MembershipInput, 'brokerId' | 'heartbeatMs' | 'reductionFactor'>,
+  settings: Pick<MembershipInput, 'brokerId' | 'heartbeatMs' | 'reductionFactor' | 'repairAfterMs'>,
 ): MembershipInput {
   return {
     id: record.id,

@@ -13,8 +13,10 @@ export interface PlannedChunk {
   /** Byte offset of the chunk in the file. */
   offset: number;
   size: number;
-  /** The VM that stores it; `null` when it goes to the core only. */
+  /** The VM that stores it (its first replica); `null` when it goes to the core only. */
   vm: string | null;
+  /** Every VM that stores it, `vm` first; empty for the core only. */
+  replicas: string[];
 }
 
 /**
@@ -42,15 +44,18 @@ export function planPlacement(
   candidates: readonly PlacementCandidate[],
   size: number,
   split: number,
+  replicas = 1,
 ): PlannedChunk[] {
   if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`bad file size ${size}`);
   if (!Number.isSafeInteger(split) || split < 1)
     throw new RangeError(`split must be ≥ 1, got ${split}`);
-  const chosen = candidates
+  if (!Number.isSafeInteger(replicas) || replicas < 1)
+    throw new RangeError(`replicas must be ≥ 1, got ${replicas}`);
+  const usable = candidates
     .filter((vm) => vm.memoryEffective > 0)
-    .sort((a, b) => b.memoryEffective - a.memoryEffective || compareIds(a.id, b.id))
-    .slice(0, split);
-  if (chosen.length === 0) return [{ index: 0, offset: 0, size, vm: null }];
+    .sort((a, b) => b.memoryEffective - a.memoryEffective || compareIds(a.id, b.id));
+  const chosen = usable.slice(0, split);
+  if (chosen.length === 0) return [{ index: 0, offset: 0, size, vm: null, replicas: [] }];
 
   const total = chosen.reduce((sum, vm) => sum + vm.memoryEffective, 0);
   // BigInt keeps size × memory exact: both can be far beyond 2^26.
@@ -75,11 +80,75 @@ export function planPlacement(
     .map((vm, position) => ({ vm: vm.id, size: shares[position]?.whole ?? 0 }))
     .filter((chunk, position) => chunk.size > 0 || (size === 0 && position === 0));
   let offset = 0;
-  return sized.map((chunk, index) => {
-    const planned = { index, offset, size: chunk.size, vm: chunk.vm };
+  const plan: PlannedChunk[] = sized.map((chunk, index) => {
+    const planned = { index, offset, size: chunk.size, vm: chunk.vm, replicas: [chunk.vm] };
     offset += chunk.size;
     return planned;
   });
+  return withReplicas(plan, usable, replicas);
+}
+
+/**
+ * Beyond the paper (`--replicas r`): each chunk also goes to r − 1 more VMs,
+ * by the same memory rule — the candidate with the most memory left after
+ * what this plan already put on it, ties by id — largest chunks first. A
+ * chunk that fits on no VM stays in the core only; one that fits on fewer
+ * than r VMs gets fewer replicas. A file bigger than the whole edge's free
+ * memory (`size` above the chosen VMs' total) is therefore core-only: the
+ * caller makes room first (eviction) when it wants it on the edge.
+ */
+function withReplicas(
+  plan: PlannedChunk[],
+  usable: readonly PlacementCandidate[],
+  replicas: number,
+): PlannedChunk[] {
+  const left = new Map(usable.map((vm) => [vm.id, vm.memoryEffective]));
+  const take = (vm: string, bytes: number) => left.set(vm, (left.get(vm) ?? 0) - bytes);
+  // The paper's chunks first: a primary that cannot hold its chunk loses it.
+  for (const chunk of plan) {
+    const vm = chunk.vm as string;
+    if ((left.get(vm) ?? 0) >= chunk.size) take(vm, chunk.size);
+    else {
+      chunk.vm = null;
+      chunk.replicas = [];
+    }
+  }
+  // Then the copies; a chunk its primary could not hold may find room elsewhere.
+  const bySize = [...plan].sort((a, b) => b.size - a.size || a.index - b.index);
+  for (let copy = 0; copy < replicas; copy++) {
+    for (const chunk of bySize) {
+      if (chunk.replicas.length !== copy) continue;
+      let best: string | null = null;
+      for (const vm of usable) {
+        if (chunk.replicas.includes(vm.id)) continue;
+        const room = left.get(vm.id) ?? 0;
+        if (room < chunk.size || room <= 0) continue;
+        if (best === null || room > (left.get(best) ?? 0)) best = vm.id;
+      }
+      if (best === null) continue;
+      chunk.replicas.push(best);
+      chunk.vm = chunk.replicas[0] ?? null;
+      take(best, chunk.size);
+    }
+  }
+  return plan;
+}
+
+/**
+ * Copies a plan lacks: for each chunk, the replicas it should have (r, or
+ * fewer when fewer VMs could ever hold it) less those it got.
+ */
+export function missingReplicas(
+  plan: readonly PlannedChunk[],
+  replicas: number,
+  /** How many VMs could hold a chunk of each size if they were empty. */
+  couldHold: (size: number) => number,
+): number {
+  return plan.reduce(
+    (sum, chunk) =>
+      sum + Math.max(0, Math.min(replicas, couldHold(chunk.size)) - chunk.replicas.length),
+    0,
+  );
 }
 
 function compareIds(a: string, b: string) {

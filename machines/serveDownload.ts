@@ -10,7 +10,7 @@
  * timed out, or bytes that failed their checksum): that is a failover.
  */
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
-import type { FileInfo, VmInfo } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
 import { type Failure, type SendCommand, toFailure } from './shared.ts';
 
 export interface ServeDownloadInput {
@@ -20,6 +20,8 @@ export interface ServeDownloadInput {
   name: string;
   /** VM statuses when the request arrived (§V.F step 3). */
   vmStatus: Record<string, VmInfo['status']>;
+  /** Chunks each VM is sending for other downloads: the least loaded replica serves. */
+  vmLoad?: Record<string, number>;
   fetchTimeoutMs: number;
   segmentSize: number;
   window: number;
@@ -32,7 +34,14 @@ export interface ServeDownloadInput {
    * had stopped serving it (it went silent, or the broker restarted): serve
    * just that, if the file is still the same one.
    */
-  resume?: { fileId: string; index: number; offset: number; reason: string };
+  resume?: {
+    fileId: string;
+    index: number;
+    offset: number;
+    reason: string;
+    failed?: string;
+    vm?: string;
+  };
 }
 
 /** Commands to the actor that streams chunks from the core. */
@@ -48,24 +57,40 @@ export interface CoreServerInput {
   planCore: number[];
 }
 
-/** Asks the broker to rewrite a chunk on its VM from the core. */
+/** Asks the broker to rewrite a chunk on one of its VMs from the core. */
 export interface RepairRequest {
   type: 'CHUNK.REPAIR';
   file: FileInfo;
   index: number;
+  vm: string;
 }
 
 export type ServeDownloadEvent =
-  | { type: 'FALLBACK'; index: number; offset: number; reason: string }
+  | {
+      type: 'FALLBACK';
+      index: number;
+      offset: number;
+      reason: string;
+      /** The replica that did not deliver. */
+      failed?: string;
+      /** Another replica to send it instead; absent: the core. */
+      vm?: string;
+    }
   | { type: 'ACK'; index: number; offset: number }
   | { type: 'DONE'; ok: boolean; edgeBytes: number; coreBytes: number };
 
 export interface ServeDownloadContext extends ServeDownloadInput {
   file: FileInfo | null;
-  /** Chunks served from the core because their VM had failed. */
+  /** Chunks served from the core because no replica was live. */
   planCore: number[];
+  /** The replica chosen to send each edge chunk, by index. */
+  chosen: Record<string, string>;
+  /** Live replicas of each chunk, in the order to try them. */
+  order: Record<string, string[]>;
   /** Chunks the requester asked again from the core. */
   failovers: number;
+  /** Chunks the requester asked again from another replica. */
+  replicaFailovers: number;
   ok: boolean | null;
   /** What the requester says it took from the edge and from the core. */
   edgeBytes: number;
@@ -79,6 +104,7 @@ export interface ServeDownloadOutput {
   ok: boolean | null;
   planCore: number[];
   failovers: number;
+  replicaFailovers: number;
   edgeBytes: number;
   coreBytes: number;
 }
@@ -117,7 +143,10 @@ export const serveDownloadMachine = setup({
     ...input,
     file: null,
     planCore: [],
+    chosen: {},
+    order: {},
     failovers: 0,
+    replicaFailovers: 0,
     ok: null,
     edgeBytes: 0,
     coreBytes: 0,
@@ -148,14 +177,25 @@ export const serveDownloadMachine = setup({
           },
           {
             target: 'serving',
-            actions: assign(({ context, event }) => ({
-              file: event.output,
-              planCore: context.resume
-                ? []
-                : event.output.chunks
-                    .filter((chunk) => !isLive(context, chunk.vm))
-                    .map((chunk) => chunk.index),
-            })),
+            actions: assign(({ context, event }) => {
+              const order = replicaOrder(context, event.output);
+              return {
+                file: event.output,
+                order,
+                chosen: context.resume
+                  ? {}
+                  : Object.fromEntries(
+                      Object.entries(order).flatMap(([index, vms]) =>
+                        vms[0] ? [[index, vms[0]]] : [],
+                      ),
+                    ),
+                planCore: context.resume
+                  ? []
+                  : event.output.chunks
+                      .filter((chunk) => !order[chunk.index]?.length)
+                      .map((chunk) => chunk.index),
+              };
+            }),
           },
         ],
         onError: {
@@ -195,11 +235,15 @@ export const serveDownloadMachine = setup({
               id: context.transferId,
               from: context.brokerId,
               file,
-              sources: file.chunks.map((chunk) => ({
-                index: chunk.index,
-                source: context.planCore.includes(chunk.index) ? 'core' : 'edge',
-                vm: chunk.vm,
-              })),
+              sources: file.chunks.map((chunk) => {
+                const order = context.order[chunk.index] ?? [];
+                return {
+                  index: chunk.index,
+                  source: order.length > 0 ? 'edge' : 'core',
+                  vm: order[0] ?? chunk.vm,
+                  ...(order.length > 1 ? { replicas: order } : {}),
+                };
+              }),
               segmentSize: context.segmentSize,
               window: context.window,
               fetchTimeoutMs: context.fetchTimeoutMs,
@@ -207,30 +251,13 @@ export const serveDownloadMachine = setup({
           },
         });
         for (const chunk of file.chunks) {
-          if (context.planCore.includes(chunk.index) || chunk.vm === null) {
+          const vm = context.chosen[chunk.index];
+          if (vm === undefined) {
             // §V.G step 4: the failed VM's chunk comes from the core.
             enqueue.sendTo('core', { type: 'START', index: chunk.index, offset: 0 });
           } else {
             // §V.F step 4: notify the holder to send its chunk to the requester.
-            enqueue({
-              type: 'send',
-              params: {
-                type: 'SEND',
-                to: chunk.vm,
-                message: {
-                  type: 'chunk.fetch',
-                  id: context.transferId,
-                  from: context.brokerId,
-                  to: context.requester,
-                  fileId: file.fileId,
-                  index: chunk.index,
-                  chunkSize: chunk.size,
-                  offset: 0,
-                  segmentSize: context.segmentSize,
-                  window: context.window,
-                },
-              },
-            });
+            enqueue({ type: 'send', params: fetchFrom(context, chunk.index, vm, 0) });
           }
         }
       }),
@@ -245,21 +272,38 @@ export const serveDownloadMachine = setup({
               target: 'active',
               reenter: true,
               actions: [
-                assign({ failovers: ({ context }) => context.failovers + 1 }),
-                sendTo('core', ({ event }) => ({
-                  type: 'START',
-                  index: event.index,
-                  offset: event.offset,
-                })),
-                // Bytes on the edge that fail their checksum are rewritten
-                // there from the core (read-repair).
                 enqueueActions(({ context, event, enqueue }) => {
-                  const chunk = context.file?.chunks[event.index];
-                  if (event.reason === 'integrity' && chunk?.vm) {
+                  const file = context.file as FileInfo;
+                  const chunk = file.chunks[event.index];
+                  if (!chunk) return;
+                  const holders = holdersOf(chunk);
+                  if (event.vm !== undefined && holders.includes(event.vm)) {
+                    // Another replica before the core.
+                    enqueue.assign({
+                      replicaFailovers: context.replicaFailovers + 1,
+                      chosen: { ...context.chosen, [event.index]: event.vm },
+                    });
+                    enqueue({
+                      type: 'send',
+                      params: fetchFrom(context, event.index, event.vm, event.offset),
+                    });
+                  } else {
+                    enqueue.assign({ failovers: context.failovers + 1 });
+                    enqueue.sendTo('core', {
+                      type: 'START',
+                      index: event.index,
+                      offset: event.offset,
+                    });
+                  }
+                  // Bytes on the edge that fail their checksum are rewritten
+                  // there from the core (read-repair).
+                  const bad = event.failed ?? chunk.vm;
+                  if (event.reason === 'integrity' && bad && holders.includes(bad)) {
                     enqueue.sendParent({
                       type: 'CHUNK.REPAIR',
-                      file: context.file as FileInfo,
+                      file,
                       index: chunk.index,
+                      vm: bad,
                     } satisfies RepairRequest);
                   }
                 }),
@@ -292,6 +336,7 @@ export const serveDownloadMachine = setup({
     ok: context.ok,
     planCore: context.planCore,
     failovers: context.failovers,
+    replicaFailovers: context.replicaFailovers,
     edgeBytes: context.edgeBytes,
     coreBytes: context.coreBytes,
   }),
@@ -310,8 +355,50 @@ function errorReply(context: ServeDownloadContext): SendCommand {
   };
 }
 
-function isLive(context: ServeDownloadContext, vm: string | null) {
-  if (vm === null) return false;
-  const status = context.vmStatus[vm];
-  return status === 'alive' || status === 'suspect';
+/**
+ * For each chunk, its live replicas in the order to try them: alive before
+ * suspect, then the least loaded, then by id. A chunk with none is served
+ * from the core.
+ */
+function replicaOrder(context: ServeDownloadContext, file: FileInfo): Record<string, string[]> {
+  const rank = (vm: string) => (context.vmStatus[vm] === 'alive' ? 0 : 1);
+  const load = (vm: string) => context.vmLoad?.[vm] ?? 0;
+  const order: Record<string, string[]> = {};
+  for (const chunk of file.chunks) {
+    const live = holdersOf(chunk).filter((vm) => {
+      const status = context.vmStatus[vm];
+      return status === 'alive' || status === 'suspect';
+    });
+    order[chunk.index] = live.sort(
+      (a, b) => rank(a) - rank(b) || load(a) - load(b) || (a < b ? -1 : a > b ? 1 : 0),
+    );
+  }
+  return order;
+}
+
+/** §V.F step 4: tells replica `vm` to send chunk `index` from `offset` to the requester. */
+function fetchFrom(
+  context: ServeDownloadContext,
+  index: number,
+  vm: string,
+  offset: number,
+): SendCommand {
+  const file = context.file as FileInfo;
+  const chunk = file.chunks[index];
+  return {
+    type: 'SEND',
+    to: vm,
+    message: {
+      type: 'chunk.fetch',
+      id: context.transferId,
+      from: context.brokerId,
+      to: context.requester,
+      fileId: file.fileId,
+      index,
+      chunkSize: chunk?.size ?? 0,
+      offset,
+      segmentSize: context.segmentSize,
+      window: context.window,
+    },
+  };
 }

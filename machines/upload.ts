@@ -1,7 +1,7 @@
 /**
  * One upload, on the broker (§IV.2, §V.D):
  *
- *   planning ──▶ transferring.receiving ──(end)──▶ transferring.draining
+ *   planning ──▶ placing ──▶ transferring.receiving ──(end)──▶ transferring.draining
  *     │            (each segment stored on its VM and streamed into the core,
  *     │             then acknowledged to the uploader: a bounded window)
  *     │          ──(all stored)──▶ transferring.sealing (core objects
@@ -32,6 +32,8 @@ export interface UploadInput {
   idleTimeoutMs: number;
   /** The broker's split value (§IV.2.c). */
   split: number;
+  /** VMs to hold each chunk (beyond the paper; 1 = the paper). */
+  replicas: number;
   /** Alive VMs and their effective memory when the upload began. */
   candidates: PlacementCandidate[];
   /** When the upload began (ISO 8601). */
@@ -45,7 +47,18 @@ export interface UploadPlan {
   chunks: PlannedChunk[];
 }
 
+/** What the `placeChunks` actor is given. */
+export interface PlaceInput {
+  transferId: string;
+  name: string;
+  size: number;
+  split: number;
+  replicas: number;
+  candidates: PlacementCandidate[];
+}
+
 export interface CommitRequest {
+  transferId: string;
   name: string;
   size: number;
   overwrite: boolean;
@@ -97,6 +110,8 @@ export type WriterCommand =
   | Extract<UploadEvent, { type: 'VM_STORED' | 'VM_ERROR' }>;
 
 export interface UploadContext extends UploadInput {
+  /** Named by reserveName, before the chunks are placed. */
+  fileId: string | null;
   plan: UploadPlan | null;
   /** Next expected offset within each chunk. */
   next: number[];
@@ -136,6 +151,14 @@ export const uploadMachine = setup({
     reserveName: fromPromise<{ fileId: string }, { name: string; overwrite: boolean }>(async () => {
       throw new Error('reserveName is provided by the runtime');
     }),
+    /**
+     * §V.D step 3: the split VMs with the most memory, chunks sized by their
+     * memory fractions (and r replicas each). The runtime provides one that
+     * counts what the edge holds and evicts cold files to make room.
+     */
+    placeChunks: fromPromise<{ chunks: PlannedChunk[] }, PlaceInput>(async ({ input }) => ({
+      chunks: planPlacement(input.candidates, input.size, input.split, input.replicas),
+    })),
     /** §V.D steps 4–6 and §IV.2.g: store segments on VMs and in the core. */
     chunkWriter: fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(() => {
       throw new Error('chunkWriter is provided by the runtime');
@@ -175,7 +198,7 @@ export const uploadMachine = setup({
     plannedVmFailed: ({ context, event }) =>
       event.type === 'VM.STATUS' &&
       event.status === 'failed' &&
-      (context.plan?.chunks.some((chunk) => chunk.vm === event.id) ?? false),
+      (context.plan?.chunks.some((chunk) => chunk.replicas.includes(event.id)) ?? false),
     checksumsMatch: ({ context, event }) =>
       event.type === 'SEALED' &&
       context.declared !== null &&
@@ -188,11 +211,16 @@ export const uploadMachine = setup({
       (_, command: SendCommand) => command,
     ),
     fail: assign({ failure: (_, params: UploadFailure) => params }),
+    /** Placing stopped before any chunk went out: cleaning up settles the fileId. */
+    planNothing: assign({
+      plan: ({ context }) => ({ fileId: context.fileId as string, chunks: [] }),
+    }),
   },
 }).createMachine({
   id: 'upload',
   context: ({ input }) => ({
     ...input,
+    fileId: null,
     plan: null,
     next: [],
     segments: [],
@@ -242,28 +270,79 @@ export const uploadMachine = setup({
         src: 'reserveName',
         input: ({ context }) => ({ name: context.name, overwrite: context.overwrite }),
         onDone: {
+          target: 'placing',
+          actions: assign({ fileId: ({ event }) => event.output.fileId }),
+        },
+        onError: {
+          target: 'rejected',
+          actions: {
+            type: 'fail',
+            params: ({ event }) => toFailure(event.error),
+          },
+        },
+      },
+    },
+    // §V.D step 3. The fileId is named (and in the ledger): from here a
+    // failure cleans up.
+    placing: {
+      on: {
+        ABORT: {
+          target: '#upload.aborting',
+          actions: [
+            'planNothing',
+            {
+              type: 'fail',
+              params: ({ event }) => failure('aborted', `the uploader gave up: ${event.reason}`),
+            },
+          ],
+        },
+        LINK_LOST: {
+          target: '#upload.aborting',
+          actions: [
+            'planNothing',
+            {
+              type: 'fail',
+              params: failure(
+                'unavailable',
+                'the broker lost its connection to the MQTT server during the upload; try again',
+                true,
+              ),
+            },
+          ],
+        },
+        'VM.STATUS': {},
+      },
+      invoke: {
+        src: 'placeChunks',
+        input: ({ context }) => ({
+          transferId: context.transferId,
+          name: context.name,
+          size: context.size,
+          split: context.split,
+          replicas: context.replicas,
+          candidates: context.candidates,
+        }),
+        onDone: {
           target: 'transferring',
           actions: [
-            // §V.D step 3: the split VMs with the most memory, chunks sized
-            // by their memory fractions.
             assign(({ context, event }) => {
-              const chunks = planPlacement(context.candidates, context.size, context.split);
+              const { chunks } = event.output;
               return {
-                plan: { fileId: event.output.fileId, chunks },
+                plan: { fileId: context.fileId as string, chunks },
                 next: chunks.map(() => 0),
                 segments: chunks.map(() => 0),
               };
             }),
             {
               type: 'send',
-              params: ({ context, event }) => ({
+              params: ({ context }) => ({
                 type: 'SEND',
                 to: context.requester,
                 message: {
                   type: 'upload.ready',
                   id: context.transferId,
                   from: context.brokerId,
-                  fileId: event.output.fileId,
+                  fileId: context.fileId as string,
                   segmentSize: context.segmentSize,
                   window: context.window,
                   chunks: (context.plan as UploadPlan).chunks,
@@ -273,11 +352,8 @@ export const uploadMachine = setup({
           ],
         },
         onError: {
-          target: 'rejected',
-          actions: {
-            type: 'fail',
-            params: ({ event }) => toFailure(event.error),
-          },
+          target: 'aborting',
+          actions: ['planNothing', { type: 'fail', params: ({ event }) => toFailure(event.error) }],
         },
       },
     },
@@ -437,6 +513,7 @@ export const uploadMachine = setup({
       invoke: {
         src: 'commitFile',
         input: ({ context }) => ({
+          transferId: context.transferId,
           name: context.name,
           size: context.size,
           overwrite: context.overwrite,

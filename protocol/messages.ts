@@ -29,6 +29,8 @@ export const MAX_CHUNKS = 4096;
 export const MAX_PAGE = 10_000;
 /** Most VMs in one table. Every bound on an array keeps a hostile message cheap to refuse. */
 export const MAX_VMS = 10_000;
+/** Most edge copies of one chunk (`--replicas`). */
+export const MAX_REPLICAS = 16;
 export const chunkIndex = z
   .number()
   .int()
@@ -60,6 +62,8 @@ export const vmInfo = z.strictObject({
   cpu: cpuInfo,
   memoryFree: byteCount,
   memoryEffective: byteCount,
+  /** All the memory it lends, when it says (VMs of this version do). */
+  memoryBudget: byteCount.optional(),
   penalty: z.number().int().nonnegative(),
   status: vmStatus,
   lastSeen: z.iso.datetime(),
@@ -70,10 +74,65 @@ export const chunkInfo = z.strictObject({
   index: chunkIndex,
   offset: byteCount,
   size: byteCount,
-  /** The VM holding it; `null` when it lives in the core only. */
+  /** The VM holding it (its first replica); `null` when it lives in the core only. */
   vm: memberId.nullable(),
+  /**
+   * Every VM holding it, `vm` first (`--replicas`). Absent in records written
+   * before replicas existed: read it through `holdersOf`.
+   */
+  replicas: z.array(memberId).max(MAX_REPLICAS).optional(),
   sha256: sha256Hex,
 });
+
+/** The VMs holding a chunk, first replica first (none: core only). */
+export function holdersOf(chunk: { vm: string | null; replicas?: string[] | undefined }): string[] {
+  return chunk.replicas ?? (chunk.vm === null ? [] : [chunk.vm]);
+}
+
+/** Where a file's bytes are: every chunk on the edge, some, or none (core only). */
+export type Residency = 'edge' | 'partial' | 'core-only';
+export function residencyOf(file: {
+  chunks: { vm: string | null; replicas?: string[] | undefined }[];
+}): Residency {
+  const onEdge = file.chunks.filter((chunk) => holdersOf(chunk).length > 0).length;
+  if (onEdge === file.chunks.length && onEdge > 0) return 'edge';
+  return onEdge === 0 ? 'core-only' : 'partial';
+}
+
+/**
+ * A file as `ls --json` and `GET /api/files` show it: the contract's
+ * `{ name, size, sha256, chunks: [{ index, offset, size, vm, sha256 }] }`,
+ * with what replicas added: each chunk's `replicas` (every VM holding it,
+ * `vm` first) and the file's `residency`.
+ */
+export function listedFile(file: {
+  name: string;
+  size: number;
+  sha256: string;
+  chunks: {
+    index: number;
+    offset: number;
+    size: number;
+    vm: string | null;
+    replicas?: string[] | undefined;
+    sha256: string;
+  }[];
+}) {
+  return {
+    name: file.name,
+    size: file.size,
+    sha256: file.sha256,
+    residency: residencyOf(file),
+    chunks: file.chunks.map((chunk) => ({
+      index: chunk.index,
+      offset: chunk.offset,
+      size: chunk.size,
+      vm: chunk.vm,
+      replicas: holdersOf(chunk),
+      sha256: chunk.sha256,
+    })),
+  };
+}
 
 export const fileInfo = z.strictObject({
   name: fileName,
@@ -128,6 +187,8 @@ export const messageSchemas = {
     address: z.string().max(255),
     cpu: cpuInfo,
     memoryFree: byteCount,
+    /** All the memory it lends (`--memory`, or less if its store holds less). */
+    memoryBudget: byteCount.optional(),
   }),
   /** §V.C step 2: the broker's answer, with the heartbeat interval to use. */
   'join.ack': z.strictObject({
@@ -144,6 +205,7 @@ export const messageSchemas = {
     incarnation: opaqueId,
     cpu: cpuInfo,
     memoryFree: byteCount,
+    memoryBudget: byteCount.optional(),
   }),
   /** The broker does not know this VM (any more): it must join again. */
   rejoin: z.strictObject({
@@ -321,6 +383,8 @@ export const messageSchemas = {
           index: chunkIndex,
           source: z.enum(['edge', 'core']),
           vm: memberId.nullable(),
+          /** Live replicas to try in turn, `vm` first, before the core. */
+          replicas: z.array(memberId).max(MAX_REPLICAS).optional(),
         }),
       )
       .max(MAX_CHUNKS),
@@ -338,6 +402,10 @@ export const messageSchemas = {
     index: chunkIndex,
     offset: byteCount,
     reason: z.enum(['timeout', 'integrity', 'error']),
+    /** The replica that did not deliver. */
+    failed: memberId.optional(),
+    /** Another replica to send it instead; absent: the core. */
+    vm: memberId.optional(),
   }),
   /** The requester is finished, verified or not. */
   'download.done': z.strictObject({
@@ -393,6 +461,12 @@ export type FileInfo = z.infer<typeof fileInfo>;
 export type ChunkInfo = z.infer<typeof chunkInfo>;
 export type ChunkPlan = z.infer<typeof chunkPlan>;
 export type VmInfo = z.infer<typeof vmInfo>;
+
+/** Exactly the `vms --json` (and `GET /api/vms`) shape of the contract. */
+export function vmRow(vm: VmInfo) {
+  const { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen } = vm;
+  return { id, address, cpu, memoryFree, memoryEffective, penalty, status, lastSeen };
+}
 export type CpuInfo = z.infer<typeof cpuInfo>;
 export type ErrorCode = z.infer<typeof errorCode>;
 

@@ -20,7 +20,7 @@ import type { Logger } from '../actors/log.ts';
 import type { Member } from '../actors/member.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
-import type { ErrorCode, FileInfo } from '../protocol/messages.ts';
+import { type ErrorCode, type FileInfo, listedFile, vmRow } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { bearerAuth } from './auth.ts';
 import type { AdminEvent, ErrorBody, MachineGraph, TransferView } from './contract.ts';
@@ -98,7 +98,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
     return c.json({ ready: mqtt && metadata, mqtt, metadata }, mqtt && metadata ? 200 : 503);
   });
 
-  app.get('/api/vms', (c) => c.json(deps.broker.vms()));
+  app.get('/api/vms', (c) => c.json(deps.broker.vms().map(vmRow)));
 
   app.get('/api/files', async (c) => {
     const limit = Number(c.req.query('limit') ?? 1000);
@@ -119,13 +119,13 @@ export function createAdminApp(deps: AdminDeps): Hono {
       ...(after !== undefined ? { after } : {}),
     });
     if (page.next !== undefined) c.header('X-Next-Cursor', encodeCursor(page.next));
-    return c.json(page.files.map(listed));
+    return c.json(page.files.map(listedFile));
   });
 
   app.get('/api/files/:name', async (c) => {
     const file = await deps.metadata.getFile(checkedName(c.req.param('name')));
     if (!file) throw new CloudletError('not-found', `no file named "${c.req.param('name')}"`);
-    return c.json({ ...listed(file), fileId: file.fileId, createdAt: file.createdAt });
+    return c.json({ ...listedFile(file), fileId: file.fileId, createdAt: file.createdAt });
   });
 
   app.get('/api/files/:name/content', async (c) => {
@@ -175,7 +175,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
         const file = await deps.member.put(source, name, {
           overwrite: c.req.query('overwrite') === 'true',
         });
-        return c.json(listed(file), 201);
+        return c.json(listedFile(file), 201);
       } finally {
         await source.close();
       }
@@ -249,21 +249,6 @@ export function createAdminApp(deps: AdminDeps): Hono {
 }
 
 /** Exactly the `ls --json` shape. */
-function listed(file: FileInfo) {
-  return {
-    name: file.name,
-    size: file.size,
-    sha256: file.sha256,
-    chunks: file.chunks.map(({ index, offset, size, vm, sha256 }) => ({
-      index,
-      offset,
-      size,
-      vm,
-      sha256,
-    })),
-  };
-}
-
 function checkedName(name: string) {
   const problem = fileNameProblem(name);
   if (problem) throw new HTTPException(400, { message: `invalid file name: ${problem}` });

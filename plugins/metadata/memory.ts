@@ -1,4 +1,4 @@
-import type { FileInfo } from '../../protocol/messages.ts';
+import { type ChunkInfo, type FileInfo, holdersOf, MAX_REPLICAS } from '../../protocol/messages.ts';
 import {
   type Cleanup,
   type CleanupReason,
@@ -39,7 +39,7 @@ export function createMemoryMetadata(): MetadataStore {
       const placed: PlacedChunk[] = [];
       for (const file of files.values()) {
         for (const chunk of file.chunks) {
-          if (chunk.vm !== vm) continue;
+          if (!holdersOf(chunk).includes(vm)) continue;
           const { fileId, name } = file;
           placed.push({ name, fileId, index: chunk.index, size: chunk.size, sha256: chunk.sha256 });
         }
@@ -71,6 +71,13 @@ export function createMemoryMetadata(): MetadataStore {
       enter(removed.fileId, removed.name, 'deleted');
       return removed;
     },
+    updateChunks: async (name, fileId, chunks) => {
+      checkChunkUpdate(DRIVER_NAME, name, chunks);
+      const file = files.get(name);
+      if (file === undefined || file.fileId !== fileId) return false;
+      files.set(name, withChunks(DRIVER_NAME, file, chunks));
+      return true;
+    },
     settle: async (fileId) => {
       ledger.delete(fileId);
     },
@@ -83,6 +90,82 @@ export function createMemoryMetadata(): MetadataStore {
         .sort((a, b) => byCodePoint(a.id, b.id))
         .map((record) => structuredClone(record)),
     close: async () => {},
+  };
+}
+
+/** What updateChunks is given for each chunk. */
+export type ChunkPlacement = Pick<ChunkInfo, 'index' | 'vm' | 'replicas'>;
+
+/**
+ * Refuses an updateChunks list that is wrong whatever the file holds: an
+ * index twice, a `vm` that is not its `replicas[0]`, a VM twice in one
+ * chunk's replicas. Every backend checks the same, before reading anything.
+ */
+export function checkChunkUpdate(
+  backend: string,
+  name: string,
+  chunks: readonly ChunkPlacement[],
+): void {
+  const fail = (problem: string): never => {
+    throw new MetadataError(backend, `updateChunks ${JSON.stringify(name)}: ${problem}`);
+  };
+  if (!Array.isArray(chunks)) fail('chunks must be an array');
+  const seen = new Set<number>();
+  for (const chunk of chunks) {
+    const { index, vm, replicas } = chunk ?? {};
+    if (!Number.isSafeInteger(index) || index < 0)
+      fail(`chunk index ${index} is not a whole number ≥ 0`);
+    if (seen.has(index)) fail(`chunk ${index} is listed twice`);
+    seen.add(index);
+    if (vm !== null && typeof vm !== 'string') fail(`chunk ${index}: vm must be a VM id or null`);
+    if (replicas === undefined) continue;
+    if (!Array.isArray(replicas) || replicas.some((each) => typeof each !== 'string'))
+      fail(`chunk ${index}: replicas must be an array of VM ids`);
+    if (replicas.length > MAX_REPLICAS)
+      fail(`chunk ${index}: ${replicas.length} replicas, more than ${MAX_REPLICAS}`);
+    if (new Set(replicas).size !== replicas.length)
+      fail(`chunk ${index}: replicas ${JSON.stringify(replicas)} name a VM twice`);
+    if (vm !== (replicas[0] ?? null))
+      fail(
+        `chunk ${index}: vm ${JSON.stringify(vm)} is not its first replica (replicas ${JSON.stringify(replicas)})`,
+      );
+  }
+}
+
+/**
+ * `file` with the `vm` and `replicas` of its chunks from `chunks` (checked by
+ * checkChunkUpdate), everything else as it was; a chunk given no `replicas`
+ * has none in the record. Refuses a list that is not every chunk of `file`.
+ */
+export function withChunks(
+  backend: string,
+  file: FileInfo,
+  chunks: readonly ChunkPlacement[],
+): FileInfo {
+  const byIndex = new Map(chunks.map((chunk) => [chunk.index, chunk]));
+  const missing = file.chunks.filter((chunk) => !byIndex.has(chunk.index)).map((c) => c.index);
+  const known = new Set(file.chunks.map((chunk) => chunk.index));
+  const unknown = chunks.filter((chunk) => !known.has(chunk.index)).map((c) => c.index);
+  if (missing.length > 0 || unknown.length > 0) {
+    const problems = [
+      ...(missing.length > 0 ? [`chunks ${missing.join(', ')} are not listed`] : []),
+      ...(unknown.length > 0 ? [`the file has no chunk ${unknown.join(', ')}`] : []),
+    ];
+    throw new MetadataError(
+      backend,
+      `updateChunks ${JSON.stringify(file.name)}: every chunk of the file must be listed once: ${problems.join('; ')}`,
+    );
+  }
+  return {
+    ...file,
+    chunks: file.chunks.map(({ replicas: _replaced, ...chunk }) => {
+      const placement = byIndex.get(chunk.index) as ChunkPlacement;
+      return {
+        ...chunk,
+        vm: placement.vm,
+        ...(placement.replicas !== undefined ? { replicas: [...placement.replicas] } : {}),
+      };
+    }),
   };
 }
 

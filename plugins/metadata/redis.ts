@@ -4,7 +4,7 @@ import {
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';
-import { byCodePoint } from './memory.ts';
+import { byCodePoint, checkChunkUpdate, withChunks } from './memory.ts';
 import {
   type Cleanup,
   type CleanupReason,
@@ -38,8 +38,11 @@ type KeyKind = (typeof KEY_KINDS)[number];
 // A placement is `vm NUL fileId NUL index NUL size NUL sha256 NUL name`, the
 // index zero-padded: byte order is then (vm, fileId, index), so one VM's
 // chunks are one ZRANGEBYLEX and come out in the order chunksOn promises.
-// Scripts derive placements from the stored JSON, so the members removed with
-// a record are exactly the ones added with it.
+// A chunk has one per VM holding it: each of its `replicas`, or its `vm` in a
+// record without them (holdersOf). Scripts derive placements from the stored
+// JSON, so the members removed with a record are exactly the ones added with
+// it. Scripts never re-encode a record: cjson would write an empty array as
+// `{}` and numbers with 14 digits, so records are built in TypeScript.
 const PRELUDE = `
 local files, names, placements, fileIds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ledger, ledgerOrder, ledgerSeq = KEYS[5], KEYS[6], KEYS[7]
@@ -47,9 +50,12 @@ local NUL = string.char(0)
 local function placementsOf(record)
   local members = {}
   for _, chunk in ipairs(record.chunks) do
-    if type(chunk.vm) == 'string' then
+    local holders = {}
+    if type(chunk.replicas) == 'table' then holders = chunk.replicas
+    elseif type(chunk.vm) == 'string' then holders = {chunk.vm} end
+    for _, vm in ipairs(holders) do
       members[#members + 1] = table.concat({
-        chunk.vm, record.fileId, string.format('%016d', chunk.index),
+        vm, record.fileId, string.format('%016d', chunk.index),
         string.format('%d', chunk.size), chunk.sha256, record.name,
       }, NUL)
     end
@@ -105,6 +111,25 @@ redis.call('ZREM', names, ARGV[1])
 redis.call('HDEL', fileIds, record.fileId)
 enter(record.fileId, ARGV[2])
 return old`;
+
+/**
+ * ARGV: name, fileId, the record JSON read, the record JSON to write.
+ * Compare-and-set: replaces the record only if it is still the one read.
+ * Returns 'ok', 'gone' (the name no longer holds fileId) or 'changed' (it
+ * does, but the record changed since it was read: read it again).
+ */
+const UPDATE_SCRIPT = `${PRELUDE}
+local current = redis.call('HGET', files, ARGV[1])
+if current ~= ARGV[3] then
+  if redis.call('HGET', fileIds, ARGV[2]) == ARGV[1] then return 'changed' end
+  return 'gone'
+end
+unplace(cjson.decode(current))
+redis.call('HSET', files, ARGV[1], ARGV[4])
+place(cjson.decode(ARGV[4]))
+return 'ok'`;
+/** Reads of a record that keeps changing before updateChunks gives up. */
+const UPDATE_ATTEMPTS = 20;
 
 /** ARGV: fileId, ledger entry. */
 const ENTER_SCRIPT = `${PRELUDE}
@@ -193,6 +218,25 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
       run(`removeFile ${JSON.stringify(name)}`, async ({ client }) => {
         const old = await script(client, REMOVE_SCRIPT, [name, ledgerEntry(name, 'deleted')]);
         return parseJson<FileInfo>(old as string | null);
+      }),
+    updateChunks: (name, fileId, chunks) =>
+      run(`updateChunks ${JSON.stringify(name)}`, async ({ client }) => {
+        checkChunkUpdate(DRIVER_NAME, name, chunks);
+        // No record can have a name or fileId that is not valid Unicode.
+        if (!name.isWellFormed() || !fileId.isWellFormed()) return false;
+        for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
+          const old = await bounded(client.hGet(key('files'), name));
+          const file = parseJson<FileInfo>(old);
+          if (old === null || file?.fileId !== fileId) return false;
+          const next = JSON.stringify(withChunks(DRIVER_NAME, file, chunks));
+          const reply = await script(client, UPDATE_SCRIPT, [name, fileId, old, next]);
+          if (reply === 'ok') return true;
+          if (reply === 'gone') return false;
+        }
+        throw new MetadataError(
+          DRIVER_NAME,
+          `updateChunks ${JSON.stringify(name)}: the record changed under it ${UPDATE_ATTEMPTS} times in a row; try again`,
+        );
       }),
     settle: (fileId) =>
       run(`settle ${JSON.stringify(fileId)}`, async ({ client }) => {

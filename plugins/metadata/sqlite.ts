@@ -1,7 +1,8 @@
 import { Database } from 'bun:sqlite';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { FileInfo } from '../../protocol/messages.ts';
+import { type FileInfo, holdersOf } from '../../protocol/messages.ts';
+import { type ChunkPlacement, checkChunkUpdate, withChunks } from './memory.ts';
 import {
   type Cleanup,
   type CleanupReason,
@@ -29,7 +30,8 @@ CREATE TABLE files (
   file_id TEXT NOT NULL UNIQUE,
   json TEXT NOT NULL
 ) STRICT;
--- Only chunks that are on a VM: this table exists for chunksOn.
+-- Only chunks that are on a VM: this table exists for chunksOn. One row per
+-- VM holding a chunk (each of its replicas, holdersOf).
 CREATE TABLE chunks (
   file_id TEXT NOT NULL,
   idx INTEGER NOT NULL,
@@ -104,6 +106,16 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
   const enter = (fileId: string, name: string, reason: CleanupReason) =>
     statements.enter.run(fileId, name, reason, new Date().toISOString());
 
+  /** Rows for every VM holding each chunk of `file` (whose old rows are gone). */
+  const place = (file: FileInfo) => {
+    for (const chunk of file.chunks) {
+      // A VM named twice in one chunk's replicas still holds it once.
+      for (const vm of new Set(holdersOf(chunk))) {
+        statements.putChunk.run(file.fileId, chunk.index, vm, chunk.size, chunk.sha256);
+      }
+    }
+  };
+
   const commit = db.transaction((file: FileInfo): FileInfo | null => {
     const owner = statements.ownerOf.get(file.fileId)?.name;
     if (owner !== undefined && owner !== file.name) {
@@ -118,13 +130,22 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
       if (replaced.fileId !== file.fileId) enter(replaced.fileId, replaced.name, 'replaced');
     }
     statements.putFile.run(file.name, file.fileId, JSON.stringify(file));
-    for (const chunk of file.chunks) {
-      if (chunk.vm === null) continue;
-      statements.putChunk.run(file.fileId, chunk.index, chunk.vm, chunk.size, chunk.sha256);
-    }
+    place(file);
     statements.leave.run(file.fileId);
     return replaced;
   });
+
+  const update = db.transaction(
+    (name: string, fileId: string, chunks: readonly ChunkPlacement[]): boolean => {
+      const file = parseJson<FileInfo>(statements.getFile.get(name));
+      if (!file || file.fileId !== fileId) return false;
+      const next = withChunks(DRIVER_NAME, file, chunks);
+      statements.putFile.run(name, fileId, JSON.stringify(next));
+      statements.deleteChunks.run(fileId);
+      place(next);
+      return true;
+    },
+  );
 
   const remove = db.transaction((name: string): FileInfo | null => {
     const removed = parseJson<FileInfo>(statements.getFile.get(name));
@@ -180,6 +201,11 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
       }),
     commitFile: (file) => run(`commitFile ${JSON.stringify(file.name)}`, () => commit(file)),
     removeFile: (name) => run(`removeFile ${JSON.stringify(name)}`, () => remove(name)),
+    updateChunks: (name, fileId, chunks) =>
+      run(`updateChunks ${JSON.stringify(name)}`, () => {
+        checkChunkUpdate(DRIVER_NAME, name, chunks);
+        return update(name, fileId, chunks);
+      }),
     settle: (fileId) =>
       run(`settle ${JSON.stringify(fileId)}`, () => {
         statements.leave.run(fileId);

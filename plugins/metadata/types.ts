@@ -11,7 +11,7 @@
  * Every method that changes more than one thing does so atomically: after a
  * crash either all of it happened or none did.
  */
-import type { CpuInfo, FileInfo } from '../../protocol/messages.ts';
+import type { ChunkInfo, CpuInfo, FileInfo } from '../../protocol/messages.ts';
 
 export interface FilePage {
   files: FileInfo[];
@@ -62,7 +62,10 @@ export interface MetadataStore {
   getFile(name: string): Promise<FileInfo | null>;
   /** Files in name order, after the name `after`; `limit` is a whole number ≥ 1. */
   listFiles(options: { limit: number; after?: string }): Promise<FilePage>;
-  /** Every chunk the file table places on `vm`, in (fileId, index) order. */
+  /**
+   * Every chunk the file table places on `vm` (as any of its replicas,
+   * `holdersOf`), in (fileId, index) order.
+   */
   chunksOn(vm: string): Promise<PlacedChunk[]>;
   /** Whether any file record has this fileId. */
   hasFileId(fileId: string): Promise<boolean>;
@@ -85,6 +88,18 @@ export interface MetadataStore {
    * ledger (reason `deleted`). Returns the removed record, or null if none.
    */
   removeFile(name: string): Promise<FileInfo | null>;
+  /**
+   * Where a committed file's chunks live changed (evicted from the edge,
+   * re-warmed, repaired onto other VMs): atomically replaces the `vm` and
+   * `replicas` of its chunks, if `name` still holds `fileId`; everything else
+   * in the record stays as it was. `chunks` lists every chunk, by index.
+   * Returns false (and changes nothing) when the file is gone or replaced.
+   */
+  updateChunks(
+    name: string,
+    fileId: string,
+    chunks: Pick<ChunkInfo, 'index' | 'vm' | 'replicas'>[],
+  ): Promise<boolean>;
   /** Its chunks are gone (or it was never committed): drop it from the ledger. */
   settle(fileId: string): Promise<void>;
   /** The ledger, oldest first. */

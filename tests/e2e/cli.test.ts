@@ -43,14 +43,18 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet comm
     const json = await cloudlet.cli(['ls', '--json']);
     const files = JSON.parse(json.stdout);
     expect(files).toHaveLength(1);
-    expect(Object.keys(files[0]).sort()).toEqual(['chunks', 'name', 'sha256', 'size']);
+    // The contract's fields, and what replicas added: residency, replicas.
+    expect(Object.keys(files[0]).sort()).toEqual(['chunks', 'name', 'residency', 'sha256', 'size']);
     expect(Object.keys(files[0].chunks[0]).sort()).toEqual([
       'index',
       'offset',
+      'replicas',
       'sha256',
       'size',
       'vm',
     ]);
+    expect(files[0].residency).toBe('edge');
+    expect(files[0].chunks[0].replicas).toEqual([files[0].chunks[0].vm]);
     expect(files[0]).toMatchObject({ name: 'notes.bin', size: content.byteLength });
 
     const out = join(work, 'copy.bin');

@@ -24,6 +24,8 @@ const config: BrokerConfig = {
   maxFileSize: 1000,
   maxTransfersPerMember: 2,
   maxPendingRequests: 1,
+  replicas: 1,
+  repairAfterMs: null,
 };
 const cpu = { cores: 2, load: 0 };
 
@@ -214,7 +216,15 @@ describe('broker routing (§V)', () => {
 
   test('messages the broker does not take are refused; a VM cannot use the broker id', () => {
     const { frame, replies } = start();
-    frame({ type: 'chunk.data', id: 'x1', from: 'cli-1', index: 0, offset: 0 });
+    frame({
+      type: 'upload.ready',
+      id: 'x1',
+      from: 'cli-1',
+      fileId: 'f',
+      segmentSize: 1,
+      window: 1,
+      chunks: [],
+    });
     frame({
       type: 'join',
       id: 'j1',
@@ -228,7 +238,7 @@ describe('broker routing (§V)', () => {
       expect.objectContaining({
         id: 'x1',
         code: 'bad-request',
-        message: 'the broker does not take chunk.data messages',
+        message: 'the broker does not take upload.ready messages',
       }),
       expect.objectContaining({ id: 'j1', code: 'bad-request' }),
     ]);

@@ -90,6 +90,7 @@ describe('chunkFetch (§V.G failover)', () => {
         index: 0,
         offset: 10,
         reason: 'timeout',
+        failed: 'vm-a',
       },
     ]);
     data('vm-a', 10, chunk.subarray(10)); // late edge bytes are ignored

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import { effectiveMemory, planPlacement } from '../../machines/placement.ts';
+import { effectiveMemory, missingReplicas, planPlacement } from '../../machines/placement.ts';
 
 const MiB = 1024 * 1024;
 
@@ -16,21 +16,20 @@ describe('planPlacement (§V.D step 3)', () => {
       2,
     );
     expect(plan).toEqual([
-      { index: 0, offset: 0, size: 1_887_437, vm: 'vm-a' },
-      { index: 1, offset: 1_887_437, size: 1_258_291, vm: 'vm-b' },
+      { index: 0, offset: 0, size: 1_887_437, vm: 'vm-a', replicas: ['vm-a'] },
+      { index: 1, offset: 1_887_437, size: 1_258_291, vm: 'vm-b', replicas: ['vm-b'] },
     ]);
   });
 
   test('fewer candidates than split: all of them', () => {
-    const plan = planPlacement([{ id: 'a', memoryEffective: 10 }], 100, 3);
-    expect(plan).toEqual([{ index: 0, offset: 0, size: 100, vm: 'a' }]);
+    const plan = planPlacement([{ id: 'a', memoryEffective: 1000 }], 100, 3);
+    expect(plan).toEqual([{ index: 0, offset: 0, size: 100, vm: 'a', replicas: ['a'] }]);
   });
 
   test('no candidate: the core only, one chunk', () => {
-    expect(planPlacement([], 42, 2)).toEqual([{ index: 0, offset: 0, size: 42, vm: null }]);
-    expect(planPlacement([{ id: 'a', memoryEffective: 0 }], 42, 2)).toEqual([
-      { index: 0, offset: 0, size: 42, vm: null },
-    ]);
+    const coreOnly = [{ index: 0, offset: 0, size: 42, vm: null, replicas: [] }];
+    expect(planPlacement([], 42, 2)).toEqual(coreOnly);
+    expect(planPlacement([{ id: 'a', memoryEffective: 0 }], 42, 2)).toEqual(coreOnly);
   });
 
   test('ties are broken by id, whatever the input order', () => {
@@ -52,8 +51,24 @@ describe('planPlacement (§V.D step 3)', () => {
       { id: 'a', memoryEffective: 300 },
       { id: 'b', memoryEffective: 200 },
     ];
-    expect(planPlacement(vms, 0, 2)).toEqual([{ index: 0, offset: 0, size: 0, vm: 'a' }]);
-    expect(planPlacement(vms, 1, 2)).toEqual([{ index: 0, offset: 0, size: 1, vm: 'a' }]);
+    expect(planPlacement(vms, 0, 2)).toEqual([
+      { index: 0, offset: 0, size: 0, vm: 'a', replicas: ['a'] },
+    ]);
+    expect(planPlacement(vms, 1, 2)).toEqual([
+      { index: 0, offset: 0, size: 1, vm: 'a', replicas: ['a'] },
+    ]);
+  });
+
+  test('a file bigger than the VMs hold: what fits nowhere stays in the core only', () => {
+    const vms = [
+      { id: 'a', memoryEffective: 30 },
+      { id: 'b', memoryEffective: 20 },
+    ];
+    const plan = planPlacement(vms, 60, 2);
+    expect(plan.map((chunk) => chunk.size)).toEqual([36, 24]);
+    // 36 fits on neither; 24 does not fit on b, but on a.
+    expect(plan.map((chunk) => chunk.replicas)).toEqual([[], ['a']]);
+    expect(planPlacement(vms, 200, 2).every((chunk) => chunk.vm === null)).toBe(true);
   });
 
   test('properties: contiguous, exact sum, proportional within one byte, deterministic', () => {
@@ -66,7 +81,14 @@ describe('planPlacement (§V.D step 3)', () => {
         fc.uniqueArray(vm, { selector: (v) => v.id, maxLength: 12 }),
         fc.integer({ min: 0, max: 2 ** 42 }),
         fc.integer({ min: 1, max: 8 }),
-        (vms, size, split) => {
+        (vms, wanted, split) => {
+          // The paper's case: the file fits in the chosen VMs' memory.
+          const top = vms
+            .map((v) => v.memoryEffective)
+            .sort((a, b) => b - a)
+            .slice(0, split)
+            .reduce((sum, m) => sum + m, 0);
+          const size = Math.min(wanted, top);
           const plan = planPlacement(vms, size, split);
           expect(plan.length).toBeGreaterThanOrEqual(1);
           expect(plan.length).toBeLessThanOrEqual(split);
@@ -92,6 +114,67 @@ describe('planPlacement (§V.D step 3)', () => {
             for (const v of outside) expect(v.memoryEffective).toBeLessThanOrEqual(least);
           }
           expect(planPlacement([...vms].reverse(), size, split)).toEqual(plan);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('replicas (beyond the paper)', () => {
+  const vms = [
+    { id: 'a', memoryEffective: 300 },
+    { id: 'b', memoryEffective: 200 },
+    { id: 'c', memoryEffective: 100 },
+  ];
+
+  test('r = 2, split 2: each chunk also on the VM with the most memory left', () => {
+    const plan = planPlacement(vms, 100, 2, 2);
+    expect(plan).toEqual([
+      { index: 0, offset: 0, size: 60, vm: 'a', replicas: ['a', 'b'] },
+      { index: 1, offset: 60, size: 40, vm: 'b', replicas: ['b', 'a'] },
+    ]);
+  });
+
+  test('r above the VM count: as many replicas as there are VMs', () => {
+    const plan = planPlacement(vms, 90, 3, 5);
+    for (const chunk of plan) expect([...chunk.replicas].sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  test('a copy that fits nowhere is left out; missingReplicas counts it', () => {
+    const small = [
+      { id: 'a', memoryEffective: 100 },
+      { id: 'b', memoryEffective: 50 },
+    ];
+    const plan = planPlacement(small, 120, 2, 2);
+    expect(plan.map((chunk) => chunk.replicas)).toEqual([['a'], ['b']]);
+    expect(missingReplicas(plan, 2, () => 2)).toBe(2);
+    expect(missingReplicas(plan, 2, () => 1)).toBe(0);
+  });
+
+  test('properties: no VM over its memory, distinct replicas, at most r, deterministic', () => {
+    const vm = fc.record({
+      id: fc.stringMatching(/^vm-[a-z0-9]{1,6}$/),
+      memoryEffective: fc.integer({ min: 0, max: 2 ** 30 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(vm, { selector: (v) => v.id, maxLength: 10 }),
+        fc.integer({ min: 0, max: 2 ** 32 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1, max: 4 }),
+        (vms, size, split, replicas) => {
+          const plan = planPlacement(vms, size, split, replicas);
+          expect(plan.reduce((sum, chunk) => sum + chunk.size, 0)).toBe(size);
+          const used = new Map<string, number>();
+          for (const chunk of plan) {
+            expect(chunk.replicas.length).toBeLessThanOrEqual(replicas);
+            expect(new Set(chunk.replicas).size).toBe(chunk.replicas.length);
+            expect(chunk.vm).toBe(chunk.replicas[0] ?? null);
+            for (const id of chunk.replicas) used.set(id, (used.get(id) ?? 0) + chunk.size);
+          }
+          for (const v of vms) expect(used.get(v.id) ?? 0).toBeLessThanOrEqual(v.memoryEffective);
+          expect(planPlacement([...vms].reverse(), size, split, replicas)).toEqual(plan);
         },
       ),
       { numRuns: 500 },

@@ -8,6 +8,7 @@ import {
   uploadMachine,
   type WriterCommand,
 } from '../../machines/upload.ts';
+import type { FileInfo } from '../../protocol/messages.ts';
 
 const input: UploadInput = {
   transferId: 't1',
@@ -20,6 +21,7 @@ const input: UploadInput = {
   window: 2,
   idleTimeoutMs: 30_000,
   split: 2,
+  replicas: 1,
   candidates: [
     { id: 'vm-a', memoryEffective: 300 },
     { id: 'vm-b', memoryEffective: 200 },
@@ -57,7 +59,7 @@ function start(
       ),
       commitFile: fromPromise(
         overrides.commit ??
-          (async ({ input: request }: { input: CommitRequest }) => {
+          (async ({ input: request }: { input: CommitRequest }): Promise<FileInfo> => {
             committed.push(request);
             return {
               name: request.name,

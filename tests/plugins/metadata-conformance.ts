@@ -11,7 +11,7 @@ import {
   type MetadataStore,
   type VmRecord,
 } from '../../plugins/metadata/types.ts';
-import type { ChunkInfo, FileInfo } from '../../protocol/messages.ts';
+import { type ChunkInfo, type FileInfo, holdersOf } from '../../protocol/messages.ts';
 import {
   eventually,
   expectEachFailsFast,
@@ -50,6 +50,27 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
     const stores = freshStoreEachTest(suite, (fresh) => {
       store = fresh;
     });
+
+    /** chunksOn of each of `vms` is exactly what the file records place there. */
+    async function expectPlacementsMatchFiles(vms: string[]) {
+      const files = await allFiles(store);
+      for (const vm of vms) {
+        const expected = files
+          .flatMap((file) =>
+            file.chunks
+              .filter((chunk) => holdersOf(chunk).includes(vm))
+              .map(({ index, size, sha256 }) => ({
+                name: file.name,
+                fileId: file.fileId,
+                index,
+                size,
+                sha256,
+              })),
+          )
+          .sort((a, b) => byUtf8(a.fileId, b.fileId) || a.index - b.index);
+        expect({ vm, placed: await store.chunksOn(vm) }).toEqual({ vm, placed: expected });
+      }
+    }
 
     test('names its backend', () => {
       expect(store.name).toBe(suite.name);
@@ -277,6 +298,244 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
         expect((await store.chunksOn('vm-3')).map((c) => c.fileId)).toEqual(['f-new']);
         await store.removeFile('x');
         expect(await store.chunksOn('vm-3')).toEqual([]);
+      });
+    });
+
+    describe('replicas and updateChunks', () => {
+      /** What chunksOn lists for chunk `index` of `file`. */
+      const placed = (file: FileInfo, index: number) => {
+        const chunk = file.chunks.find((each) => each.index === index) as ChunkInfo;
+        const { name, fileId } = file;
+        return { name, fileId, index, size: chunk.size, sha256: chunk.sha256 };
+      };
+      /** Everything but `vm` and `replicas`, which updateChunks must leave alone. */
+      const fixed = (file: FileInfo | null) =>
+        file && {
+          ...file,
+          chunks: file.chunks.map(({ vm: _vm, replicas: _replicas, ...rest }) => rest),
+        };
+
+      test('chunksOn finds a chunk on every replica, once per chunk, old records mixed in', async () => {
+        const b = makeFile('x', 'f-b', [
+          [3, ['vm-3', 'vm-1']],
+          [0, ['vm-1', 'vm-2']],
+          [1, ['vm-2']],
+          [2, 'vm-2'], // written before replicas: its vm alone holds it
+          [4, []],
+        ]);
+        const a = makeFile('y', 'f-a', [
+          [0, ['vm-2', 'vm-1', 'vm-3']],
+          [1, null],
+        ]);
+        await store.commitFile(b);
+        await store.commitFile(a);
+        expect(await store.chunksOn('vm-1')).toEqual([placed(a, 0), placed(b, 0), placed(b, 3)]);
+        expect(await store.chunksOn('vm-2')).toEqual([
+          placed(a, 0),
+          placed(b, 0),
+          placed(b, 1),
+          placed(b, 2),
+        ]);
+        expect(await store.chunksOn('vm-3')).toEqual([placed(a, 0), placed(b, 3)]);
+        expect(await store.chunksOn('vm-4')).toEqual([]);
+        // Old records read back without `replicas`, new ones with them, `[]` as `[]`.
+        const got = (await store.getFile('x')) as FileInfo;
+        expect(got).toEqual(b);
+        expect(got.chunks.map((chunk) => chunk.replicas ?? 'absent')).toEqual([
+          ['vm-3', 'vm-1'],
+          ['vm-1', 'vm-2'],
+          ['vm-2'],
+          'absent',
+          [],
+        ]);
+        expect(Object.hasOwn(got.chunks[3] as ChunkInfo, 'replicas')).toBe(false);
+        // Replaced and removed records take every replica's placement with them.
+        await store.commitFile(makeFile('x', 'f-b2', [[0, 'vm-3']]));
+        expect(await store.chunksOn('vm-1')).toEqual([placed(a, 0)]);
+        expect((await store.chunksOn('vm-3')).map((c) => c.fileId)).toEqual(['f-a', 'f-b2']);
+        await store.removeFile('y');
+        expect(await store.chunksOn('vm-1')).toEqual([]);
+        expect(await store.chunksOn('vm-2')).toEqual([]);
+      });
+
+      test('a record naming a VM twice in one chunk lists that chunk once', async () => {
+        const file = makeFile('x', 'f1', [[0, ['vm-1', 'vm-1']]]);
+        await store.commitFile(file);
+        expect(await store.chunksOn('vm-1')).toEqual([placed(file, 0)]);
+        await store.removeFile('x');
+        expect(await store.chunksOn('vm-1')).toEqual([]);
+      });
+
+      test('evicting every chunk leaves them on no VM, with replicas []', async () => {
+        const file = makeFile('x', 'f1', [
+          [0, ['vm-1', 'vm-2']],
+          [1, 'vm-3'],
+          [2, ['vm-2']],
+        ]);
+        const other = makeFile('y', 'f2', [[0, ['vm-2']]]);
+        await store.commitFile(file);
+        await store.commitFile(other);
+        await store.beginUpload({ fileId: 'up', name: 'z' });
+        await store.putVm(makeVm('vm-1'));
+        const before = await snapshot(store);
+        const evicted = file.chunks.map(({ index }) => ({ index, vm: null, replicas: [] }));
+        expect(await store.updateChunks('x', 'f1', evicted)).toBe(true);
+        for (const vm of ['vm-1', 'vm-3']) expect(await store.chunksOn(vm)).toEqual([]);
+        expect(await store.chunksOn('vm-2')).toEqual([placed(other, 0)]);
+        const expected = {
+          ...file,
+          chunks: file.chunks.map((chunk) => ({ ...chunk, vm: null, replicas: [] })),
+        };
+        const got = await store.getFile('x');
+        expect(got).toEqual(expected);
+        expect(got?.chunks.map((chunk) => chunk.replicas)).toEqual([[], [], []]);
+        expect(fixed(got)).toEqual(fixed(file));
+        expect((await store.listFiles({ limit: 1 })).files).toEqual([expected]);
+        // Nothing else moved.
+        const after = await snapshot(store);
+        expect(after.cleanups).toEqual(before.cleanups);
+        expect(after.vms).toEqual(before.vms);
+        expect(after.fileIds).toEqual(before.fileIds);
+        expect(await store.getFile('y')).toEqual(other);
+        expect(await store.hasFileId('f1')).toBe(true);
+      });
+
+      test('re-places chunks onto other VMs, in whatever order they are listed', async () => {
+        const file = makeFile('x', 'f1', [
+          [0, ['vm-1', 'vm-2']],
+          [1, ['vm-2']],
+          [5, 'vm-1'],
+        ]);
+        await store.commitFile(file);
+        const replicas = ['vm-3', 'vm-1'];
+        const chunks = [
+          { index: 5, vm: 'vm-2' }, // no replicas: the record keeps none either
+          { index: 1, vm: 'vm-3', replicas },
+          { index: 0, vm: null, replicas: [] },
+        ];
+        expect(await store.updateChunks('x', 'f1', chunks)).toBe(true);
+        // What it was given is its own no more.
+        replicas.push('vm-9');
+        (chunks[0] as { vm: string }).vm = 'vm-9';
+        const expected: FileInfo = {
+          ...file,
+          chunks: [
+            { ...(file.chunks[0] as ChunkInfo), vm: null, replicas: [] },
+            { ...(file.chunks[1] as ChunkInfo), vm: 'vm-3', replicas: ['vm-3', 'vm-1'] },
+            { ...(file.chunks[2] as ChunkInfo), vm: 'vm-2' },
+          ],
+        };
+        const got = await store.getFile('x');
+        expect(got).toEqual(expected);
+        expect(Object.hasOwn(got?.chunks[2] as ChunkInfo, 'replicas')).toBe(false);
+        expect(await store.chunksOn('vm-1')).toEqual([placed(file, 1)]);
+        expect(await store.chunksOn('vm-2')).toEqual([placed(file, 5)]);
+        expect(await store.chunksOn('vm-3')).toEqual([placed(file, 1)]);
+        expect(await store.chunksOn('vm-9')).toEqual([]);
+
+        // Back onto the edge, then gone: nothing of the earlier placements lingers.
+        const back = [
+          { index: 0, vm: 'vm-2', replicas: ['vm-2', 'vm-3'] },
+          { index: 1, vm: 'vm-2', replicas: ['vm-2'] },
+          { index: 5, vm: 'vm-1', replicas: ['vm-1'] },
+        ];
+        expect(await store.updateChunks('x', 'f1', back)).toBe(true);
+        expect(await store.chunksOn('vm-1')).toEqual([placed(file, 5)]);
+        expect(await store.chunksOn('vm-2')).toEqual([placed(file, 0), placed(file, 1)]);
+        expect(await store.chunksOn('vm-3')).toEqual([placed(file, 0)]);
+        expect(await store.cleanups()).toEqual([]);
+        await store.removeFile('x');
+        for (const vm of ['vm-1', 'vm-2', 'vm-3']) expect(await store.chunksOn(vm)).toEqual([]);
+      });
+
+      test('a file with no chunks takes an empty list', async () => {
+        await store.commitFile(makeFile('empty', 'f-empty', []));
+        expect(await store.updateChunks('empty', 'f-empty', [])).toBe(true);
+        expect(await store.getFile('empty')).toEqual(makeFile('empty', 'f-empty', []));
+      });
+
+      test('returns false and changes nothing when the file is replaced, removed or never was', async () => {
+        await store.commitFile(makeFile('x', 'f-old', [[0, ['vm-1']]]));
+        await store.commitFile(makeFile('x', 'f-new', [[0, ['vm-2']]])); // f-old replaced
+        await store.commitFile(makeFile('gone', 'f-gone', [[0, ['vm-1']]]));
+        await store.removeFile('gone');
+        await store.commitFile(makeFile('y', 'f-y', [[0, ['vm-3']]]));
+        await store.putVm(makeVm('vm-1'));
+        const before = await snapshot(store);
+        const moveTo = (vm: string) => [{ index: 0, vm, replicas: [vm] }];
+        expect(await store.updateChunks('x', 'f-old', moveTo('vm-4'))).toBe(false);
+        expect(await store.updateChunks('gone', 'f-gone', moveTo('vm-4'))).toBe(false);
+        expect(await store.updateChunks('never', 'f-never', moveTo('vm-4'))).toBe(false);
+        // A fileId another name holds is not this name's.
+        expect(await store.updateChunks('x', 'f-y', moveTo('vm-4'))).toBe(false);
+        expect(await store.updateChunks('y', 'f-new', moveTo('vm-4'))).toBe(false);
+        // Even when the list would not fit the file that name now holds.
+        expect(await store.updateChunks('x', 'f-old', [])).toBe(false);
+        expect(await snapshot(store)).toEqual(before);
+        expect(await store.chunksOn('vm-4')).toEqual([]);
+      });
+
+      test('refuses a list that is not every chunk once, or replicas that contradict vm', async () => {
+        const file = makeFile('x', 'f1', [
+          [0, ['vm-1']],
+          [1, ['vm-2', 'vm-1']],
+        ]);
+        await store.commitFile(file);
+        const before = await snapshot(store);
+        const good = { index: 0, vm: 'vm-3', replicas: ['vm-3'] };
+        const cases: [string, Pick<ChunkInfo, 'index' | 'vm' | 'replicas'>[]][] = [
+          ['not listed', [good]],
+          ['not listed', []],
+          ['has no chunk 2', [good, { index: 1, vm: null }, { index: 2, vm: null }]],
+          ['listed twice', [good, good, { index: 1, vm: null }]],
+          ['first replica', [good, { index: 1, vm: 'vm-1', replicas: ['vm-2', 'vm-1'] }]],
+          ['first replica', [good, { index: 1, vm: 'vm-1', replicas: [] }]],
+          ['first replica', [good, { index: 1, vm: null, replicas: ['vm-1'] }]],
+          ['VM twice', [good, { index: 1, vm: 'vm-1', replicas: ['vm-1', 'vm-2', 'vm-1'] }]],
+        ];
+        for (const [problem, chunks] of cases) {
+          const error = await store.updateChunks('x', 'f1', chunks).catch((err) => err);
+          expect({ chunks, error: error instanceof MetadataError }).toEqual({
+            chunks,
+            error: true,
+          });
+          expect(error.message).toContain(`${suite.name} metadata store: updateChunks "x": `);
+          expect({ chunks, message: error.message }).toEqual({
+            chunks,
+            message: expect.stringContaining(problem),
+          });
+        }
+        // Contradictions in the list itself are refused even for a file that is gone.
+        const error = await store
+          .updateChunks('gone', 'f-gone', [{ index: 0, vm: 'vm-1', replicas: ['vm-1', 'vm-1'] }])
+          .catch((err) => err);
+        expect(error).toBeInstanceOf(MetadataError);
+        expect(await snapshot(store)).toEqual(before);
+        expect(await store.chunksOn('vm-3')).toEqual([]);
+      });
+
+      test('replicas [] round trips through commitFile as []', async () => {
+        const file = makeFile('core', 'f-core', [
+          [0, []],
+          [1, null],
+        ]);
+        await store.commitFile(file);
+        const got = await store.getFile('core');
+        expect(got).toEqual(file);
+        expect(got?.chunks[0]?.replicas).toEqual([]);
+        expect(Array.isArray(got?.chunks[0]?.replicas)).toBe(true);
+        // A JSON round trip of what it hands back keeps the array.
+        expect(JSON.stringify(got)).toContain('"replicas":[]');
+        // And through updateChunks, which rewrites the record.
+        expect(
+          await store.updateChunks('core', 'f-core', [
+            { index: 0, vm: null, replicas: [] },
+            { index: 1, vm: null, replicas: [] },
+          ]),
+        ).toBe(true);
+        const updated = await store.getFile('core');
+        expect(updated?.chunks.map((chunk) => chunk.replicas)).toEqual([[], []]);
+        expect(updated?.chunks.every((chunk) => Array.isArray(chunk.replicas))).toBe(true);
       });
     });
 
@@ -570,6 +829,51 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
         expect(reasons(await store.cleanups())).toEqual([{ fileId: 'f-hot', reason: 'deleted' }]);
       });
 
+      test('racing updateChunks of one file: all land, one after another', async () => {
+        const file = makeFile('hot', 'f-hot', [
+          [0, ['vm-0']],
+          [1, ['vm-0']],
+        ]);
+        await store.commitFile(file);
+        const vms = Array.from({ length: 10 }, (_, i) => `vm-${i + 1}`);
+        const placements = vms.map((vm, i) => [
+          { index: 0, vm, replicas: [vm, `vm-${((i + 1) % 10) + 1}`] },
+          { index: 1, vm: null, replicas: [] },
+        ]);
+        const results = await Promise.all(
+          placements.map((chunks) => store.updateChunks('hot', 'f-hot', chunks)),
+        );
+        expect(results).toEqual(vms.map(() => true));
+        const got = (await store.getFile('hot')) as FileInfo;
+        const winner = placements.findIndex((chunks) => chunks[0]?.vm === got.chunks[0]?.vm);
+        expect(winner).toBeGreaterThanOrEqual(0);
+        expect(got.chunks.map((chunk) => chunk.replicas)).toEqual([
+          placements[winner]?.[0]?.replicas,
+          [],
+        ]);
+        // The placements are the winner's alone: no loser's lingers.
+        await expectPlacementsMatchFiles(['vm-0', ...vms]);
+      });
+
+      test('updateChunks racing commits and removals of its name never strands a placement', async () => {
+        for (let round = 0; round < 5; round++) {
+          await store.commitFile(makeFile('hot', `f-${round}`, [[0, ['vm-1', 'vm-2']]]));
+          const moved = store.updateChunks('hot', `f-${round}`, [
+            { index: 0, vm: 'vm-3', replicas: ['vm-3', 'vm-4'] },
+          ]);
+          const replaced = store.commitFile(makeFile('hot', `g-${round}`, [[0, ['vm-5']]]));
+          const movedAgain = store.updateChunks('hot', `f-${round}`, [
+            { index: 0, vm: 'vm-6', replicas: ['vm-6'] },
+          ]);
+          const removed = store.removeFile('hot');
+          const [movedFirst, , , gone] = await Promise.all([moved, replaced, movedAgain, removed]);
+          expect(typeof movedFirst).toBe('boolean');
+          expect(gone).not.toBeNull();
+          expect(await store.getFile('hot')).toBeNull();
+          await expectPlacementsMatchFiles(['vm-1', 'vm-2', 'vm-3', 'vm-4', 'vm-5', 'vm-6']);
+        }
+      });
+
       test('commits of many names at once all land', async () => {
         const files = Array.from({ length: 40 }, (_, i) => makeFile(`many/${i}`, `m${i}`));
         await Promise.all(files.map((file) => store.commitFile(file)));
@@ -614,6 +918,39 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
           expect(await store.commitFile(makeFile('x', 'x-newest'))).toEqual(makeFile('x', 'x-new'));
           store = await reopen(store);
           expect((await store.getFile('x'))?.fileId).toBe('x-newest');
+        });
+
+        test('placements updateChunks made are still there, replicas [] as []', async () => {
+          const file = makeFile('x', 'f1', [
+            [0, ['vm-1', 'vm-2']],
+            [1, 'vm-1'],
+            [2, ['vm-3']],
+          ]);
+          await store.commitFile(file);
+          await store.updateChunks('x', 'f1', [
+            { index: 0, vm: null, replicas: [] },
+            { index: 1, vm: 'vm-3', replicas: ['vm-3', 'vm-2'] },
+            { index: 2, vm: 'vm-1' },
+          ]);
+          const before = await snapshot(store);
+          store = await reopen(store);
+          expect(await snapshot(store)).toEqual(before);
+          expect((await store.getFile('x'))?.chunks.map((chunk) => chunk.replicas)).toEqual([
+            [],
+            ['vm-3', 'vm-2'],
+            undefined,
+          ]);
+          expect((await store.chunksOn('vm-2')).map((chunk) => chunk.index)).toEqual([1]);
+          // And it goes on from there.
+          expect(
+            await store.updateChunks('x', 'f1', [
+              { index: 0, vm: 'vm-2', replicas: ['vm-2'] },
+              { index: 1, vm: null, replicas: [] },
+              { index: 2, vm: null, replicas: [] },
+            ]),
+          ).toBe(true);
+          expect((await store.chunksOn('vm-2')).map((chunk) => chunk.index)).toEqual([0]);
+          for (const vm of ['vm-1', 'vm-3']) expect(await store.chunksOn(vm)).toEqual([]);
         });
 
         test('an empty store reopens empty', async () => {
@@ -694,6 +1031,7 @@ function expectAllFailFast(store: MetadataStore, mentions: string[]): Promise<vo
       ['beginUpload', () => store.beginUpload({ fileId: 'f1', name: 'x' })],
       ['commitFile', () => store.commitFile(makeFile('x', 'f1'))],
       ['removeFile', () => store.removeFile('x')],
+      ['updateChunks', () => store.updateChunks('x', 'f1', [])],
       ['settle', () => store.settle('f1')],
       ['cleanups', () => store.cleanups()],
       ['putVm', () => store.putVm(makeVm('vm-1'))],

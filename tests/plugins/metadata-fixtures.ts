@@ -1,7 +1,7 @@
 /** Files, VMs and views of a metadata store shared by its conformance and model tests. */
 import { createHash } from 'node:crypto';
 import type { MetadataStore, VmRecord } from '../../plugins/metadata/types.ts';
-import type { ChunkInfo, FileInfo } from '../../protocol/messages.ts';
+import { type ChunkInfo, type FileInfo, holdersOf } from '../../protocol/messages.ts';
 
 /** Names that mean something in globs, SQL LIKE, Redis ranges, keys or quoting. */
 export const SPECIAL_NAMES = [
@@ -50,15 +50,22 @@ export function sha(seed: string): string {
   return createHash('sha256').update(seed).digest('hex');
 }
 
-/** A file whose chunks are [index, vm, size] triples, in the given order. */
+/**
+ * A file whose chunks are [index, vm, size] triples, in the given order. A
+ * list of VMs for `vm` gives the chunk those `replicas` (and the first as its
+ * `vm`); a VM or null gives it no `replicas`, as records written before them.
+ */
 export function makeFile(
   name: string,
   fileId: string,
-  chunks: [index: number, vm: string | null, size?: number][] = [[0, 'vm-1']],
+  chunks: [index: number, vm: string | null | string[], size?: number][] = [[0, 'vm-1']],
 ): FileInfo {
   let offset = 0;
-  const infos: ChunkInfo[] = chunks.map(([index, vm, size = 100 + index]) => {
-    const chunk = { index, offset, size, vm, sha256: sha(`${fileId}/${index}`) };
+  const infos: ChunkInfo[] = chunks.map(([index, holders, size = 100 + index]) => {
+    const sha256 = sha(`${fileId}/${index}`);
+    const chunk: ChunkInfo = Array.isArray(holders)
+      ? { index, offset, size, vm: holders[0] ?? null, replicas: [...holders], sha256 }
+      : { index, offset, size, vm: holders, sha256 };
     offset += size;
     return chunk;
   });
@@ -100,9 +107,9 @@ export async function allFiles(store: MetadataStore, limit = 1000): Promise<File
 /** Everything a store holds, as its methods show it. */
 export async function snapshot(store: MetadataStore) {
   const files = await allFiles(store);
-  const vmIds = [...new Set(files.flatMap((file) => file.chunks.map((chunk) => chunk.vm)))];
+  const vmIds = [...new Set(files.flatMap((file) => file.chunks.flatMap(holdersOf)))].sort();
   const chunks: Record<string, unknown> = {};
-  for (const vm of vmIds) if (vm !== null) chunks[vm] = await store.chunksOn(vm);
+  for (const vm of vmIds) chunks[vm] = await store.chunksOn(vm);
   const fileIds = await Promise.all(files.map((file) => store.hasFileId(file.fileId)));
   return { files, chunks, fileIds, cleanups: await store.cleanups(), vms: await store.listVms() };
 }

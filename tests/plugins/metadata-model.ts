@@ -6,8 +6,13 @@
 import { expect, test } from 'bun:test';
 import fc from 'fast-check';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
-import type { Cleanup, MetadataStore, VmRecord } from '../../plugins/metadata/types.ts';
-import type { FileInfo } from '../../protocol/messages.ts';
+import {
+  type Cleanup,
+  MetadataError,
+  type MetadataStore,
+  type VmRecord,
+} from '../../plugins/metadata/types.ts';
+import type { ChunkInfo, FileInfo } from '../../protocol/messages.ts';
 import { isoDateArb, sha256Arb } from '../support/arbitraries.ts';
 import { allFiles, snapshot } from './metadata-fixtures.ts';
 
@@ -29,6 +34,15 @@ const nameArb = fc.constantFrom(...NAMES);
 const fileIdArb = fc.constantFrom(...FILE_IDS);
 const vmIdArb = fc.constantFrom(...VM_IDS);
 
+/** Where a chunk is: its replicas (`vm` the first), or as records before replicas, a `vm` alone. */
+type Placement = Pick<ChunkInfo, 'vm' | 'replicas'>;
+const placementArb: fc.Arbitrary<Placement> = fc.oneof(
+  fc
+    .uniqueArray(vmIdArb, { maxLength: 3 })
+    .map((replicas) => ({ vm: replicas[0] ?? null, replicas })),
+  fc.option(vmIdArb, { nil: null }).map((vm) => ({ vm })),
+);
+
 const fileArb: fc.Arbitrary<FileInfo> = fc
   .record({
     name: nameArb,
@@ -40,13 +54,30 @@ const fileArb: fc.Arbitrary<FileInfo> = fc
         index: fc.nat({ max: 12 }),
         offset: fc.maxSafeNat(),
         size: fc.maxSafeNat(),
-        vm: fc.option(vmIdArb, { nil: null }),
+        placement: placementArb,
         sha256: sha256Arb,
       }),
       { selector: (chunk) => chunk.index, maxLength: 4 },
     ),
   })
-  .map((file) => ({ ...file, size: file.chunks.reduce((sum, chunk) => sum + chunk.size, 0) }));
+  .map((file) => ({
+    ...file,
+    size: file.chunks.reduce((sum, chunk) => sum + chunk.size, 0),
+    chunks: file.chunks.map(({ placement, ...chunk }) => ({ ...chunk, ...placement })),
+  }));
+
+/** How a generated updateChunks goes wrong, if it does. */
+const FLAWS = [
+  'none',
+  'none',
+  'none',
+  'missing',
+  'extra',
+  'twice',
+  'not-first',
+  'vm-twice',
+] as const;
+type Flaw = (typeof FLAWS)[number];
 
 const vmArb: fc.Arbitrary<VmRecord> = fc.record({
   id: vmIdArb,
@@ -70,6 +101,22 @@ type Op =
   | { kind: 'beginUpload'; fileId: string; name: string }
   | { kind: 'commitFile'; file: FileInfo }
   | { kind: 'removeFile'; name: string }
+  | {
+      /** Becomes an updateChunks of the file the model holds under `name` (see `resolve`). */
+      kind: 'updateChunksOf';
+      name: string;
+      /** Names `fileId` instead of the one the model holds. */
+      stale: boolean;
+      fileId: string;
+      placements: Placement[];
+      flaw: Flaw;
+    }
+  | {
+      kind: 'updateChunks';
+      name: string;
+      fileId: string;
+      chunks: Pick<ChunkInfo, 'index' | 'vm' | 'replicas'>[];
+    }
   | { kind: 'settle'; fileId: string }
   | { kind: 'cleanups' }
   | { kind: 'putVm'; record: VmRecord }
@@ -97,6 +144,17 @@ function opArb(withReopen: boolean): fc.Arbitrary<Op> {
     },
     { weight: 5, arbitrary: fc.record({ kind: fc.constant('commitFile'), file: fileArb }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('removeFile'), name: nameArb }) },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        kind: fc.constant('updateChunksOf'),
+        name: nameArb,
+        stale: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+        fileId: fileIdArb,
+        placements: fc.array(placementArb, { minLength: 1, maxLength: 4 }),
+        flaw: fc.constantFrom(...FLAWS),
+      }),
+    },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('settle'), fileId: fileIdArb }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('cleanups') }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('putVm'), record: vmArb }) },
@@ -106,8 +164,51 @@ function opArb(withReopen: boolean): fc.Arbitrary<Op> {
   return fc.oneof(...ops);
 }
 
+/**
+ * An updateChunks of the file the model holds under `op.name` (or, when
+ * there is none, of chunk 0), its chunks placed in turn by `op.placements`,
+ * then spoilt as `op.flaw` says.
+ */
+async function resolve(
+  model: MetadataStore,
+  op: Extract<Op, { kind: 'updateChunksOf' }>,
+): Promise<Extract<Op, { kind: 'updateChunks' }>> {
+  const file = await model.getFile(op.name);
+  const fileId = file === null || op.stale ? op.fileId : file.fileId;
+  const indexes = file?.chunks.map((chunk) => chunk.index) ?? [0];
+  const chunks = indexes.map((index, i) => ({
+    index,
+    ...structuredClone(op.placements[i % op.placements.length] as Placement),
+  }));
+  const first = chunks[0];
+  switch (op.flaw) {
+    case 'none':
+      break;
+    case 'missing':
+      chunks.pop();
+      if (chunks.length === 0) chunks.push({ index: 4000, vm: null });
+      break;
+    case 'extra':
+      chunks.push({ index: 4001, vm: 'vm-1', replicas: ['vm-1'] });
+      break;
+    case 'twice':
+      if (first) chunks.push({ ...first });
+      break;
+    case 'not-first':
+      if (first) first.replicas = ['vm-2', 'vm-3'].filter((vm) => vm !== first.vm);
+      break;
+    case 'vm-twice':
+      if (first) first.replicas = first.vm === null ? ['vm-1', 'vm-1'] : [first.vm, first.vm];
+      break;
+  }
+  return { kind: 'updateChunks', name: op.name, fileId, chunks };
+}
+
 /** Runs `op`; ledger times differ between stores by nature, so results leave them out. */
-async function apply(store: MetadataStore, op: Exclude<Op, { kind: 'reopen' }>) {
+async function apply(
+  store: MetadataStore,
+  op: Exclude<Op, { kind: 'reopen' } | { kind: 'updateChunksOf' }>,
+) {
   switch (op.kind) {
     case 'getFile':
       return store.getFile(op.name);
@@ -126,6 +227,12 @@ async function apply(store: MetadataStore, op: Exclude<Op, { kind: 'reopen' }>) 
       return store.commitFile(op.file);
     case 'removeFile':
       return store.removeFile(op.name);
+    case 'updateChunks':
+      // Only that both refuse must agree, not how they word it.
+      return store.updateChunks(op.name, op.fileId, op.chunks).catch((err) => {
+        expect(err).toBeInstanceOf(MetadataError);
+        return 'refused';
+      });
     case 'settle':
       return store.settle(op.fileId);
     case 'cleanups':
@@ -175,9 +282,14 @@ export function testAgainstModel(suite: ModelSuite): void {
                 continue;
               }
               if (op.kind === 'commitFile' && (await takenByAnotherName(model, op.file))) continue;
-              const expected = await apply(model, op);
-              const actual = await apply(store, op);
-              expect({ step, op, result: actual }).toEqual({ step, op, result: expected });
+              const resolved = op.kind === 'updateChunksOf' ? await resolve(model, op) : op;
+              const expected = await apply(model, resolved);
+              const actual = await apply(store, resolved);
+              expect({ step, op: resolved, result: actual }).toEqual({
+                step,
+                op: resolved,
+                result: expected,
+              });
             }
             expect(await comparable(store)).toEqual(await comparable(model));
           } finally {

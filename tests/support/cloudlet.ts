@@ -65,7 +65,7 @@ export async function startCloudlet(
   // An fs core in a temp dir unless the test brings its own.
   const core = options.core ?? createFsCoreCloud({ dir: coreDir });
   // Mosquitto may stop before the broker in teardown: only errors are news.
-  const log = createLogger('test-broker', 'error');
+  const log = createLogger('test-broker', (process.env.CLOUDLET_TEST_LOG as 'error') ?? 'error');
   const broker = await createBroker({
     mqttUrl,
     topicRoot,

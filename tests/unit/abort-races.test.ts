@@ -81,7 +81,10 @@ describe('an aborted upload leaves nothing behind', () => {
       },
     };
     const settling = new Map<string, Promise<unknown>>();
-    const plan = { fileId: 'F2', chunks: [{ index: 0, offset: 0, size: 4096, vm: 'vm-1' }] };
+    const plan = {
+      fileId: 'F2',
+      chunks: [{ index: 0, offset: 0, size: 4096, vm: 'vm-1', replicas: ['vm-1'] }],
+    };
     const writer = createActor(
       uploadWriter({
         brokerId: 'broker',

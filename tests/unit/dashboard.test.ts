@@ -211,7 +211,7 @@ describe('the live state', () => {
       edgesTaken(
         upload,
         ['upload', 'upload.planning'],
-        ['upload', 'upload.transferring', 'upload.transferring.receiving'],
+        ['upload', 'upload.placing'],
         'xstate.done.actor.0.upload.planning',
       ),
     ).toEqual(['upload.planning:done: reserveName:0']);

@@ -1,0 +1,592 @@
+/**
+ * The edge as a cache (beyond the paper): the broker's keeper of what the
+ * VMs hold. It
+ *
+ * - counts the bytes the file table puts on each VM (machines/edge-index),
+ *   so placement never plans more onto a VM than its budget;
+ * - makes room for an upload by evicting the least recently used files from
+ *   the edge (they stay in the core, listed core-only);
+ * - re-warms a file read from the core back onto the edge, in the background;
+ * - repairs: when a VM has been failed for `--repair-after`, re-creates its
+ *   chunks on other VMs, from a surviving replica when there is one, else
+ *   from the core;
+ * - copies chunks for read-repair and reconciliation.
+ *
+ * Copies run one at a time, one segment in flight, paced to `rate` bytes per
+ * second, so that they never starve the uploads and downloads in the
+ * foreground. Every placement change is written to the metadata store
+ * (compare-and-set on the fileId) before the index believes it.
+ */
+import {
+  bytesByVm,
+  chunkFootprint,
+  createEdgeIndex,
+  type EdgeIndex,
+} from '../machines/edge-index.ts';
+import {
+  missingReplicas,
+  type PlacementCandidate,
+  type PlannedChunk,
+  planPlacement,
+} from '../machines/placement.ts';
+import { CloudletError } from '../machines/shared.ts';
+import type { PlaceInput } from '../machines/upload.ts';
+import type { CoreCloud } from '../plugins/core-cloud/types.ts';
+import type { MetadataStore } from '../plugins/metadata/types.ts';
+import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
+import { newId } from './ids.ts';
+import type { Logger } from './log.ts';
+import type { ReplyBox } from './replies.ts';
+import { coreKeyOf } from './upload-writer.ts';
+
+export interface EdgeKeeperDeps {
+  brokerId: string;
+  /** VMs to hold each chunk. */
+  replicas: number;
+  /** §IV.4.b: bytes taken off a VM's memory per penalty point. */
+  reductionFactor: number;
+  segmentSize: number;
+  metadata: MetadataStore;
+  core: CoreCloud;
+  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  replies: ReplyBox;
+  /** The VM table now. */
+  table(): VmInfo[];
+  /** Names with a transfer in flight: never evicted from under it. */
+  busy(): Set<string>;
+  /** Background copies are paced to this many bytes per second. */
+  rate: number;
+  /** A VM that does not answer a copied segment within this fails the copy. */
+  storeTimeoutMs: number;
+  log: Logger;
+}
+
+/** What the keeper did, for stats and metrics. */
+export interface MaintenanceStats {
+  evictedFiles: number;
+  evictedBytes: number;
+  rewarmedChunks: number;
+  repairedChunks: number;
+  /** Chunks copied between VMs (no core bytes) and from the core. */
+  copies: { fromEdge: number; fromCore: number };
+  /** Bytes read from the core by copies. */
+  coreBytes: number;
+  /** Copies that failed. */
+  failed: number;
+}
+
+export function noMaintenance(): MaintenanceStats {
+  return {
+    evictedFiles: 0,
+    evictedBytes: 0,
+    rewarmedChunks: 0,
+    repairedChunks: 0,
+    copies: { fromEdge: 0, fromCore: 0 },
+    coreBytes: 0,
+    failed: 0,
+  };
+}
+
+export interface EdgeKeeper {
+  readonly index: EdgeIndex;
+  readonly stats: MaintenanceStats;
+  /** Reads every file from the metadata store (at start). */
+  load(): Promise<void>;
+  /** Alive VMs with the room the edge has for them (budget − placed − reserved − penalty). */
+  candidates(): PlacementCandidate[];
+  /** §V.D step 3 with room made: plans an upload, evicting cold files when the edge is full. */
+  place(input: PlaceInput): Promise<PlannedChunk[]>;
+  /** An upload committed (its reservation becomes placement). */
+  committed(transferId: string, file: FileInfo): void;
+  /** An upload ended without committing. */
+  released(transferId: string): void;
+  /** A file was deleted. */
+  removed(name: string): void;
+  /** A download was asked for: the file is hot; re-warm it if it is not all on the edge. */
+  downloaded(file: FileInfo): void;
+  /** A VM failed long enough: re-create its chunks elsewhere. */
+  repair(vm: string): void;
+  /** Copies chunk `index` onto `target` (a source replica if live, else the core); checks its sha256. */
+  copyChunk(file: FileInfo, index: number, target: string): Promise<'edge' | 'core'>;
+  /** fileIds with a copy in flight (not orphans, whatever an inventory says). */
+  copying(): string[];
+  /** Resolves when no background work is queued or running (tests, bench). */
+  idle(): Promise<void>;
+  close(): void;
+}
+
+type Task = { kind: 'rewarm'; name: string } | { kind: 'repair'; vm: string };
+
+export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
+  const index = createEdgeIndex(deps.segmentSize);
+  const stats = noMaintenance();
+  const queue: Task[] = [];
+  const queued = new Set<string>();
+  const inFlight = new Map<string, number>();
+  let running: Promise<void> | null = null;
+  let closed = false;
+  // The pacer: when the next background byte may go.
+  let nextAt = 0;
+
+  const taskKey = (task: Task) => (task.kind === 'rewarm' ? `w:${task.name}` : `r:${task.vm}`);
+  const statusOf = (vm: string) => deps.table().find((row) => row.id === vm)?.status;
+
+  function room(vm: VmInfo): { free: number; capacity: number } {
+    const penalty = vm.penalty * deps.reductionFactor;
+    const placed = index.placedOn(vm.id);
+    const reserved = index.reservedOn(vm.id);
+    // A VM that does not say its budget: what it reported free is all we know.
+    const budget = vm.memoryBudget ?? vm.memoryFree + placed;
+    // Room for the manifest of a chunk as big as the whole budget.
+    const margin = chunkFootprint(budget, deps.segmentSize) - budget;
+    // It refused a chunk for want of space (its store holds less than it
+    // lends): nothing more until it reports room again.
+    const full = vm.memoryFree === 0;
+    return {
+      free: full ? 0 : Math.max(0, budget - placed - reserved - penalty - margin),
+      capacity: Math.max(0, budget - penalty - margin),
+    };
+  }
+
+  function candidates(): PlacementCandidate[] {
+    return deps
+      .table()
+      .filter((vm) => vm.status === 'alive')
+      .map((vm) => ({ id: vm.id, memoryEffective: room(vm).free }));
+  }
+
+  /** How many alive VMs could hold a chunk of `size` if they were empty. */
+  function couldHold(size: number) {
+    return deps
+      .table()
+      .filter((vm) => vm.status === 'alive' && room(vm).capacity >= size && room(vm).capacity > 0)
+      .length;
+  }
+
+  function wanted(size: number) {
+    return Math.min(deps.replicas, couldHold(size));
+  }
+
+  /** Takes the least recently used file off the edge; false when there is none to take. */
+  async function evictColdest(spare: ReadonlySet<string>): Promise<boolean> {
+    const busy = deps.busy();
+    const victim = index.coldest(
+      (file) => spare.has(file.name) || busy.has(file.name) || inFlight.has(file.fileId),
+    );
+    if (!victim) return false;
+    await evict(victim);
+    return true;
+  }
+
+  async function evict(file: FileInfo) {
+    const chunks = file.chunks.map((chunk) => ({
+      index: chunk.index,
+      vm: null,
+      replicas: [] as string[],
+    }));
+    const updated = await deps.metadata.updateChunks(file.name, file.fileId, chunks);
+    if (!updated) {
+      // Deleted or replaced meanwhile: the index was behind.
+      await refresh(file.name);
+      return;
+    }
+    index.put({
+      ...file,
+      chunks: file.chunks.map((chunk) => ({ ...chunk, vm: null, replicas: [] })),
+    });
+    const bytes = [...bytesByVm(file.chunks, deps.segmentSize).values()].reduce(
+      (sum, n) => sum + n,
+      0,
+    );
+    stats.evictedFiles++;
+    stats.evictedBytes += bytes;
+    deps.log.info({ file: file.name, bytes }, 'evicted from the edge (it stays in the core)');
+    await Promise.all(
+      file.chunks.flatMap((chunk) =>
+        holdersOf(chunk).map((vm) => dropChunk(vm, file.fileId, chunk.index)),
+      ),
+    );
+  }
+
+  /** Deletes one chunk from one VM and waits (a while) for it to say so. */
+  async function dropChunk(vm: string, fileId: string, chunkIndex: number) {
+    if (statusOf(vm) === 'failed') return; // reconciled when it rejoins
+    const id = newId();
+    const confirmed = deps.replies.wait({ type: 'chunk.deleted', id, from: vm }, 5000);
+    await deps
+      .send(vm, { type: 'chunk.delete', id, from: deps.brokerId, fileId, index: chunkIndex })
+      .catch(() => {});
+    if (!(await confirmed)) deps.log.warn({ vm, fileId }, 'VM did not confirm a delete');
+  }
+
+  async function refresh(name: string) {
+    const current = await deps.metadata.getFile(name);
+    if (current) index.put(current);
+    else index.remove(name);
+  }
+
+  async function pace(bytes: number) {
+    const now = performance.now();
+    const wait = Math.max(0, nextAt - now);
+    nextAt = Math.max(now, nextAt) + (bytes / deps.rate) * 1000;
+    if (wait > 0) await Bun.sleep(wait);
+  }
+
+  /** The alive VM not holding it with the most room for `size`; null if none has room. */
+  function target(size: number, exclude: readonly string[]): string | null {
+    let best: { id: string; free: number } | null = null;
+    for (const vm of deps.table()) {
+      if (vm.status !== 'alive' || exclude.includes(vm.id)) continue;
+      const { free } = room(vm);
+      if (free < size || free <= 0) continue;
+      if (!best || free > best.free || (free === best.free && vm.id < best.id))
+        best = { id: vm.id, free };
+    }
+    return best?.id ?? null;
+  }
+
+  async function copyChunk(file: FileInfo, chunkIndex: number, to: string) {
+    const chunk = file.chunks[chunkIndex];
+    if (!chunk) throw new CloudletError('internal', `no chunk ${chunkIndex} in ${file.name}`);
+    inFlight.set(file.fileId, (inFlight.get(file.fileId) ?? 0) + 1);
+    try {
+      const sources = holdersOf(chunk).filter((vm) => vm !== to && statusOf(vm) === 'alive');
+      for (const source of sources) {
+        try {
+          await copyFromVm(file, chunkIndex, source, to);
+          stats.copies.fromEdge++;
+          return 'edge' as const;
+        } catch (error) {
+          deps.log.warn(
+            { file: file.name, index: chunkIndex, source, to, err: (error as Error).message },
+            'copy from a replica failed; trying the next source',
+          );
+        }
+      }
+      await copyFromCore(file, chunkIndex, to);
+      stats.copies.fromCore++;
+      return 'core' as const;
+    } catch (error) {
+      stats.failed++;
+      throw error;
+    } finally {
+      const left = (inFlight.get(file.fileId) ?? 1) - 1;
+      if (left === 0) inFlight.delete(file.fileId);
+      else inFlight.set(file.fileId, left);
+    }
+  }
+
+  /** Stores one segment on `to` and returns the VM's sha256 once the chunk is whole. */
+  async function storeSegment(
+    file: FileInfo,
+    chunkIndex: number,
+    to: string,
+    id: string,
+    offset: number,
+    bytes: Buffer,
+  ) {
+    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
+    const stored = deps.replies.wait({ type: 'chunk.stored', id, from: to }, deps.storeTimeoutMs);
+    const refused = deps.replies.wait({ type: 'error', id, from: to }, deps.storeTimeoutMs);
+    await deps.send(
+      to,
+      {
+        type: 'chunk.store',
+        id,
+        from: deps.brokerId,
+        fileId: file.fileId,
+        index: chunkIndex,
+        chunkSize: chunk.size,
+        offset,
+      },
+      bytes,
+    );
+    const reply = await Promise.race([stored, refused]);
+    if (reply?.message.type === 'error')
+      throw new CloudletError(reply.message.code, `VM ${to}: ${reply.message.message}`, true);
+    if (reply?.message.type !== 'chunk.stored')
+      throw new CloudletError('timeout', `VM ${to} did not confirm a copied segment`, true);
+    return reply.message.sha256;
+  }
+
+  async function copyFromCore(file: FileInfo, chunkIndex: number, to: string) {
+    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
+    const id = newId();
+    const key = coreKeyOf(file.fileId, chunkIndex);
+    let sha256: string | undefined;
+    for (let offset = 0; offset < chunk.size || offset === 0; offset += deps.segmentSize) {
+      const length = Math.min(deps.segmentSize, chunk.size - offset);
+      await pace(length);
+      const bytes = length > 0 ? await deps.core.getRange(key, offset, length) : Buffer.alloc(0);
+      if (!bytes || bytes.byteLength !== length)
+        throw new CloudletError('not-found', `core object ${key} is missing or short`);
+      stats.coreBytes += bytes.byteLength;
+      sha256 = await storeSegment(file, chunkIndex, to, id, offset, bytes);
+      if (chunk.size === 0) break;
+    }
+    if (sha256 !== chunk.sha256)
+      throw new CloudletError('integrity', `VM ${to} holds sha256 ${sha256} after the copy`);
+  }
+
+  /** The source VM sends the chunk to the broker, one segment at a time; each goes on to `to`. */
+  async function copyFromVm(file: FileInfo, chunkIndex: number, source: string, to: string) {
+    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
+    const fetchId = newId();
+    const storeId = newId();
+    let expected = 0;
+    let sha256: string | undefined;
+    let first = true;
+    for (;;) {
+      const data = deps.replies.wait(
+        { type: 'chunk.data', id: fetchId, from: source },
+        deps.storeTimeoutMs,
+      );
+      const refused = deps.replies.wait(
+        { type: 'error', id: fetchId, from: source },
+        deps.storeTimeoutMs,
+      );
+      if (first) {
+        first = false;
+        await deps.send(source, {
+          type: 'chunk.fetch',
+          id: fetchId,
+          from: deps.brokerId,
+          to: deps.brokerId,
+          fileId: file.fileId,
+          index: chunkIndex,
+          chunkSize: chunk.size,
+          offset: 0,
+          segmentSize: deps.segmentSize,
+          window: 1,
+        });
+      }
+      const frame = await Promise.race([data, refused]);
+      if (frame?.message.type === 'error')
+        throw new CloudletError(frame.message.code, `VM ${source}: ${frame.message.message}`);
+      if (frame?.message.type !== 'chunk.data')
+        throw new CloudletError('timeout', `VM ${source} did not send its chunk`);
+      const { offset } = frame.message;
+      if (offset !== expected) throw new CloudletError('bad-request', `segment at ${offset}`);
+      await pace(frame.body.byteLength);
+      sha256 = await storeSegment(file, chunkIndex, to, storeId, offset, frame.body);
+      expected += frame.body.byteLength;
+      await deps.send(source, {
+        type: 'chunk.ack',
+        id: fetchId,
+        from: deps.brokerId,
+        index: chunkIndex,
+        offset,
+      });
+      if (expected >= chunk.size) break;
+    }
+    if (sha256 !== chunk.sha256)
+      throw new CloudletError('integrity', `VM ${to} holds sha256 ${sha256} after the copy`);
+  }
+
+  /** Adds (and drops) holders of one chunk in the metadata store, then in the index. */
+  async function moveHolders(file: FileInfo, chunkIndex: number, add: string, drop?: string) {
+    const current = await deps.metadata.getFile(file.name);
+    if (current?.fileId !== file.fileId) {
+      await refresh(file.name);
+      return false;
+    }
+    const chunks = current.chunks.map((chunk) => {
+      let holders = holdersOf(chunk);
+      if (chunk.index === chunkIndex) {
+        holders = holders.filter((vm) => vm !== drop && vm !== add);
+        holders.push(add);
+      }
+      return { index: chunk.index, vm: holders[0] ?? null, replicas: holders };
+    });
+    if (!(await deps.metadata.updateChunks(file.name, file.fileId, chunks))) {
+      await refresh(file.name);
+      return false;
+    }
+    index.put({
+      ...current,
+      chunks: current.chunks.map((chunk, position) => ({
+        ...chunk,
+        vm: chunks[position]?.vm ?? null,
+        replicas: chunks[position]?.replicas ?? [],
+      })),
+    });
+    return true;
+  }
+
+  /** Copies one chunk to `to` under a reservation and records the new holder. */
+  async function addReplica(file: FileInfo, chunkIndex: number, to: string, drop?: string) {
+    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
+    const key = `copy:${file.fileId}:${chunkIndex}:${to}`;
+    index.reserve(key, new Map([[to, chunkFootprint(chunk.size, deps.segmentSize)]]));
+    try {
+      await copyChunk(file, chunkIndex, to);
+      if (!(await moveHolders(file, chunkIndex, to, drop))) {
+        // The file changed meanwhile: the copy belongs to no one.
+        await dropChunk(to, file.fileId, chunkIndex);
+        return false;
+      }
+      return true;
+    } finally {
+      index.release(key);
+    }
+  }
+
+  async function rewarm(name: string) {
+    const file = await deps.metadata.getFile(name);
+    if (!file) return;
+    index.put(file);
+    for (const chunk of file.chunks) {
+      for (;;) {
+        const latest = index.get(name);
+        if (latest?.fileId !== file.fileId || closed) return;
+        const holders = holdersOf(latest.chunks[chunk.index] ?? chunk);
+        if (holders.length >= wanted(chunk.size)) break;
+        let to = target(chunk.size, holders);
+        // The file was just asked for: colder ones make room for it.
+        while (to === null && (await evictColdest(new Set([name])))) {
+          to = target(chunk.size, holders);
+        }
+        if (to === null) return;
+        try {
+          if (!(await addReplica(latest, chunk.index, to))) return;
+          stats.rewarmedChunks++;
+        } catch (error) {
+          deps.log.warn(
+            { file: name, index: chunk.index, to, err: (error as Error).message },
+            're-warming a chunk failed',
+          );
+          return;
+        }
+      }
+    }
+    deps.log.info({ file: name }, 're-warmed onto the edge');
+  }
+
+  async function repairVm(vm: string) {
+    let repaired = 0;
+    for (const stale of index.filesOn(vm)) {
+      for (const chunk of stale.chunks) {
+        // It came back: what is left on it is its own again.
+        if (statusOf(vm) !== 'failed' || closed) return;
+        const file = index.get(stale.name);
+        if (file?.fileId !== stale.fileId) break;
+        const holders = holdersOf(file.chunks[chunk.index] ?? chunk);
+        if (!holders.includes(vm)) continue;
+        const to = target(chunk.size, holders);
+        if (to === null) {
+          deps.log.warn(
+            { vm, file: file.name, index: chunk.index },
+            'no VM has room to repair a chunk; it is served from the core meanwhile',
+          );
+          continue;
+        }
+        try {
+          if (await addReplica(file, chunk.index, to, vm)) {
+            stats.repairedChunks++;
+            repaired++;
+          }
+        } catch (error) {
+          deps.log.warn(
+            { vm, file: file.name, index: chunk.index, to, err: (error as Error).message },
+            'repairing a chunk failed',
+          );
+        }
+      }
+    }
+    deps.log.info({ vm, chunks: repaired }, 'repaired the chunks of a failed VM');
+  }
+
+  function enqueue(task: Task) {
+    if (closed) return;
+    const key = taskKey(task);
+    if (queued.has(key)) return;
+    queued.add(key);
+    queue.push(task);
+    running ??= work().finally(() => {
+      running = null;
+    });
+  }
+
+  async function work() {
+    for (let task = queue.shift(); task && !closed; task = queue.shift()) {
+      queued.delete(taskKey(task));
+      try {
+        if (task.kind === 'rewarm') await rewarm(task.name);
+        else await repairVm(task.vm);
+      } catch (error) {
+        deps.log.warn({ task, err: (error as Error).message }, 'background edge work failed');
+      }
+    }
+  }
+
+  return {
+    index,
+    stats,
+    async load() {
+      let after: string | undefined;
+      for (;;) {
+        const page = await deps.metadata.listFiles({
+          limit: 1000,
+          ...(after !== undefined ? { after } : {}),
+        });
+        // Oldest first: the least recently used until someone asks.
+        for (const file of page.files) index.put(file);
+        if (page.next === undefined) break;
+        after = page.next;
+      }
+      const byAge = [...index.files()].sort((a, b) =>
+        a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0,
+      );
+      for (const file of byAge) index.touch(file.name);
+    },
+    candidates,
+    async place(input) {
+      const size = input.size;
+      let plan = planPlacement(candidates(), size, input.split, input.replicas);
+      const alive = deps.table().filter((vm) => vm.status === 'alive');
+      const edge = alive.reduce((sum, vm) => sum + room(vm).capacity, 0);
+      // Room is made only for a file the whole edge could hold.
+      const fits = size * Math.min(input.replicas, alive.length) <= edge;
+      for (
+        let evictions = 0;
+        fits && evictions < 100_000 && missingReplicas(plan, input.replicas, couldHold) > 0;
+        evictions++
+      ) {
+        if (!(await evictColdest(new Set()))) break;
+        plan = planPlacement(candidates(), size, input.split, input.replicas);
+      }
+      index.reserve(`upload:${input.transferId}`, bytesByVm(plan, deps.segmentSize));
+      return plan;
+    },
+    committed(transferId, file) {
+      index.put(file, true);
+      index.release(`upload:${transferId}`);
+    },
+    released(transferId) {
+      index.release(`upload:${transferId}`);
+    },
+    removed(name) {
+      index.remove(name);
+    },
+    downloaded(file) {
+      const known = index.get(file.name);
+      if (known?.fileId !== file.fileId) index.put(file, true);
+      else index.touch(file.name);
+      const cold = file.chunks.some((chunk) => holdersOf(chunk).length < wanted(chunk.size));
+      if (cold) enqueue({ kind: 'rewarm', name: file.name });
+    },
+    repair(vm) {
+      enqueue({ kind: 'repair', vm });
+    },
+    copyChunk,
+    copying: () => [...inFlight.keys()],
+    async idle() {
+      while (running) await running;
+    },
+    close() {
+      closed = true;
+      queue.length = 0;
+      queued.clear();
+    },
+  };
+}

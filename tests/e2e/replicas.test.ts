@@ -1,0 +1,218 @@
+/**
+ * Beyond the paper: the edge as a cache. Replicas (`--replicas 2`: one VM
+ * failure costs no core bytes), eviction of the least recently used files
+ * when the edge is full (they stay in the core), re-warming of a file read
+ * from the core, and repair of a VM failed longer than `--repair-after`.
+ * Real Mosquitto, VM processes; the broker in process, so that its core
+ * reads can be counted.
+ */
+import { afterAll, afterEach, describe, expect, test } from 'bun:test';
+import { createHash, randomBytes } from 'node:crypto';
+import { bufferSource, memorySink } from '../../actors/files.ts';
+import { type FileInfo, holdersOf, residencyOf } from '../../protocol/messages.ts';
+import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
+import { serviceSkipReason, useMosquitto } from '../support/services.ts';
+import { until } from '../support/until.ts';
+
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
+  'the edge as a cache: replicas, eviction, re-warming, repair',
+  () => {
+    const mosquitto = useMosquitto();
+    let cloudlet: TestCloudlet | undefined;
+    afterEach(async () => {
+      await cloudlet?.close();
+      cloudlet = undefined;
+    }, 30_000);
+    afterAll(async () => {
+      await cloudlet?.close();
+    }, 30_000);
+
+    async function download(name: string, expected: Buffer) {
+      const sink = memorySink();
+      const result = await (cloudlet as TestCloudlet).member.get(name, sink);
+      expect(sha(sink.bytes())).toBe(sha(expected));
+      return result;
+    }
+
+    test('r = 2: every chunk on two VMs; a failed VM, then a silent one, cost zero core bytes', async () => {
+      cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 2, repairAfterMs: null });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 64 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-b', 48 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-c', 32 * MiB, { store: 'memory' });
+      const bytes = randomBytes(3 * MiB + 17);
+      const file = await member.put(bufferSource(bytes), 'twice.bin');
+      expect(file.chunks).toHaveLength(2);
+      for (const chunk of file.chunks) {
+        expect(holdersOf(chunk)).toHaveLength(2);
+        expect(new Set(holdersOf(chunk)).size).toBe(2);
+        expect(chunk.vm).toBe(holdersOf(chunk)[0] ?? null);
+      }
+      // `ls --json` keeps `vm` and adds `replicas` and `residency`.
+      const ls = await cloudlet.cli(['ls', '--json']);
+      expect(ls.code).toBe(0);
+      const listed = JSON.parse(ls.stdout) as {
+        residency: string;
+        chunks: { vm: string; replicas: string[] }[];
+      }[];
+      expect(listed[0]?.residency).toBe('edge');
+      expect(listed[0]?.chunks.map((chunk) => chunk.replicas)).toEqual(
+        file.chunks.map((chunk) => holdersOf(chunk)),
+      );
+
+      // A VM every chunk could have come from is killed and seen failed.
+      const victim = cloudlet.vms.get(file.chunks[0]?.vm as string);
+      await victim?.kill();
+      await cloudlet.waitForVm(victim?.id as string, 'failed');
+      const core = broker.stats().coreReadBytes;
+      const first = await download('twice.bin', bytes);
+      expect(first.chunks.every((chunk) => chunk.source === 'edge')).toBe(true);
+      expect(broker.stats().coreReadBytes - core).toBe(0);
+
+      // A holder that stops answering (not yet failed): the next replica
+      // sends the chunk after the fetch timeout, still no core byte.
+      await victim?.restart();
+      await cloudlet.waitForVm(victim?.id as string, 'alive');
+      // With no load anywhere, the first replica by id is the one asked.
+      const placed = await member.stat('twice.bin');
+      const silent = [...holdersOf(placed.chunks[0] as FileInfo['chunks'][number])].sort()[0];
+      const paused = cloudlet.vms.get(silent as string);
+      paused?.pause();
+      try {
+        const failovers = broker.stats().replicaFailovers;
+        const second = await download('twice.bin', bytes);
+        expect(second.chunks.every((chunk) => chunk.source === 'edge')).toBe(true);
+        expect(second.chunks.some((chunk) => chunk.fallback === 'timeout')).toBe(true);
+        // The broker counts it when it hears the download is done.
+        await until(
+          async () => broker.stats().replicaFailovers > failovers,
+          'the broker counts a replica failover',
+          5000,
+        );
+        expect(broker.stats().coreReadBytes - core).toBe(0);
+      } finally {
+        paused?.resume();
+      }
+    }, 90_000);
+
+    test('a full edge evicts the least recently used files; the hot set stays; a cold read re-warms', async () => {
+      // 2 VMs × 3 MiB of edge; ten 1 MiB files; two of them read all along.
+      cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 1, repairAfterMs: null });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 3 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-b', 3 * MiB, { store: 'memory' });
+      const contents = new Map<string, Buffer>();
+      const put = async (name: string) => {
+        const bytes = randomBytes(MiB);
+        contents.set(name, bytes);
+        return member.put(bufferSource(bytes), name);
+      };
+      await put('hot-0.bin');
+      await put('hot-1.bin');
+      for (let i = 0; i < 8; i++) {
+        await put(`cold-${i}.bin`);
+        // The hot set is read between uploads, so it is never the coldest.
+        await download('hot-0.bin', contents.get('hot-0.bin') as Buffer);
+        await download('hot-1.bin', contents.get('hot-1.bin') as Buffer);
+        // Never more on a VM than it lends.
+        for (const vm of ['vm-a', 'vm-b'])
+          expect(broker.keeper.index.placedOn(vm)).toBeLessThanOrEqual(3 * MiB);
+      }
+      await broker.keeper.idle();
+      const files = new Map<string, FileInfo>(
+        (await member.listAll()).map((file) => [file.name, file]),
+      );
+      expect(files.size).toBe(10);
+      expect(residencyOf(files.get('hot-0.bin') as FileInfo)).toBe('edge');
+      expect(residencyOf(files.get('hot-1.bin') as FileInfo)).toBe('edge');
+      expect(residencyOf(files.get('cold-7.bin') as FileInfo)).toBe('edge');
+      expect(residencyOf(files.get('cold-0.bin') as FileInfo)).toBe('core-only');
+      const maintenance = broker.stats().maintenance;
+      expect(maintenance.evictedFiles).toBeGreaterThanOrEqual(4);
+      // `ls` says so too.
+      const ls = await cloudlet.cli(['ls']);
+      expect(ls.stdout).toMatch(/cold-0\.bin\s+\S+\s+\w+\s+core-only/);
+      expect(ls.stdout).toMatch(/hot-0\.bin\s+\S+\s+\w+\s+edge/);
+
+      // A core-only file is served from the core, then re-warmed in the
+      // background (evicting what is colder now): the next read costs no core byte.
+      const before = broker.stats().coreReadBytes;
+      const fromCore = await download('cold-0.bin', contents.get('cold-0.bin') as Buffer);
+      expect(fromCore.chunks.every((chunk) => chunk.source === 'core')).toBe(true);
+      expect(broker.stats().coreReadBytes - before).toBe(MiB);
+      await until(
+        async () => residencyOf(await member.stat('cold-0.bin')) === 'edge',
+        'cold-0.bin is re-warmed onto the edge',
+        15_000,
+      );
+      await broker.keeper.idle();
+      expect(broker.stats().maintenance.rewarmedChunks).toBeGreaterThanOrEqual(2);
+      expect(residencyOf(await member.stat('hot-0.bin'))).toBe('edge');
+      const after = broker.stats().coreReadBytes;
+      const warm = await download('cold-0.bin', contents.get('cold-0.bin') as Buffer);
+      expect(warm.chunks.every((chunk) => chunk.source === 'edge')).toBe(true);
+      expect(broker.stats().coreReadBytes).toBe(after);
+
+      // Every file, evicted or not, downloads byte-identical.
+      for (const [name, bytes] of contents) await download(name, bytes);
+      await broker.keeper.idle();
+      for (const vm of ['vm-a', 'vm-b'])
+        expect(broker.keeper.index.placedOn(vm)).toBeLessThanOrEqual(3 * MiB);
+    }, 120_000);
+
+    test('a VM failed longer than --repair-after has its chunks re-created from the surviving replicas', async () => {
+      cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 2, repairAfterMs: 1000 });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 64 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-b', 64 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-c', 64 * MiB, { store: 'memory' });
+      const bytes = randomBytes(2 * MiB + 5);
+      const file = await member.put(bufferSource(bytes), 'healed.bin');
+      const lost = file.chunks[0]?.vm as string;
+      await cloudlet.vms.get(lost)?.kill();
+      await cloudlet.waitForVm(lost, 'failed');
+      await until(
+        async () =>
+          (await member.stat('healed.bin')).chunks.every(
+            (chunk) => !holdersOf(chunk).includes(lost) && holdersOf(chunk).length === 2,
+          ),
+        `the chunks of ${lost} are on two live VMs again`,
+        20_000,
+      );
+      const { maintenance } = broker.stats();
+      expect(maintenance.repairedChunks).toBeGreaterThanOrEqual(1);
+      expect(maintenance.copies.fromEdge).toBeGreaterThanOrEqual(1);
+      expect(maintenance.coreBytes).toBe(0);
+      const core = broker.stats().coreReadBytes;
+      await download('healed.bin', bytes);
+      expect(broker.stats().coreReadBytes).toBe(core);
+    }, 60_000);
+
+    test('r = 1: the failed VM’s chunks are repaired from the core', async () => {
+      cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 1, repairAfterMs: 500 });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 64 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-b', 64 * MiB, { store: 'memory' });
+      const bytes = randomBytes(MiB + 3);
+      const file = await member.put(bufferSource(bytes), 'single.bin');
+      const lost = file.chunks[0]?.vm as string;
+      await cloudlet.vms.get(lost)?.kill();
+      await cloudlet.waitForVm(lost, 'failed');
+      await until(
+        async () =>
+          (await member.stat('single.bin')).chunks.every(
+            (chunk) => holdersOf(chunk).length === 1 && !holdersOf(chunk).includes(lost),
+          ),
+        'the chunk is on the live VM',
+        20_000,
+      );
+      expect(broker.stats().maintenance.copies.fromCore).toBeGreaterThanOrEqual(1);
+      const core = broker.stats().coreReadBytes;
+      const result = await download('single.bin', bytes);
+      expect(result.chunks.every((chunk) => chunk.source === 'edge')).toBe(true);
+      expect(broker.stats().coreReadBytes).toBe(core);
+    }, 60_000);
+  },
+);
