@@ -19,6 +19,7 @@ import { noDelay } from '../actors/mqtt-link.ts';
 import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
 import { peakRssMiB, runCommand } from '../tests/support/run.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
+import { type CacheBench, describeCacheBench, runCacheBench } from './cache.ts';
 
 const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dir, '..');
@@ -172,6 +173,9 @@ try {
   rmSync(failoverOut);
   const failoverMbps = mbps(failoverMiB * MiB, failover.result.seconds);
 
+  // The edge as a cache: core bytes per download, r = 1 against r = 2.
+  const cache = await runCacheBench(mosquitto.url, { downloads: quick ? 160 : 400, log });
+
   // ------------------------------------------------------------ report
   const results = {
     date: new Date().toISOString(),
@@ -198,6 +202,7 @@ try {
       p99Ms: getP99,
       p50Ratio: getP50 / percentile(rawRtt, 50),
     },
+    cache,
     seconds: (Date.now() - started) / 1000,
   };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
@@ -212,6 +217,7 @@ try {
 
 type Report = {
   date: string;
+  cache: CacheBench;
   machine: { cpus: number; memoryGiB: number; bun: string };
   baseline: {
     rawMqttMBps: number;
@@ -271,6 +277,7 @@ function printReport(r: Report, file: string) {
       '',
     );
   }
+  lines.push(...describeCacheBench(r.cache), '');
   lines.push(`${f1(r.seconds)} s; figures in ${file}`);
   console.log(lines.join('\n'));
 }

@@ -277,7 +277,13 @@ export const serveDownloadMachine = setup({
                   const chunk = file.chunks[event.index];
                   if (!chunk) return;
                   const holders = holdersOf(chunk);
-                  if (event.vm !== undefined && holders.includes(event.vm)) {
+                  const status = event.vm === undefined ? undefined : context.vmStatus[event.vm];
+                  if (
+                    event.vm !== undefined &&
+                    event.vm !== event.failed &&
+                    holders.includes(event.vm) &&
+                    status !== 'failed'
+                  ) {
                     // Another replica before the core.
                     enqueue.assign({
                       replicaFailovers: context.replicaFailovers + 1,
@@ -297,7 +303,7 @@ export const serveDownloadMachine = setup({
                   }
                   // Bytes on the edge that fail their checksum are rewritten
                   // there from the core (read-repair).
-                  const bad = event.failed ?? chunk.vm;
+                  const bad = event.failed ?? context.chosen[event.index] ?? chunk.vm;
                   if (event.reason === 'integrity' && bad && holders.includes(bad)) {
                     enqueue.sendParent({
                       type: 'CHUNK.REPAIR',

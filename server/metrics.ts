@@ -108,6 +108,30 @@ export function createMetrics(): Metrics {
   for (const action of ['deleted', 'restored', 'unrestored'] as const) {
     followers.push(follow(reconciled, { action }, (s) => s.reconciled[action]));
   }
+  const evicted = counter(
+    'cloudlet_edge_evicted_files_total',
+    'Files taken off the edge (least recently used) to make room; they stay in the core',
+  );
+  followers.push(follow(evicted, {}, (s) => s.maintenance.evictedFiles));
+  const copied = counter(
+    'cloudlet_edge_copied_chunks_total',
+    'Chunks copied onto a VM in the background (repair, re-warming, restores), by source',
+    ['source'],
+  );
+  followers.push(follow(copied, { source: 'edge' }, (s) => s.maintenance.copies.fromEdge));
+  followers.push(follow(copied, { source: 'core' }, (s) => s.maintenance.copies.fromCore));
+  const maintained = counter(
+    'cloudlet_edge_maintained_chunks_total',
+    'Chunks put back on the edge, by why: re-warmed after a read from the core, or repaired off a failed VM',
+    ['reason'],
+  );
+  followers.push(follow(maintained, { reason: 'rewarm' }, (s) => s.maintenance.rewarmedChunks));
+  followers.push(follow(maintained, { reason: 'repair' }, (s) => s.maintenance.repairedChunks));
+  const replicaFailovers = counter(
+    'cloudlet_replica_failovers_total',
+    'Chunks a requester took from another replica after the first let it down',
+  );
+  followers.push(follow(replicaFailovers, {}, (s) => s.replicaFailovers));
   const rejected = counter(
     'cloudlet_rejected_messages_total',
     'Inbound messages rejected, by reason',

@@ -327,6 +327,10 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('admin endpoint', 
     expect(text).toContain('cloudlet_core_read_bytes_total');
     expect(text).toContain('cloudlet_failovers_total');
     expect(text).toContain('cloudlet_read_repairs_total');
+    expect(text).toContain('cloudlet_edge_evicted_files_total 0');
+    expect(text).toContain('# TYPE cloudlet_edge_copied_chunks_total counter');
+    expect(text).toContain('# TYPE cloudlet_edge_maintained_chunks_total counter');
+    expect(text).toContain('cloudlet_replica_failovers_total');
     expect(text).toMatch(/cloudlet_rejected_messages_total\{reason="not-a-frame"\} [1-9]/);
     expect(text).toContain('cloudlet_transfer_seconds_bucket');
     expect(text).toMatch(/cloudlet_chunk_fetch_seconds_count\{source="core",result="sent"\} [1-9]/);

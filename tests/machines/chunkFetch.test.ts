@@ -165,3 +165,171 @@ describe('chunkFetch (§V.G failover)', () => {
     expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'edge' });
   });
 });
+
+describe('chunkFetch with replicas (beyond the paper)', () => {
+  const replicas = (...vms: string[]) => start({ vm: vms[0] ?? null, replicas: vms });
+  const fallbacks = (sent: SendCommand[]) =>
+    sent.map((c) => c.message).filter((m) => m.type === 'download.fallback');
+
+  test('replica 1 silent → the next replica, from the next byte; it completes from the edge', async () => {
+    const { actor, clock, data, sent, written } = replicas('vm-a', 'vm-b', 'vm-c');
+    data('vm-a', 0, chunk.subarray(0, 10));
+    clock.increment(1999);
+    expect(sent).toEqual([]);
+    clock.increment(1);
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+    expect(actor.getSnapshot().context).toMatchObject({ vm: 'vm-b', tried: ['vm-a'] });
+    expect(sent).toEqual([
+      {
+        type: 'SEND',
+        to: null,
+        message: {
+          type: 'download.fallback',
+          id: 't1',
+          from: 'cli-1',
+          name: 'a.bin',
+          fileId: 'f1',
+          index: 0,
+          offset: 10,
+          reason: 'timeout',
+          failed: 'vm-a',
+          vm: 'vm-b',
+        },
+      },
+    ]);
+    data('vm-b', 10, chunk.subarray(10));
+    expect(await toPromise(actor)).toEqual({
+      index: 0,
+      ok: true,
+      source: 'edge',
+      edgeBytes: 16,
+      coreBytes: 0,
+      fallback: 'timeout',
+      failure: null,
+    });
+    expect(sent).toHaveLength(1);
+    expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('each replica gets its own fetch timeout', () => {
+    const { actor, clock, data, sent } = replicas('vm-a', 'vm-b', 'vm-c');
+    clock.increment(2000);
+    data('vm-b', 0, chunk.subarray(0, 4));
+    clock.increment(1999);
+    expect(actor.getSnapshot().context.vm).toBe('vm-b');
+    clock.increment(1);
+    expect(actor.getSnapshot().context.vm).toBe('vm-c');
+    expect(fallbacks(sent)).toMatchObject([
+      { offset: 0, failed: 'vm-a', vm: 'vm-b' },
+      { offset: 4, failed: 'vm-b', vm: 'vm-c' },
+    ]);
+  });
+
+  test('the last replica silent too → core, naming it as failed', async () => {
+    const { actor, clock, data, sent } = replicas('vm-a', 'vm-b');
+    data('vm-a', 0, chunk.subarray(0, 4));
+    clock.increment(2000);
+    data('vm-b', 4, chunk.subarray(4, 10));
+    clock.increment(2000);
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(fallbacks(sent)).toEqual([
+      expect.objectContaining({ offset: 4, reason: 'timeout', failed: 'vm-a', vm: 'vm-b' }),
+      {
+        type: 'download.fallback',
+        id: 't1',
+        from: 'cli-1',
+        name: 'a.bin',
+        fileId: 'f1',
+        index: 0,
+        offset: 10,
+        reason: 'timeout',
+        failed: 'vm-b',
+      },
+    ]);
+    data('broker', 10, chunk.subarray(10));
+    expect(await toPromise(actor)).toMatchObject({
+      ok: true,
+      source: 'core',
+      edgeBytes: 10,
+      coreBytes: 6,
+      fallback: 'timeout',
+    });
+  });
+
+  test('an error from the current replica → the next one', () => {
+    const { actor, sent } = replicas('vm-a', 'vm-b');
+    actor.send({ type: 'SOURCE_ERROR', from: 'vm-b', message: 'not me yet' });
+    expect(actor.getSnapshot().context.vm).toBe('vm-a');
+    expect(sent).toEqual([]);
+    actor.send({ type: 'SOURCE_ERROR', from: 'vm-a', message: 'chunk 0 is not held here' });
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+    expect(fallbacks(sent)).toEqual([
+      expect.objectContaining({ offset: 0, reason: 'error', failed: 'vm-a', vm: 'vm-b' }),
+    ]);
+    actor.send({ type: 'SOURCE_ERROR', from: 'vm-b', message: 'chunk 0 is not held here' });
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(fallbacks(sent)[1]).toMatchObject({ reason: 'error', failed: 'vm-b' });
+    expect(fallbacks(sent)[1]).not.toHaveProperty('vm');
+  });
+
+  test('bytes that fail their checksum on replica 1 → the whole chunk from replica 2', async () => {
+    const { actor, data, sent, written } = replicas('vm-a', 'vm-b');
+    const corrupt = Buffer.from(chunk);
+    corrupt[3] = 0xff - (corrupt[3] ?? 0);
+    data('vm-a', 0, corrupt.subarray(0, 10));
+    data('vm-a', 10, corrupt.subarray(10));
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+    expect(actor.getSnapshot().context).toMatchObject({ vm: 'vm-b', next: 0 });
+    expect(fallbacks(sent)).toEqual([
+      expect.objectContaining({ offset: 0, reason: 'integrity', failed: 'vm-a', vm: 'vm-b' }),
+    ]);
+    // The sink started over.
+    expect(written).toEqual([]);
+    data('vm-b', 0, chunk);
+    expect(await toPromise(actor)).toMatchObject({
+      ok: true,
+      source: 'edge',
+      fallback: 'integrity',
+      coreBytes: 0,
+    });
+    expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('bad bytes on the last replica → the whole chunk from the core', async () => {
+    const { actor, data, sent, written } = replicas('vm-a', 'vm-b');
+    const corrupt = Buffer.from(chunk);
+    corrupt[0] = 0xff - (corrupt[0] ?? 0);
+    data('vm-a', 0, corrupt);
+    data('vm-b', 0, corrupt);
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(fallbacks(sent)[1]).toMatchObject({ offset: 0, reason: 'integrity', failed: 'vm-b' });
+    expect(fallbacks(sent)[1]).not.toHaveProperty('vm');
+    data('broker', 0, chunk);
+    expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'core', coreBytes: 16 });
+    expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('bytes from a replica left behind are ignored', async () => {
+    const { actor, clock, data, sent, written } = replicas('vm-a', 'vm-b');
+    data('vm-a', 0, chunk.subarray(0, 10));
+    clock.increment(2000);
+    expect(actor.getSnapshot().context.vm).toBe('vm-b');
+    // vm-a wakes up: its bytes, and its error, no longer count.
+    data('vm-a', 10, chunk.subarray(10));
+    actor.send({ type: 'SOURCE_ERROR', from: 'vm-a', message: 'late' });
+    expect(written).toHaveLength(1);
+    expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
+    expect(actor.getSnapshot().context).toMatchObject({ vm: 'vm-b', next: 10, edgeBytes: 10 });
+    expect(sent).toHaveLength(1);
+    data('vm-b', 10, chunk.subarray(10));
+    expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'edge', edgeBytes: 16 });
+  });
+
+  test('a single replica listed behaves like no replicas: straight to the core', () => {
+    const { actor, clock, sent } = replicas('vm-a');
+    clock.increment(2000);
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(fallbacks(sent)).toEqual([expect.objectContaining({ failed: 'vm-a', offset: 0 })]);
+    expect(fallbacks(sent)[0]).not.toHaveProperty('vm');
+  });
+});

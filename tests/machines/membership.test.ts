@@ -5,6 +5,7 @@ import {
   type MembershipNotice,
   membershipMachine,
   RECONNECT_GRACE_MS,
+  type RepairNotice,
   restoredInput,
   statusOf,
   vmInfoOf,
@@ -35,8 +36,8 @@ const FRESH: MembershipInput = {
 
 const parentMachine = setup({
   types: {
-    context: {} as { notices: MembershipNotice[]; input: MembershipInput },
-    events: {} as MembershipNotice,
+    context: {} as { notices: (MembershipNotice | RepairNotice)[]; input: MembershipInput },
+    events: {} as MembershipNotice | RepairNotice,
     input: {} as MembershipInput,
   },
   actors: {
@@ -58,14 +59,16 @@ function start(input: MembershipInput = FRESH) {
   const parent = createActor(parentMachine, { clock, input }).start();
   const vm = parent.getSnapshot().children.vm as ActorRefFrom<typeof membershipMachine>;
   const status = () => statusOf(vm.getSnapshot());
-  const notices = () => parent.getSnapshot().context.notices;
+  const told = () => parent.getSnapshot().context.notices;
+  const notices = () => told().filter((n): n is MembershipNotice => n.type === 'VM.STATUS');
+  const repairs = () => told().filter((n): n is RepairNotice => n.type === 'VM.REPAIR');
   const heartbeat = (at: number, incarnation = 'inc-1') =>
     vm.send({ type: 'HEARTBEAT', incarnation, cpu, memoryFree: 300 * MiB, at });
   const join = (id: string, incarnation: string, at: number) =>
     vm.send({ type: 'JOIN', id, incarnation, address: '10.0.0.7', cpu, memoryFree: 300 * MiB, at });
   const messages = (type: string) =>
     sent.filter((c) => c.message.type === type).map((c) => c.message);
-  return { clock, vm, status, notices, heartbeat, join, messages };
+  return { clock, vm, status, notices, repairs, heartbeat, join, messages };
 }
 
 describe('membership (§IV.1, §IV.4)', () => {
@@ -259,6 +262,98 @@ describe('membership (§IV.1, §IV.4)', () => {
       vm.send({ type: 'PAUSE' });
       vm.send({ type: 'RESUME' });
       expect(status()).toBe('failed');
+    });
+  });
+
+  describe('repair of a VM failed too long (beyond the paper)', () => {
+    const REPAIR_MS = 60_000;
+    const repairing = () => start({ ...FRESH, repairAfterMs: REPAIR_MS });
+
+    test('failed for repairAfterMs: the parent is told VM.REPAIR, once', () => {
+      const { clock, vm, status, repairs } = repairing();
+      vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+      expect(status()).toBe('failed');
+      clock.increment(REPAIR_MS - 1);
+      expect(repairs()).toEqual([]);
+      clock.increment(1);
+      expect(repairs()).toEqual([{ type: 'VM.REPAIR', id: 'vm-1' }]);
+      clock.increment(REPAIR_MS * 10);
+      expect(repairs()).toHaveLength(1);
+      expect(status()).toBe('failed');
+    });
+
+    test('a VM that rejoins after its repair is alive again, with a penalty', () => {
+      const { clock, vm, status, repairs, join } = repairing();
+      vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+      clock.increment(REPAIR_MS);
+      expect(repairs()).toHaveLength(1);
+      join('j1', 'inc-2', REPAIR_MS + 1);
+      expect(status()).toBe('alive');
+      expect(vm.getSnapshot().context.penalty).toBe(1);
+    });
+
+    test('failed by silence: the repair timer starts at the failure', () => {
+      const { clock, status, repairs } = repairing();
+      clock.increment(HEARTBEAT_MS * 1.5);
+      // A timer set during a jump fires on the next one.
+      clock.increment(HEARTBEAT_MS * 1.5);
+      expect(status()).toBe('failed');
+      clock.increment(REPAIR_MS - 1);
+      expect(repairs()).toEqual([]);
+      clock.increment(1);
+      expect(repairs()).toEqual([{ type: 'VM.REPAIR', id: 'vm-1' }]);
+    });
+
+    test('no repair when repairAfterMs is null (or absent)', () => {
+      for (const input of [{ ...FRESH, repairAfterMs: null }, FRESH]) {
+        const { clock, vm, status, repairs } = start(input);
+        vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+        clock.increment(1);
+        clock.increment(REPAIR_MS * 100);
+        expect(status()).toBe('failed');
+        expect(repairs()).toEqual([]);
+      }
+    });
+
+    test('a rejoin before repairAfterMs cancels it; a later failure starts it over', () => {
+      const { clock, vm, status, repairs, join, heartbeat } = repairing();
+      vm.send({ type: 'OFFLINE', incarnation: 'inc-1' });
+      clock.increment(REPAIR_MS / 2);
+      join('j1', 'inc-2', REPAIR_MS / 2);
+      expect(status()).toBe('alive');
+      // Alive past the first failure's deadline.
+      for (let t = REPAIR_MS / 2; t < REPAIR_MS * 2; t += HEARTBEAT_MS) {
+        clock.increment(HEARTBEAT_MS);
+        heartbeat(t + HEARTBEAT_MS, 'inc-2');
+      }
+      expect(status()).toBe('alive');
+      expect(repairs()).toEqual([]);
+      vm.send({ type: 'OFFLINE', incarnation: 'inc-2' });
+      clock.increment(REPAIR_MS - 1);
+      expect(repairs()).toEqual([]);
+      clock.increment(1);
+      expect(repairs()).toEqual([{ type: 'VM.REPAIR', id: 'vm-1' }]);
+    });
+
+    test('a restored VM never heard again is repaired too', () => {
+      const saved = {
+        id: 'vm-1',
+        address: '10.0.0.7',
+        cpu,
+        memoryFree: 200 * MiB,
+        penalty: 0,
+        incarnation: 'inc-1',
+        lastSeen: 0,
+      };
+      const { clock, status, repairs } = start(
+        restoredInput(saved, { ...FRESH, repairAfterMs: REPAIR_MS }),
+      );
+      clock.increment(HEARTBEAT_MS * 3);
+      expect(status()).toBe('failed');
+      clock.increment(REPAIR_MS - 1);
+      expect(repairs()).toEqual([]);
+      clock.increment(1);
+      expect(repairs()).toEqual([{ type: 'VM.REPAIR', id: 'vm-1' }]);
     });
   });
 });
