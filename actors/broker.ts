@@ -199,6 +199,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     busy: () => busyNames(actor.getSnapshot()),
     rate: options.maintenanceRate ?? DEFAULT_MAINTENANCE_RATE,
     storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
+    fetchTimeoutMs: config.fetchTimeoutMs,
     log,
   });
   await keeper.load();
@@ -228,7 +229,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
       membership: membershipMachine.provide({ actions: { send } }),
       repairChunk: fromPromise(async ({ input }) => {
-        const source = await keeper.copyChunk(input.file, input.index, input.vm);
+        const source = await keeper.restore(input.file, input.index, input.vm);
+        if (source === null) return;
         stats.readRepairs++;
         log.info(
           { file: input.file.name, index: input.index, vm: input.vm, source },
@@ -239,10 +241,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         brokerId: config.brokerId,
         metadata,
         send: (to, message) => link.send(to, message),
-        restore: async (file, index, vm) => {
-          await keeper.copyChunk(file, index, vm);
-        },
-        copying: () => keeper.copying(),
+        restore: (file, index, vm) => keeper.restore(file, index, vm),
+        copying: (vm) => keeper.copying(vm),
         done: (output) => {
           stats.reconciled.deleted += output.deleted;
           stats.reconciled.restored += output.restored;

@@ -33,6 +33,7 @@ import { CloudletError } from '../machines/shared.ts';
 import type { PlaceInput } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
+import type { Frame } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
 import { newId } from './ids.ts';
 import type { Logger } from './log.ts';
@@ -58,6 +59,8 @@ export interface EdgeKeeperDeps {
   rate: number;
   /** A VM that does not answer a copied segment within this fails the copy. */
   storeTimeoutMs: number;
+  /** A source VM that sends nothing for this long fails the copy (the next source is tried). */
+  fetchTimeoutMs: number;
   log: Logger;
 }
 
@@ -106,10 +109,18 @@ export interface EdgeKeeper {
   downloaded(file: FileInfo): void;
   /** A VM failed long enough: re-create its chunks elsewhere. */
   repair(vm: string): void;
-  /** Copies chunk `index` onto `target` (a source replica if live, else the core); checks its sha256. */
-  copyChunk(file: FileInfo, index: number, target: string): Promise<'edge' | 'core'>;
-  /** fileIds with a copy in flight (not orphans, whatever an inventory says). */
-  copying(): string[];
+  /**
+   * Writes chunk `index` of `file` onto `vm` again (a restore after a rejoin,
+   * a read-repair), from a live replica, else the core, if the file table
+   * still places it there; resolves with where it came from, or null when
+   * the placement changed and nothing was copied.
+   */
+  restore(file: FileInfo, index: number, vm: string): Promise<'edge' | 'core' | null>;
+  /**
+   * `fileId/index` of the chunks being copied onto `vm` now: not orphans,
+   * whatever its inventory says (the copy records them or deletes them).
+   */
+  copying(vm: string): ReadonlySet<string>;
   /** Resolves when no background work is queued or running (tests, bench). */
   idle(): Promise<void>;
   close(): void;
@@ -123,6 +134,9 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   const queue: Task[] = [];
   const queued = new Set<string>();
   const inFlight = new Map<string, number>();
+  /** `fileId/index` of the chunks being copied onto each VM. */
+  const copiesTo = new Map<string, Set<string>>();
+  const locks = new Map<string, Promise<void>>();
   let running: Promise<void> | null = null;
   let closed = false;
   // The pacer: when the next background byte may go.
@@ -168,17 +182,47 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   }
 
   /** Takes the least recently used file off the edge; false when there is none to take. */
+  /**
+   * Runs `work` on file `name` alone: every change to where a file's chunks
+   * live (eviction, a new replica, a restore) reads the record, moves bytes
+   * and writes the record back under this lock, so none works from a
+   * placement another has just changed (that would leave chunks no record
+   * owns on a VM, or list chunks a VM no longer holds).
+   */
+  async function withFile<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const before = locks.get(name) ?? Promise.resolve();
+    const run = before.then(work, work);
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    locks.set(name, settled);
+    settled.then(() => {
+      if (locks.get(name) === settled) locks.delete(name);
+    });
+    return run;
+  }
+
   async function evictColdest(spare: ReadonlySet<string>): Promise<boolean> {
     const busy = deps.busy();
     const victim = index.coldest(
-      (file) => spare.has(file.name) || busy.has(file.name) || inFlight.has(file.fileId),
+      (file) =>
+        spare.has(file.name) ||
+        busy.has(file.name) ||
+        inFlight.has(file.fileId) ||
+        locks.has(file.name),
     );
     if (!victim) return false;
-    await evict(victim);
+    await withFile(victim.name, () => evict(victim.name));
     return true;
   }
 
-  async function evict(file: FileInfo) {
+  async function evict(name: string) {
+    const file = await deps.metadata.getFile(name);
+    if (!file) {
+      index.remove(name);
+      return;
+    }
     const chunks = file.chunks.map((chunk) => ({
       index: chunk.index,
       vm: null,
@@ -249,8 +293,22 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     const chunk = file.chunks[chunkIndex];
     if (!chunk) throw new CloudletError('internal', `no chunk ${chunkIndex} in ${file.name}`);
     inFlight.set(file.fileId, (inFlight.get(file.fileId) ?? 0) + 1);
+    const copy = `${file.fileId}/${chunkIndex}`;
+    let onTarget = copiesTo.get(to);
+    if (!onTarget) {
+      onTarget = new Set();
+      copiesTo.set(to, onTarget);
+    }
+    onTarget.add(copy);
     try {
-      const sources = holdersOf(chunk).filter((vm) => vm !== to && statusOf(vm) === 'alive');
+      // Alive replicas first, then suspect ones: a VM late with a heartbeat
+      // (a busy machine) usually still answers, and the fetch timeout bounds
+      // the cost of one that does not. The core only after both.
+      const others = holdersOf(chunk).filter((vm) => vm !== to);
+      const sources = [
+        ...others.filter((vm) => statusOf(vm) === 'alive'),
+        ...others.filter((vm) => statusOf(vm) === 'suspect'),
+      ];
       for (const source of sources) {
         try {
           await copyFromVm(file, chunkIndex, source, to);
@@ -273,6 +331,8 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       const left = (inFlight.get(file.fileId) ?? 1) - 1;
       if (left === 0) inFlight.delete(file.fileId);
       else inFlight.set(file.fileId, left);
+      copiesTo.get(to)?.delete(copy);
+      if (copiesTo.get(to)?.size === 0) copiesTo.delete(to);
     }
   }
 
@@ -335,32 +395,33 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     const storeId = newId();
     let expected = 0;
     let sha256: string | undefined;
-    let first = true;
+    // The next segment (or a refusal) is waited for before anything that
+    // lets the source send it: the fetch, then each acknowledgement. A wait
+    // registered after the ack could miss a reply that arrives in the same
+    // read. The fetch timeout counts from the fetch or the ack, below.
+    const registered = deps.storeTimeoutMs + deps.fetchTimeoutMs + 60_000;
+    const next = () =>
+      Promise.race([
+        deps.replies.wait({ type: 'chunk.data', id: fetchId, from: source }, registered),
+        deps.replies.wait({ type: 'error', id: fetchId, from: source }, registered),
+      ]);
+    const within = (arriving: Promise<Frame | null>) =>
+      Promise.race([arriving, Bun.sleep(deps.fetchTimeoutMs).then(() => null)]);
+    let arriving = next();
+    await deps.send(source, {
+      type: 'chunk.fetch',
+      id: fetchId,
+      from: deps.brokerId,
+      to: deps.brokerId,
+      fileId: file.fileId,
+      index: chunkIndex,
+      chunkSize: chunk.size,
+      offset: 0,
+      segmentSize: deps.segmentSize,
+      window: 1,
+    });
     for (;;) {
-      const data = deps.replies.wait(
-        { type: 'chunk.data', id: fetchId, from: source },
-        deps.storeTimeoutMs,
-      );
-      const refused = deps.replies.wait(
-        { type: 'error', id: fetchId, from: source },
-        deps.storeTimeoutMs,
-      );
-      if (first) {
-        first = false;
-        await deps.send(source, {
-          type: 'chunk.fetch',
-          id: fetchId,
-          from: deps.brokerId,
-          to: deps.brokerId,
-          fileId: file.fileId,
-          index: chunkIndex,
-          chunkSize: chunk.size,
-          offset: 0,
-          segmentSize: deps.segmentSize,
-          window: 1,
-        });
-      }
-      const frame = await Promise.race([data, refused]);
+      const frame = await within(arriving);
       if (frame?.message.type === 'error')
         throw new CloudletError(frame.message.code, `VM ${source}: ${frame.message.message}`);
       if (frame?.message.type !== 'chunk.data')
@@ -370,6 +431,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       await pace(frame.body.byteLength);
       sha256 = await storeSegment(file, chunkIndex, to, storeId, offset, frame.body);
       expected += frame.body.byteLength;
+      if (expected < chunk.size) arriving = next();
       await deps.send(source, {
         type: 'chunk.ack',
         id: fetchId,
@@ -414,17 +476,38 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   }
 
   /** Copies one chunk to `to` under a reservation and records the new holder. */
-  async function addReplica(file: FileInfo, chunkIndex: number, to: string, drop?: string) {
-    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
+  function addReplica(file: FileInfo, chunkIndex: number, to: string, drop?: string) {
+    return withFile(file.name, () => copyAndRecord(file, chunkIndex, to, drop));
+  }
+
+  async function copyAndRecord(stale: FileInfo, chunkIndex: number, to: string, drop?: string) {
+    // Where it is now, not where it was when the work was planned.
+    const file = await deps.metadata.getFile(stale.name);
+    const chunk = file?.chunks[chunkIndex];
+    if (!file || file.fileId !== stale.fileId || !chunk) {
+      await refresh(stale.name);
+      return false;
+    }
+    if (holdersOf(chunk).includes(to)) return false;
     const key = `copy:${file.fileId}:${chunkIndex}:${to}`;
     index.reserve(key, new Map([[to, chunkFootprint(chunk.size, deps.segmentSize)]]));
     try {
-      await copyChunk(file, chunkIndex, to);
+      try {
+        await copyChunk(file, chunkIndex, to);
+      } catch (error) {
+        // What part of it reached the VM belongs to no one.
+        await dropChunk(to, file.fileId, chunkIndex);
+        throw error;
+      }
       if (!(await moveHolders(file, chunkIndex, to, drop))) {
         // The file changed meanwhile: the copy belongs to no one.
         await dropChunk(to, file.fileId, chunkIndex);
         return false;
       }
+      // The VM repaired away came back meanwhile (and may have reconciled
+      // before the record changed): what it holds of this chunk is no one's.
+      if (drop !== undefined && statusOf(drop) !== 'failed')
+        await dropChunk(drop, file.fileId, chunkIndex);
       return true;
     } finally {
       index.release(key);
@@ -578,8 +661,15 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     repair(vm) {
       enqueue({ kind: 'repair', vm });
     },
-    copyChunk,
-    copying: () => [...inFlight.keys()],
+    restore: (file, chunkIndex, vm) =>
+      withFile(file.name, async () => {
+        const current = await deps.metadata.getFile(file.name);
+        const chunk = current?.chunks[chunkIndex];
+        if (current?.fileId !== file.fileId || !chunk || !holdersOf(chunk).includes(vm))
+          return null;
+        return copyChunk(current, chunkIndex, vm);
+      }),
+    copying: (vm) => new Set(copiesTo.get(vm) ?? []),
     async idle() {
       while (running) await running;
     },

@@ -28,10 +28,13 @@ export interface ReconcileDeps {
   brokerId: string;
   metadata: MetadataStore;
   send(to: string, message: Message): Promise<void>;
-  /** Rewrites one chunk on `vm` (from a replica, else the core); throws if it cannot. */
-  restore(file: FileInfo, index: number, vm: string): Promise<void>;
-  /** fileIds being copied onto VMs right now: not orphans. */
-  copying?(): string[];
+  /**
+   * Rewrites one chunk on `vm` (from a replica, else the core) if the file
+   * table still places it there (null: it no longer does); throws if it cannot.
+   */
+  restore(file: FileInfo, index: number, vm: string): Promise<unknown>;
+  /** `fileId/index` of the chunks being copied onto `vm` right now: not orphans. */
+  copying?(vm: string): ReadonlySet<string>;
   /** Hears each finished reconciliation (stats). */
   done?(output: ReconcileOutput): void;
   log: Logger;
@@ -62,7 +65,8 @@ export function reconcileActor(deps: ReconcileDeps) {
     for (const chunk of await deps.metadata.chunksOn(vm)) {
       placed.set(`${chunk.fileId}/${chunk.index}`, chunk);
     }
-    const uploading = new Set([...input.uploading, ...(deps.copying?.() ?? [])]);
+    const uploading = new Set(input.uploading);
+    const copying = deps.copying?.(vm) ?? new Set<string>();
     const reported = new Set<string>();
     const toRestore: PlacedChunk[] = [];
     for (const [fileId, index, sha256] of entries) {
@@ -72,7 +76,7 @@ export function reconcileActor(deps: ReconcileDeps) {
       if (chunk) {
         if (sha256 === chunk.sha256) output.kept++;
         else toRestore.push(chunk);
-      } else if (uploading.has(fileId)) {
+      } else if (uploading.has(fileId) || copying.has(key)) {
         output.kept++;
       } else {
         output.deleted++;
@@ -97,7 +101,7 @@ export function reconcileActor(deps: ReconcileDeps) {
       const file = await deps.metadata.getFile(chunk.name);
       if (file?.fileId !== chunk.fileId) continue;
       try {
-        await deps.restore(file, chunk.index, vm);
+        if ((await deps.restore(file, chunk.index, vm)) === null) continue;
         output.restored++;
         failures = 0;
       } catch (error) {

@@ -23,15 +23,14 @@ export function createReplyBox(): ReplyBox {
     wait({ type, id, from }, timeoutMs) {
       const key = keyOf(type, id, from);
       return new Promise((resolve) => {
-        const timer = setTimeout(() => {
-          waiting.delete(key);
-          resolve(null);
-        }, timeoutMs);
-        waiting.set(key, (frame) => {
+        // A later wait for the same reply replaces this one: each removes only itself.
+        const take = (frame: Frame | null) => {
           clearTimeout(timer);
-          waiting.delete(key);
+          if (waiting.get(key) === take) waiting.delete(key);
           resolve(frame);
-        });
+        };
+        const timer = setTimeout(() => take(null), timeoutMs);
+        waiting.set(key, take);
       });
     },
     offer(frame) {

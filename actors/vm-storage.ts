@@ -73,7 +73,11 @@ export function isOutOfSpace(error: unknown): boolean {
 /** Writes and deletes chunks, one operation at a time per chunk. */
 export function chunkStorer(deps: VmStorageDeps) {
   return fromCallback<StorerCommand, void>(({ receive }) => {
-    const writing = new Map<string, { hash: Hash; received: number; offsets: number[] }>();
+    /** Chunks being written, with the request (upload or copy) writing each. */
+    const writing = new Map<
+      string,
+      { id: string; hash: Hash; received: number; offsets: number[] }
+    >();
     const queues = new Map<string, Promise<void>>();
     const enqueue = (key: string, work: () => Promise<void>) => {
       const next = (queues.get(key) ?? Promise.resolve())
@@ -113,8 +117,10 @@ export function chunkStorer(deps: VmStorageDeps) {
         return;
       }
       const key = `${fileId}/${index}`;
-      if (offset === 0 && !writing.has(key)) {
-        // A fresh chunk (or a retried one): start clean, and only if it fits.
+      if (offset === 0 && writing.get(key)?.id !== id) {
+        // A fresh chunk, or one written again by another request (a retried
+        // upload, a copy after one that broke off): start clean, and only if it fits.
+        writing.delete(key);
         await deps.store.deletePrefix(chunkPrefix(fileId, index));
         await deps.store.delete(manifestKey(fileId, index));
         const free = await memoryFree(deps.store, deps.budget, deps.space);
@@ -124,14 +130,20 @@ export function chunkStorer(deps: VmStorageDeps) {
             id,
             index,
             'no-space',
-            `VM ${deps.id} has ${free} bytes free; chunk ${index} needs ${chunkSize}`,
+            `VM ${deps.id} has ${free} bytes free; chunk ${index} needs ${chunkSize}; try again, other VMs will be chosen`,
+            true,
           );
           return;
         }
-        writing.set(key, { hash: createHash('sha256'), received: 0, offsets: [] });
+        writing.set(key, { id, hash: createHash('sha256'), received: 0, offsets: [] });
       }
       const state = writing.get(key);
-      if (!state || offset !== state.received || offset + body.byteLength > chunkSize) {
+      if (
+        !state ||
+        state.id !== id ||
+        offset !== state.received ||
+        offset + body.byteLength > chunkSize
+      ) {
         await refuse(
           from,
           id,

@@ -42,12 +42,12 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect(failed.message).toMatch(/VM vm-full has no space left .*redis store is full/);
       await expect(member.stat('big.bin')).rejects.toMatchObject({ code: 'not-found' });
 
-      const table = await member.vms();
-      expect(table.find((vm) => vm.id === 'vm-full')).toMatchObject({
-        status: 'alive',
-        memoryFree: 0,
-        memoryEffective: 0,
-      });
+      // Zero at once (the refusal), then what its store really holds free
+      // (its next heartbeat, which may already have come): less than 4 MB either way.
+      const row = (await member.vms()).find((vm) => vm.id === 'vm-full');
+      expect(row?.status).toBe('alive');
+      expect(row?.memoryFree).toBeLessThan(4 * 1024 * 1024);
+      expect(row?.memoryEffective).toBeLessThan(4 * 1024 * 1024);
 
       const stored = await member.put(bufferSource(bytes), 'big.bin');
       expect(stored.chunks.map((chunk) => chunk.vm)).toEqual(['vm-b', 'vm-c']);
