@@ -1,5 +1,5 @@
 import { createMemoryMetadata } from './memory.ts';
-import { createRedisMetadata } from './redis.ts';
+import { createRedisMetadata, type RedisMetadataOptions } from './redis.ts';
 import { createSqliteMetadata } from './sqlite.ts';
 import { MetadataError, type MetadataStore } from './types.ts';
 
@@ -23,6 +23,8 @@ export interface MetadataSpecOptions {
   timeoutMs?: number;
   /** Hears background connection errors (redis only). */
   onError?: (err: Error) => void;
+  /** Writes only while this token holds the namespace's lease (redis only). */
+  fence?: RedisMetadataOptions['fence'];
 }
 
 const SPEC_HELP = 'use memory, redis://host:port[/db] or sqlite:PATH';
@@ -36,10 +38,15 @@ export function createMetadataStore(
   spec: string,
   options: MetadataSpecOptions = {},
 ): MetadataStore {
-  if (spec === 'memory') return createMemoryMetadata();
-  if (spec.startsWith('redis://') || spec.startsWith('rediss://')) {
-    return createRedisMetadata({ url: spec, ...options });
+  if (spec === 'memory' || spec.startsWith('sqlite:')) {
+    if (options.fence)
+      throw new MetadataError(
+        spec.split(':')[0] as string,
+        'only redis metadata can be fenced by a lease',
+      );
   }
+  if (spec === 'memory') return createMemoryMetadata();
+  if (isRedisSpec(spec)) return createRedisMetadata({ url: spec, ...options });
   if (spec.startsWith('sqlite:')) {
     const path = spec.slice('sqlite:'.length);
     if (path === '') {
@@ -49,4 +56,9 @@ export function createMetadataStore(
   }
   const backend = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1] ?? spec;
   throw new MetadataError(backend, `no such backend (${JSON.stringify(spec)}); ${SPEC_HELP}`);
+}
+
+/** Whether a `--metadata` spec names a Redis server (the one store brokers can share). */
+export function isRedisSpec(spec: string) {
+  return spec.startsWith('redis://') || spec.startsWith('rediss://');
 }

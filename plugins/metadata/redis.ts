@@ -1,4 +1,5 @@
 import type { FileInfo } from '../../protocol/messages.ts';
+import { leaseKey } from '../lease/redis.ts';
 import {
   createRedisConnection,
   type RedisClient,
@@ -17,12 +18,20 @@ import {
 export interface RedisMetadataOptions extends RedisConnectionOptions {
   /** Keeps this broker's keys apart from others sharing the server. */
   namespace?: string;
+  /**
+   * Fencing (a standby broker, issue 9): every write checks, in the same
+   * script, that the lease of the namespace (plugins/lease/redis.ts) is
+   * still held by `token`; otherwise it changes nothing, `onFenced` hears
+   * it and the write fails. A broker that lost the lease cannot write, even
+   * before it notices.
+   */
+  fence?: { token: string; onFenced?: (reason: string) => void };
 }
 
 export const DRIVER_NAME = 'redis';
 const DEFAULT_NAMESPACE = 'cloudlet';
 
-// Every script gets the same KEYS, in this order.
+// Every script gets the same KEYS, in this order, then the lease (KEYS[9]).
 const KEY_KINDS = [
   'files', // hash: name → FileInfo JSON
   'names', // sorted set, all scores 0: names in byte order, for paging
@@ -45,6 +54,7 @@ type KeyKind = (typeof KEY_KINDS)[number];
 // `{}` and numbers with 14 digits, so records are built in TypeScript.
 const PRELUDE = `
 local files, names, placements, fileIds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local vms, lease = KEYS[8], KEYS[9]
 local ledger, ledgerOrder, ledgerSeq = KEYS[5], KEYS[6], KEYS[7]
 local NUL = string.char(0)
 local function placementsOf(record)
@@ -78,8 +88,24 @@ local function leave(fileId)
 end
 `;
 
+/**
+ * First in every script that writes: the last ARGV is the fencing token
+ * (empty when the store is not fenced), and a lease held by another token,
+ * or by nobody, refuses the write before anything changes.
+ */
+const FENCE = `
+local fenceToken = ARGV[#ARGV]
+if fenceToken ~= '' then
+  local holder = redis.call('GET', lease)
+  if holder ~= fenceToken then
+    return redis.error_reply('FENCED ' .. (holder and (holder .. ' holds the lease') or 'nobody holds the lease'))
+  end
+end
+`;
+const FENCED_PREFIX = 'FENCED ';
+
 /** ARGV: file JSON, ledger entry for a replaced record. Returns {'taken', owner} or {'ok'[, old JSON]}. */
-const COMMIT_SCRIPT = `${PRELUDE}
+const COMMIT_SCRIPT = `${PRELUDE}${FENCE}
 local file = cjson.decode(ARGV[1])
 local owner = redis.call('HGET', fileIds, file.fileId)
 if owner and owner ~= file.name then return {'taken', owner} end
@@ -101,7 +127,7 @@ if old then return {'ok', old} end
 return {'ok'}`;
 
 /** ARGV: name, ledger entry. Returns the removed record's JSON, or nil. */
-const REMOVE_SCRIPT = `${PRELUDE}
+const REMOVE_SCRIPT = `${PRELUDE}${FENCE}
 local old = redis.call('HGET', files, ARGV[1])
 if not old then return false end
 local record = cjson.decode(old)
@@ -118,7 +144,7 @@ return old`;
  * Returns 'ok', 'gone' (the name no longer holds fileId) or 'changed' (it
  * does, but the record changed since it was read: read it again).
  */
-const UPDATE_SCRIPT = `${PRELUDE}
+const UPDATE_SCRIPT = `${PRELUDE}${FENCE}
 local current = redis.call('HGET', files, ARGV[1])
 if current ~= ARGV[3] then
   if redis.call('HGET', fileIds, ARGV[2]) == ARGV[1] then return 'changed' end
@@ -132,13 +158,18 @@ return 'ok'`;
 const UPDATE_ATTEMPTS = 20;
 
 /** ARGV: fileId, ledger entry. */
-const ENTER_SCRIPT = `${PRELUDE}
+const ENTER_SCRIPT = `${PRELUDE}${FENCE}
 enter(ARGV[1], ARGV[2])
 return 1`;
 
 /** ARGV: fileId. */
-const SETTLE_SCRIPT = `${PRELUDE}
+const SETTLE_SCRIPT = `${PRELUDE}${FENCE}
 leave(ARGV[1])
+return 1`;
+
+/** ARGV: VM id, its row JSON. */
+const PUT_VM_SCRIPT = `${PRELUDE}${FENCE}
+redis.call('HSET', vms, ARGV[1], ARGV[2])
 return 1`;
 
 /** ARGV: ZRANGEBYLEX min, count. Names and their records read in one step. */
@@ -161,10 +192,24 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
   // always ends the namespace.
   const prefix = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}:metadata:`;
   const key = (kind: KeyKind) => prefix + kind;
-  const scriptKeys = KEY_KINDS.map(key);
+  const scriptKeys = [...KEY_KINDS.map(key), leaseKey(options.namespace ?? DEFAULT_NAMESPACE)];
+  const fenceToken = options.fence?.token ?? '';
 
-  function script(client: RedisClient, source: string, args: string[]): Promise<unknown> {
-    return bounded(client.eval(source, { keys: scriptKeys, arguments: args }));
+  async function script(client: RedisClient, source: string, args: string[]): Promise<unknown> {
+    try {
+      return await bounded(
+        client.eval(source, { keys: scriptKeys, arguments: [...args, fenceToken] }),
+      );
+    } catch (error) {
+      const message = (error as Error)?.message ?? '';
+      if (!message.startsWith(FENCED_PREFIX)) throw error;
+      const reason = message.slice(FENCED_PREFIX.length);
+      options.fence?.onFenced?.(reason);
+      throw new MetadataError(
+        DRIVER_NAME,
+        `refused a write: this broker no longer holds the lease (${reason})`,
+      );
+    }
   }
 
   return {
@@ -254,7 +299,7 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
       }),
     putVm: (record) =>
       run(`putVm ${JSON.stringify(record.id)}`, async ({ client }) => {
-        await bounded(client.hSet(key('vms'), record.id, JSON.stringify(record)));
+        await script(client, PUT_VM_SCRIPT, [record.id, JSON.stringify(record)]);
       }),
     listVms: () =>
       run('listVms', async ({ client }) => {
