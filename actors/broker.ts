@@ -30,6 +30,7 @@ import { uploadMachine } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
+import { encodeFrame } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { linkBridge, sendThrough } from './bridge.ts';
@@ -125,7 +126,13 @@ export interface Broker {
   stats(): BrokerStats;
   /** What the edge holds, and the background work that keeps it. */
   readonly keeper: EdgeKeeper;
-  close(): Promise<void>;
+  /** This broker process's incarnation, in its retained status. */
+  readonly incarnation: string;
+  /**
+   * Stops. `announce: false` (a broker that lost its lease) leaves the
+   * broker status to the process that holds the lease now.
+   */
+  close(options?: { announce?: boolean }): Promise<void>;
 }
 
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
@@ -163,13 +170,27 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     replicaFailovers: 0,
   };
   const core = options.core;
+  // Members watch the broker's retained status: its will says it vanished,
+  // a new incarnation online says another process (a standby) took over;
+  // either way their requests in flight fail at once, retryable.
+  const incarnation = newId();
+  const status = (online: boolean) =>
+    encodeFrame({ type: 'status', from: config.brokerId, incarnation, online });
   const link = await connectLink({
     url: options.mqttUrl,
     id: config.brokerId,
     brokerId: config.brokerId,
     topics,
+    will: { topic: topics.status(config.brokerId), payload: status(false), retain: true },
     log,
     ...options.mqtt,
+  });
+  const announce = (online: boolean) =>
+    link
+      .publishRaw(topics.status(config.brokerId), status(online), { retain: true })
+      .catch((error) => log.warn({ err: error.message }, 'could not publish the broker status'));
+  link.onConnection((connected) => {
+    if (connected) void announce(true);
   });
   const replies = createReplyBox();
   const send = sendThrough(link, log);
@@ -203,6 +224,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     log,
   });
   await keeper.load();
+  // A broker that died (this one before a restart, or the one a standby
+  // replaces) may have left unfinished core writes.
+  await core
+    .sweepAbandoned?.()
+    .catch((error: Error) =>
+      log.warn({ err: error.message }, 'could not sweep abandoned core writes'),
+    );
   const coreSettling = new Map<string, Promise<unknown>>();
   // What the last run left: its VM table, and chunk sets no file owns (read
   // before this broker takes any upload, so none of these is in flight).
@@ -442,6 +470,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });
   actor.start();
   await waitFor(actor, (snapshot) => snapshot.matches('online'), { timeout: 5000 });
+  // Online only once it can answer: the machine runs and the table is back.
+  await announce(true);
   log.info(
     { brokerId: config.brokerId, split: config.split, vms: remembered.length },
     'broker online',
@@ -481,10 +511,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       maintenance: structuredClone(keeper.stats),
     }),
     keeper,
-    async close() {
+    incarnation,
+    async close({ announce: say = true } = {}) {
       clearInterval(sweepTimer);
       keeper.close();
       actor.stop();
+      if (say && link.connected) await announce(false);
       // A sweep in progress may finish its entry; it must not outlive the store.
       await Promise.race([sweeping, Bun.sleep(2000)]);
       await link.close();

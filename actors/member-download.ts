@@ -25,6 +25,10 @@ export interface DownloaderOptions {
   brokerId: string;
   requestTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Resolves when the broker is not known to be offline (see actors/member.ts). */
+  brokerReady(): Promise<void>;
+  /** Hears the broker go away (see actors/member.ts) until the returned function is called. */
+  onBrokerLost(handler: (reason: string) => void): () => void;
   /** Routes the frames of one transfer id to `handler` until the returned function is called. */
   route(id: string, handler: (frame: Frame) => void): () => void;
   log: Logger;
@@ -112,6 +116,7 @@ export function createDownloader(options: DownloaderOptions) {
     sink: ByteSink,
     opts: DownloadOptions = {},
   ): Promise<DownloadOutput> {
+    await options.brokerReady();
     const transferId = newId();
     const transfer: Transfer = { sink, fileHash: createOrderedHash(sink), plan: null, written: 0 };
     if (opts.onProgress) transfer.onProgress = opts.onProgress;
@@ -151,6 +156,7 @@ export function createDownloader(options: DownloaderOptions) {
     const offConnection = link.onConnection((connected) => {
       if (!connected) actor.send({ type: 'LINK_LOST' });
     });
+    const offBroker = options.onBrokerLost((reason) => actor.send({ type: 'LINK_LOST', reason }));
     try {
       actor.start();
       const output = await toPromise(actor);
@@ -166,6 +172,7 @@ export function createDownloader(options: DownloaderOptions) {
     } finally {
       opts.signal?.removeEventListener('abort', cancel);
       offConnection();
+      offBroker();
       unroute();
       actor.stop();
       transfers.delete(transferId);

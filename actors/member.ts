@@ -109,6 +109,64 @@ export function createMember(options: MemberOptions): Member {
     );
     for (const inbox of waiting) inbox.fail(lost);
   });
+  // The broker's retained status (actors/broker.ts): when the broker this
+  // member was talking to vanishes (its will) or another process takes over
+  // as the broker (a standby, a restart), what is in flight will never be
+  // answered: it fails at once, retryable, instead of timing out.
+  let brokerIncarnation: string | null = null;
+  /** Whether the broker's status says it is online; null: no status seen (yet). */
+  let brokerOnline: boolean | null = null;
+  let offlineSince = 0;
+  const brokerLost = new Set<(reason: string) => void>();
+  const whenOnline = new Set<() => void>();
+  const offStatus = link.onFrame((frame, topic) => {
+    const { message } = frame;
+    if (topic.kind !== 'status' || topic.id !== brokerId || message.type !== 'status') return;
+    const known = brokerIncarnation;
+    if (message.online) {
+      brokerIncarnation = message.incarnation;
+      brokerOnline = true;
+      for (const wake of whenOnline) wake();
+      whenOnline.clear();
+    } else if (known === null || known === message.incarnation) {
+      brokerOnline = false;
+      offlineSince = Date.now();
+    }
+    const gone = message.online
+      ? known !== null && known !== message.incarnation
+      : known === null || known === message.incarnation;
+    if (!gone) return;
+    const why = message.online ? 'another broker process took over' : 'the broker went offline';
+    const lost = new CloudletError(
+      'unavailable',
+      `${why} while this was in flight; try again`,
+      true,
+    );
+    for (const inbox of waiting) inbox.fail(lost);
+    for (const listener of brokerLost) listener(why);
+  });
+  /**
+   * While the broker's status says it is offline (it crashed, and a standby
+   * or a restart is on the way), a request waits for it to come back rather
+   * than go to nobody; after `requestTimeoutMs` it fails, retryable.
+   */
+  const brokerReady = async () => {
+    if (brokerOnline !== false) return;
+    let wake = () => {};
+    const back = new Promise<void>((resolve) => {
+      wake = resolve;
+      whenOnline.add(resolve);
+    });
+    const timer = Bun.sleep(requestTimeoutMs);
+    await Promise.race([back, timer]);
+    whenOnline.delete(wake);
+    if (brokerOnline === false)
+      throw new CloudletError(
+        'unavailable',
+        `the broker has been offline for ${Math.round((Date.now() - offlineSince) / 1000)} s; is \`bun run broker\` (or a standby) running on this MQTT server and topic root?`,
+        true,
+      );
+  };
   const silent = (what: string, ms: number) =>
     new CloudletError(
       'timeout',
@@ -120,8 +178,9 @@ export function createMember(options: MemberOptions): Member {
   const request = async <T extends MessageType>(message: Message & { id: string }, expect: T) => {
     const inbox = new Inbox();
     routes.set(message.id, (frame) => inbox.push(frame));
-    waiting.add(inbox);
     try {
+      await brokerReady();
+      waiting.add(inbox);
       await link.sendToBroker(message);
       for (;;) {
         const frame = await inbox.next(requestTimeoutMs);
@@ -188,6 +247,11 @@ export function createMember(options: MemberOptions): Member {
       requestTimeoutMs,
       idleTimeoutMs,
       log,
+      brokerReady,
+      onBrokerLost: (handler) => {
+        brokerLost.add(handler);
+        return () => brokerLost.delete(handler);
+      },
       route: (id, handler) => {
         routes.set(id, handler);
         return () => routes.delete(id);
@@ -196,6 +260,7 @@ export function createMember(options: MemberOptions): Member {
     close: () => {
       off();
       offConnection();
+      offStatus();
     },
   };
 
@@ -210,13 +275,14 @@ export function createMember(options: MemberOptions): Member {
     routes.set(id, (frame) => {
       if (frame.message.from === brokerId) inbox.push(frame);
     });
-    waiting.add(inbox);
     const abort = () =>
       link
         .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: 'interrupted' })
         .catch(() => {});
     opts.signal?.addEventListener('abort', abort, { once: true });
     try {
+      await brokerReady();
+      waiting.add(inbox);
       await link.sendToBroker({
         type: 'upload.begin',
         id,

@@ -152,7 +152,13 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   const rejected: Record<string, number> = {};
   const filters = isBroker
     ? [topics.allToBroker, topics.allStatus]
-    : [topics.node(options.id), topics.fromBroker(options.id), ...(options.subscriptions ?? [])];
+    : [
+        topics.node(options.id),
+        topics.fromBroker(options.id),
+        // The broker's retained status: members fail fast when it goes away.
+        topics.status(brokerId),
+        ...(options.subscriptions ?? []),
+      ];
 
   const clientOptions: IClientOptions = {
     clientId: `${topics.root.replaceAll('/', '_')}_${options.id}${options.uniqueClientId ? `_${randomBytes(4).toString('hex')}` : ''}`,
@@ -282,11 +288,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
       // A polite end waits until every QoS 1 message is acknowledged, which
       // is for ever if the server has just gone: give it a moment, then force.
       const unacknowledged = () => Object.keys(client.outgoing).length > 0;
-      if (!abrupt && client.connected && unacknowledged()) {
-        await Promise.race([
-          new Promise<void>((resolve) => client.once('outgoingEmpty', () => resolve())),
-          Bun.sleep(CLOSE_GRACE_MS),
-        ]);
+      // (mqtt.js emits 'outgoingEmpty' only once it is disconnecting: poll.)
+      const deadline = performance.now() + CLOSE_GRACE_MS;
+      while (!abrupt && client.connected && unacknowledged() && performance.now() < deadline) {
+        await Bun.sleep(5);
       }
       const force = abrupt || !client.connected || unacknowledged();
       const ended = client.endAsync(force);

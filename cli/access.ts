@@ -3,7 +3,8 @@
  * their lanes. Each member's MQTT user name is its member id; the topics
  * (protocol/topics.ts) then say who may write where:
  *
- *   every member   reads  <root>/node/<self> and <root>/node/<self>/broker
+ *   every member   reads  <root>/node/<self> and <root>/node/<self>/broker,
+ *                         and the broker's status <root>/node/<broker>/status
  *                  writes <root>/broker/<self>, <root>/node/<self>/status,
  *                         and any peer inbox <root>/node/<id>
  *   the broker     reads  <root>/broker/+ and every status
@@ -65,6 +66,8 @@ export function generateAccess(options: AccessOptions): Access {
     `pattern write ${root}/broker/%u`,
     `pattern write ${root}/node/%u/status`,
     `pattern write ${root}/node/+`,
+    // Whether the broker is online, and which process it is (a standby may take over).
+    `pattern read ${root}/node/${options.brokerUser}/status`,
     '',
     '# The broker.',
     `user ${options.brokerUser}`,

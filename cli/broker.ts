@@ -5,10 +5,12 @@
  */
 import { BROKER_DEFAULTS, createBroker, DEFAULT_MAINTENANCE_RATE } from '../actors/broker.ts';
 import { createActorRegistry } from '../actors/inspection.ts';
+import { type LeaseKeeper, startLeaseKeeper } from '../actors/lease.ts';
 import { createLogger } from '../actors/log.ts';
 import { startStatelyInspection } from '../actors/stately.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
-import { createMetadataStore } from '../plugins/metadata/index.ts';
+import { createLeaseStore } from '../plugins/lease/index.ts';
+import { createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
 import { MAX_REPLICAS } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { createMetrics } from '../server/metrics.ts';
@@ -47,7 +49,12 @@ interface BrokerFlags extends ConnectionFlags {
   adminToken?: string;
   adminMaxUpload: number;
   inspect?: string | true;
+  /** Undefined: the default for the metadata store; null: off. */
+  lease?: number | null;
 }
+
+/** With Redis metadata, brokers elect the active one by a lease this long. */
+const DEFAULT_LEASE_MS = 10_000;
 
 const program = withConnectionOptions(
   new Command('broker').description(
@@ -183,6 +190,14 @@ const program = withConnectionOptions(
       .default(1024 * 1024 * 1024, '1GiB')
       .argParser(parseSize),
   )
+  .addOption(
+    new Option(
+      '--lease <duration>',
+      'with redis metadata, the brokers sharing it elect the active one by a lease this long; the others stand by and take over within twice it (default 10s; off: no election)',
+    )
+      .env('CLOUDLET_LEASE')
+      .argParser(parseDuration),
+  )
   .option('--no-admin', 'run without the admin endpoint')
   .option(
     '--inspect [url]',
@@ -193,6 +208,23 @@ const program = withConnectionOptions(
     if (flags.segmentSize < 1 || flags.segmentSize > 64 * 1024 * 1024) {
       throw new Error('--segment-size must be between 1 byte and 64MiB');
     }
+    const leaseMs =
+      flags.lease === undefined
+        ? isRedisSpec(flags.metadata)
+          ? DEFAULT_LEASE_MS
+          : null
+        : flags.lease;
+    if (leaseMs !== null && !isRedisSpec(flags.metadata)) {
+      throw new Error(
+        `--lease needs --metadata redis://… (brokers share only a Redis metadata store; got ${flags.metadata})`,
+      );
+    }
+    // SIGINT/SIGTERM end a standby's wait as well as an active broker.
+    const stopping = new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
     const log = createLogger('broker');
     const core = createCoreCloud(flags.core, {
       cluster: flags.topicRoot.replaceAll('/', '-'),
@@ -207,10 +239,46 @@ const program = withConnectionOptions(
       ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
       : null;
     if (stately) log.info({ url: stately.url }, 'statechart inspection on');
+    const onStoreError = (error: Error) =>
+      log.warn({ err: error.message }, 'metadata store connection');
+    // A standby waits here, ready (core reachable, signed in) to take over.
+    let lease: LeaseKeeper | null = null;
+    const leaseStore =
+      leaseMs === null
+        ? null
+        : createLeaseStore(flags.metadata, { namespace: flags.topicRoot, onError: onStoreError });
+    if (leaseMs !== null && leaseStore) {
+      lease = startLeaseKeeper({
+        lease: leaseStore,
+        ttlMs: leaseMs,
+        log,
+        inspect: (event) => {
+          registry.inspect(event);
+          stately?.inspect(event);
+        },
+      });
+      const first = await Promise.race([
+        lease.active.then(() => 'active' as const),
+        stopping.then(() => 'stop' as const),
+      ]);
+      if (first === 'stop') {
+        log.info('stopping (standby)');
+        await lease.stop();
+        await leaseStore.close();
+        stately?.stop();
+        await core.close();
+        return;
+      }
+    }
+    const keeper = lease;
     const metadata = createMetadataStore(flags.metadata, {
       // Cloudlets sharing a Redis keep apart by their topic root.
       namespace: flags.topicRoot,
-      onError: (error) => log.warn({ err: error.message }, 'metadata store connection'),
+      onError: onStoreError,
+      // Writes only while this process holds the lease.
+      ...(keeper
+        ? { fence: { token: keeper.token, onFenced: (reason: string) => keeper.fenced(reason) } }
+        : {}),
     });
     const broker = await createBroker({
       mqttUrl: flags.mqtt,
@@ -265,18 +333,29 @@ const program = withConnectionOptions(
         split: flags.split,
         replicas: flags.replicas,
         admin: admin?.url ?? 'off',
+        lease: keeper ? `${leaseMs} ms, held as ${keeper.token}` : 'none',
       },
       'ready',
     );
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    const lost = await Promise.race([
+      stopping.then(() => null),
+      keeper?.lost ?? new Promise<never>(() => {}),
+    ]);
+    if (lost !== null) {
+      // Another process is (or is about to be) the broker: stop at once,
+      // without waiting on anything that needs the metadata store.
+      await Promise.race([
+        Promise.allSettled([admin?.stop(), broker.close({ announce: false })]),
+        Bun.sleep(2000),
+      ]);
+      throw new Error(`stopped: this broker lost the lease (${lost}); start it again to stand by`);
+    }
     log.info('stopping');
     await admin?.stop();
     stately?.stop();
     await broker.close();
+    await keeper?.stop();
+    await leaseStore?.close();
     await core.close();
   });
 

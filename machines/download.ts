@@ -28,8 +28,11 @@ export type DownloadEvent =
   | { type: 'DATA'; from: string; index: number; offset: number; bytes: Buffer }
   | { type: 'ERROR'; from: string; index?: number; failure: Failure }
   | { type: 'CANCEL'; reason: string }
-  /** This member's MQTT connection dropped: what was in flight is lost. */
-  | { type: 'LINK_LOST' };
+  /**
+   * This member's MQTT connection dropped, or the broker went away (its will,
+   * or another broker process took over): what was in flight is lost.
+   */
+  | { type: 'LINK_LOST'; reason?: string };
 
 export interface DownloadContext extends DownloadInput {
   plan: DownloadPlan | null;
@@ -92,11 +95,11 @@ export const downloadMachine = setup({
       target: '.failed',
       actions: {
         type: 'fail',
-        params: {
+        params: ({ event }) => ({
           code: 'unavailable',
-          message: 'lost the connection to the MQTT server during the download; try again',
+          message: `${event.reason ?? 'lost the connection to the MQTT server'} during the download; try again`,
           retryable: true,
-        },
+        }),
       },
     },
   },

@@ -270,6 +270,12 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
 
   return {
     name: DRIVER_NAME,
+    // Another process (a standby broker) may have started on this directory
+    // while the writer that died was alive: sweep again when asked.
+    async sweepAbandoned() {
+      await ready();
+      await removeDeadWrites();
+    },
     async put(key, value) {
       const writer = await createWriter(key);
       try {

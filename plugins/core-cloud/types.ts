@@ -33,6 +33,12 @@ export interface CoreCloud {
   list(prefix?: string): Promise<string[]>;
   /** Bytes held in committed objects. */
   usedBytes(): Promise<number>;
+  /**
+   * Drops what writers that died left unfinished (a broker that was killed),
+   * never a live writer's. A broker calls it when it becomes the active one.
+   * Backends that leave nothing behind (or clean up by themselves) omit it.
+   */
+  sweepAbandoned?(): Promise<void>;
   /** Releases connections and handles. */
   close(): Promise<void>;
 }

@@ -86,6 +86,20 @@ testCoreCloud({
       expect(readdirSync(root()).sort()).toEqual(['.tmp', 'c']);
     });
 
+    test('sweepAbandoned drops the writes of processes that died, never a live one', async () => {
+      const live = await cloud().createWriter('live');
+      await live.write(Uint8Array.of(1));
+      // A broker process that was killed after this one started (no such pid runs).
+      const dead = join(root(), '.tmp', '2147483646-left-by-a-killed-broker');
+      writeFileSync(dead, 'partial');
+      await cloud().sweepAbandoned?.();
+      expect(existsSync(dead)).toBe(false);
+      expect(readdirSync(join(root(), '.tmp'))).toHaveLength(1);
+      await live.write(Uint8Array.of(2));
+      await live.commit();
+      expect(await cloud().get('live')).toEqual(Buffer.from([1, 2]));
+    });
+
     test('close aborts writers still open', async () => {
       const writer = await cloud().createWriter('left-open');
       await writer.write(Uint8Array.of(1));

@@ -102,6 +102,8 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
               '1000',
               '--metadata',
               metadata,
+              // With Redis metadata a restarted broker waits for its old lease to run out.
+              ...(backend === 'redis' ? ['--lease', '1s'] : []),
               '--core',
               `fs:${join(dir, 'core')}`,
             ],

@@ -12,7 +12,7 @@ import { logUniformSize, type Random, seededBytes } from './chaos-random.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-/** A get that fails retryably is tried again this many times at most. */
+/** A get that fails retryably is tried again this many times at most (by default). */
 const GET_RETRIES = 2;
 /** The same for a remove. */
 const RM_RETRIES = 3;
@@ -49,6 +49,11 @@ export interface Tally {
     overwrites: number;
     /** Failed retryably, by error code (the model kept the previous version). */
     failed: Record<string, number>;
+    /**
+     * Failed retryably, yet committed whole: the broker died between its
+     * commit and its answer (only where `unacknowledgedCommits` allows it).
+     */
+    unacknowledged: number;
   };
   get: { ok: number; retries: number; chunksFromCore: number };
   rm: { ok: number; retries: number };
@@ -84,14 +89,23 @@ export function createWorkload(options: {
   intents: readonly Intent[];
   /** Hears one line per operation. */
   journal(line: string): void;
+  /** Retries of a get and of a remove that failed retryably. */
+  retries?: { get: number; rm: number };
+  /**
+   * A put that failed retryably may show the new version, whole (its bytes'
+   * sha256): when the broker itself dies, the commit can land and its answer
+   * not. Otherwise that is a problem: the failed put must leave no trace.
+   */
+  unacknowledgedCommits?: boolean;
 }): Workload {
   const { member, intents, journal } = options;
+  const retries = options.retries ?? { get: GET_RETRIES, rm: RM_RETRIES };
   const model = new Map<string, Committed>();
   const busy = new Set<string>();
   const problems: string[] = [];
   const tally: Tally = {
     operations: 0,
-    put: { committed: 0, new: 0, overwrites: 0, failed: {} },
+    put: { committed: 0, new: 0, overwrites: 0, failed: {}, unacknowledged: 0 },
     get: { ok: 0, retries: 0, chunksFromCore: 0 },
     rm: { ok: 0, retries: 0 },
     bytesUploaded: 0,
@@ -115,11 +129,18 @@ export function createWorkload(options: {
     return { kind: 'put', name: `f-${String(names).padStart(3, '0')}.bin` };
   };
 
-  const statOrNull = (name: string) =>
-    member.stat(name).catch((error) => {
-      if (failureOf(error).code === 'not-found') return null;
-      throw error;
-    });
+  /** The record of `name` now, or null; one retryable failure is tried again. */
+  const statOrNull = async (name: string) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await member.stat(name);
+      } catch (error) {
+        const { code, retryable } = failureOf(error);
+        if (code === 'not-found') return null;
+        if (!retryable || attempt > 0) throw error;
+      }
+    }
+  };
 
   const put = async (intent: Intent, name: string) => {
     const bytes = seededBytes(intent.contentSeed, intent.size);
@@ -146,6 +167,17 @@ export function createWorkload(options: {
       tally.put.failed[code] = (tally.put.failed[code] ?? 0) + 1;
       // Nothing of the failed upload may show: the name is absent, or still the old version.
       const now = await statOrNull(name);
+      if (
+        options.unacknowledgedCommits &&
+        now &&
+        now.fileId !== previous?.fileId &&
+        now.sha256 === sha256 &&
+        now.size === bytes.byteLength
+      ) {
+        model.set(name, { bytes, sha256, fileId: now.fileId });
+        tally.put.unacknowledged++;
+        return `failed retryably (${code}: ${message}), yet committed whole as ${now.fileId}`;
+      }
       if (now?.fileId !== previous?.fileId)
         problem(
           intent,
@@ -174,7 +206,7 @@ export function createWorkload(options: {
         return `ok, ${fromCore.length}/${got.chunks.length} chunks from the core${attempt > 0 ? ` after ${attempt} retries` : ''}`;
       } catch (error) {
         const { code, message, retryable } = failureOf(error);
-        if (retryable && attempt < GET_RETRIES) {
+        if (retryable && attempt < retries.get) {
           tally.get.retries++;
           journal(`#${intent.index} get ${name} failed retryably (${code}: ${message}); again`);
           continue;
@@ -191,7 +223,7 @@ export function createWorkload(options: {
         await member.remove(name);
       } catch (error) {
         const { code, message, retryable } = failureOf(error);
-        if (retryable && attempt < RM_RETRIES) {
+        if (retryable && attempt < retries.rm) {
           tally.rm.retries++;
           journal(`#${intent.index} rm ${name} failed retryably (${code}: ${message}); again`);
           continue;

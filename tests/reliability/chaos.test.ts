@@ -22,7 +22,12 @@ import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../../plugins/metadata/types.ts';
 import { holdersOf } from '../../protocol/messages.ts';
-import { fileIdsOn, MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
+import {
+  MiB,
+  placementDifferences,
+  startCloudlet,
+  type TestCloudlet,
+} from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 import { until } from '../support/until.ts';
 import { type Chaos, startChaos } from './chaos-monkey.ts';
@@ -244,25 +249,11 @@ for (const variant of VARIANTS)
         // Re-warming (the downloads above read evicted files) may still be at work.
         await broker.keeper.idle();
         let files = await cloudlet.member.listAll();
-        const placedOn = (vm: string) =>
-          files
-            .filter((file) => file.chunks.some((chunk) => holdersOf(chunk).includes(vm)))
-            .map((file) => file.fileId)
-            .sort();
         // Reconciliation of the last VMs to rejoin may still be at work.
         const differences = async () => {
           await broker.keeper.idle();
           files = await cloudlet.member.listAll();
-          const found = [];
-          for (const vm of cloudlet.vms.values()) {
-            const placed = placedOn(vm.id);
-            const held = await fileIdsOn(vm);
-            const orphans = held.filter((fileId) => !placed.includes(fileId));
-            const missing = placed.filter((fileId) => !held.includes(fileId));
-            if (orphans.length > 0 || missing.length > 0)
-              found.push({ vm: vm.id, orphans, missing });
-          }
-          return found;
+          return placementDifferences(cloudlet.vms.values(), files);
         };
         await until(
           async () => (await differences()).length === 0,

@@ -15,6 +15,7 @@ import { connectLink, type Link } from '../../actors/mqtt-link.ts';
 import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import { type FileInfo, holdersOf } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';
 import { type ManagedProcess, startProcess } from './process.ts';
 import { runCommand } from './run.ts';
@@ -189,4 +190,30 @@ export async function fileIdsOn(vm: {
   } finally {
     await store.close();
   }
+}
+
+/** Where a VM's chunks and the file table disagree: chunks no file owns, files it lacks. */
+export interface PlacementDifference {
+  vm: string;
+  orphans: string[];
+  missing: string[];
+}
+
+/** Every VM whose redis holds other fileIds than `files` place on it. */
+export async function placementDifferences(
+  vms: Iterable<{ id: string; redis: ServiceHandle | null }>,
+  files: readonly FileInfo[],
+): Promise<PlacementDifference[]> {
+  const found: PlacementDifference[] = [];
+  for (const vm of vms) {
+    const placed = files
+      .filter((file) => file.chunks.some((chunk) => holdersOf(chunk).includes(vm.id)))
+      .map((file) => file.fileId)
+      .sort();
+    const held = await fileIdsOn(vm);
+    const orphans = held.filter((fileId) => !placed.includes(fileId));
+    const missing = placed.filter((fileId) => !held.includes(fileId));
+    if (orphans.length > 0 || missing.length > 0) found.push({ vm: vm.id, orphans, missing });
+  }
+  return found;
 }
