@@ -41,8 +41,24 @@ export function sendThrough(link: Link, log: Logger) {
       command.to === null
         ? link.sendToBroker(command.message, command.body)
         : link.send(command.to, command.message, command.body);
-    sent.catch((error: Error) =>
-      log.warn({ err: error.message, type: command.message.type }, 'could not send'),
-    );
+    sent.catch((error: Error) => {
+      log.warn({ err: error.message, type: command.message.type }, 'could not send');
+      // An answer that cannot be encoded (a record the protocol refuses) must
+      // not leave its requester waiting for a timeout: it gets an error.
+      const { message } = command;
+      const id = 'id' in message ? message.id : undefined;
+      if (error instanceof TypeError && command.to !== null && id && message.type !== 'error') {
+        link
+          .send(command.to, {
+            type: 'error',
+            id,
+            from: link.id,
+            code: 'internal',
+            message: `the answer could not be sent: ${error.message}`.slice(0, 200),
+            retryable: false,
+          })
+          .catch(() => {});
+      }
+    });
   };
 }

@@ -15,6 +15,7 @@ import {
   brokerMachine,
   busyNames,
   type RequestInput,
+  vmRows,
   vmTable,
 } from '../machines/broker.ts';
 import { membershipMachine } from '../machines/membership.ts';
@@ -72,6 +73,8 @@ export interface BrokerOptions extends Partial<BrokerConfig> {
 export interface BrokerObserver {
   transfer(kind: 'upload' | 'download', result: string, seconds: number): void;
   coreChunk(seconds: number, result: SendResult): void;
+  /** One upload's placement (§V.D step 3, with any room made by eviction). */
+  placement?(seconds: number): void;
 }
 
 export const BROKER_DEFAULTS: BrokerConfig = {
@@ -115,6 +118,8 @@ export interface BrokerStats {
   maintenance: MaintenanceStats;
   /** Downloads' chunks sent by another replica after the first did not deliver. */
   replicaFailovers: number;
+  /** Uploads placed, and the time placement took (§V.D step 3). */
+  placement: { count: number; seconds: number; cpuSeconds: number; maxSeconds: number };
 }
 
 export interface Broker {
@@ -168,6 +173,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     rejected: {},
     maintenance: noMaintenance(),
     replicaFailovers: 0,
+    placement: { count: 0, seconds: 0, cpuSeconds: 0, maxSeconds: 0 },
   };
   const core = options.core;
   // Members watch the broker's retained status: its will says it vanished,
@@ -207,6 +213,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     removed: (name) => keeper.removed(name),
   };
   const table = () => vmTable(actor.getSnapshot());
+  // The edge keeper walks the table in any order (placement breaks its ties by id).
+  const rows = () => vmRows(actor.getSnapshot());
   const keeper = createEdgeKeeper({
     brokerId: config.brokerId,
     replicas: config.replicas,
@@ -216,9 +224,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     core,
     send: sendTo,
     replies,
-    table,
+    table: rows,
     busy: () => busyNames(actor.getSnapshot()),
     rate: options.maintenanceRate ?? DEFAULT_MAINTENANCE_RATE,
+    placed: (seconds, cpuSeconds) => {
+      stats.placement.count++;
+      stats.placement.seconds += seconds;
+      stats.placement.cpuSeconds += cpuSeconds;
+      stats.placement.maxSeconds = Math.max(stats.placement.maxSeconds, seconds);
+      options.observe?.placement?.(seconds);
+    },
     storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
     fetchTimeoutMs: config.fetchTimeoutMs,
     log,
@@ -507,6 +522,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       transfers: structuredClone(stats.transfers),
       bytes: structuredClone(stats.bytes),
       reconciled: { ...stats.reconciled },
+      placement: { ...stats.placement },
       rejected: link.rejections(),
       maintenance: structuredClone(keeper.stats),
     }),

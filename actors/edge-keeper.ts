@@ -51,12 +51,18 @@ export interface EdgeKeeperDeps {
   core: CoreCloud;
   send(to: string, message: Message, body?: Uint8Array): Promise<void>;
   replies: ReplyBox;
-  /** The VM table now. */
+  /** The VM table now, in any order. */
   table(): VmInfo[];
   /** Names with a transfer in flight: never evicted from under it. */
   busy(): Set<string>;
   /** Background copies are paced to this many bytes per second. */
   rate: number;
+  /**
+   * Hears how long each placement took (its own work, and any room made by
+   * eviction), in wall time and in this process's CPU time (which a busy
+   * machine does not inflate).
+   */
+  placed?(seconds: number, cpuSeconds: number): void;
   /** A VM that does not answer a copied segment within this fails the copy. */
   storeTimeoutMs: number;
   /** A source VM that sends nothing for this long fails the copy (the next source is tried). */
@@ -162,19 +168,23 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     };
   }
 
-  function candidates(): PlacementCandidate[] {
-    return deps
-      .table()
-      .filter((vm) => vm.status === 'alive')
-      .map((vm) => ({ id: vm.id, memoryEffective: room(vm).free }));
+  /** The alive VMs of `table` (the VM table now by default). */
+  function aliveOf(table: readonly VmInfo[] = deps.table()) {
+    return table.filter((vm) => vm.status === 'alive');
   }
 
-  /** How many alive VMs could hold a chunk of `size` if they were empty. */
-  function couldHold(size: number) {
-    return deps
-      .table()
-      .filter((vm) => vm.status === 'alive' && room(vm).capacity >= size && room(vm).capacity > 0)
-      .length;
+  function candidatesOf(alive: readonly VmInfo[] = aliveOf()): PlacementCandidate[] {
+    return alive.map((vm) => ({ id: vm.id, memoryEffective: room(vm).free }));
+  }
+
+  /** How many of the alive VMs could hold a chunk of `size` if they were empty. */
+  function couldHold(size: number, alive: readonly VmInfo[] = aliveOf()) {
+    let count = 0;
+    for (const vm of alive) {
+      const { capacity } = room(vm);
+      if (capacity >= size && capacity > 0) count++;
+    }
+    return count;
   }
 
   function wanted(size: number) {
@@ -622,23 +632,39 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       );
       for (const file of byAge) index.touch(file.name);
     },
-    candidates,
+    candidates: () => candidatesOf(),
     async place(input) {
+      const began = performance.now();
+      const cpu = process.cpuUsage();
       const size = input.size;
-      let plan = planPlacement(candidates(), size, input.split, input.replicas);
-      const alive = deps.table().filter((vm) => vm.status === 'alive');
-      const edge = alive.reduce((sum, vm) => sum + room(vm).capacity, 0);
+      // One look at the table for the whole plan: building it costs a walk
+      // over every VM, which at a thousand VMs is most of a placement.
+      const alive = aliveOf();
+      const candidates: PlacementCandidate[] = [];
+      const capacities: number[] = [];
+      for (const vm of alive) {
+        const { free, capacity } = room(vm);
+        candidates.push({ id: vm.id, memoryEffective: free });
+        capacities.push(capacity);
+      }
+      let plan = planPlacement(candidates, size, input.split, input.replicas);
+      const edge = capacities.reduce((sum, capacity) => sum + capacity, 0);
+      // What could hold a chunk of a size depends on budgets, not on what is placed.
+      const holders = (chunkSize: number) =>
+        capacities.filter((capacity) => capacity >= chunkSize && capacity > 0).length;
       // Room is made only for a file the whole edge could hold.
       const fits = size * Math.min(input.replicas, alive.length) <= edge;
       for (
         let evictions = 0;
-        fits && evictions < 100_000 && missingReplicas(plan, input.replicas, couldHold) > 0;
+        fits && evictions < 100_000 && missingReplicas(plan, input.replicas, holders) > 0;
         evictions++
       ) {
         if (!(await evictColdest(new Set()))) break;
-        plan = planPlacement(candidates(), size, input.split, input.replicas);
+        plan = planPlacement(candidatesOf(aliveOf()), size, input.split, input.replicas);
       }
       index.reserve(`upload:${input.transferId}`, bytesByVm(plan, deps.segmentSize));
+      const used = process.cpuUsage(cpu);
+      deps.placed?.((performance.now() - began) / 1000, (used.user + used.system) / 1e6);
       return plan;
     },
     committed(transferId, file) {
@@ -655,7 +681,11 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       const known = index.get(file.name);
       if (known?.fileId !== file.fileId) index.put(file, true);
       else index.touch(file.name);
-      const cold = file.chunks.some((chunk) => holdersOf(chunk).length < wanted(chunk.size));
+      // (Counting the VMs that could hold a chunk walks the table: only when it may matter.)
+      const cold = file.chunks.some((chunk) => {
+        const holders = holdersOf(chunk).length;
+        return holders < deps.replicas && holders < wanted(chunk.size);
+      });
       if (cold) enqueue({ kind: 'rewarm', name: file.name });
     },
     repair(vm) {

@@ -20,6 +20,7 @@ import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
 import { peakRssMiB, runCommand } from '../tests/support/run.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
 import { type CacheBench, describeCacheBench, runCacheBench } from './cache.ts';
+import { rawMqttRoundTrip } from './raw.ts';
 
 const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dir, '..');
@@ -355,33 +356,6 @@ async function rawMqttThroughput(url: string, count: number) {
     bytes: number;
   };
   return { mbps: mbps(result.bytes, result.seconds) };
-}
-
-/** Request/reply through the same server: an echo here, the requester in its own process. */
-async function rawMqttRoundTrip(url: string, count: number) {
-  const echo = await mqtt.connectAsync(url);
-  noDelay(echo);
-  await echo.subscribeAsync('bench/rtt', { qos: 1 });
-  echo.on('message', (_topic, payload) => echo.publish('bench/rtt/reply', payload, { qos: 1 }));
-  const child = Bun.spawn(
-    [
-      process.execPath,
-      join(ROOT, 'bench/client.ts'),
-      'raw-rtt',
-      'bench/rtt',
-      String(count),
-      '4096',
-    ],
-    {
-      env: { ...process.env, CLOUDLET_MQTT_URL: url },
-      stdout: 'pipe',
-    },
-  );
-  const output = await new Response(child.stdout).text();
-  await child.exited;
-  await echo.endAsync();
-  return (JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as { samplesMs: number[] })
-    .samplesMs;
 }
 
 async function rawRedisThroughput(url: string, count: number) {

@@ -413,14 +413,41 @@ export const membershipMachine = setup({
 export type MembershipSnapshot = SnapshotFrom<typeof membershipMachine>;
 
 export function statusOf(snapshot: MembershipSnapshot): VmInfo['status'] {
-  if (snapshot.matches('alive')) return 'alive';
-  if (snapshot.matches('suspect') || snapshot.matches('unheard') || snapshot.matches('paused'))
-    return 'suspect';
-  return 'failed';
+  // The top-level state, read off the value: `matches` costs ~0.4 µs a call,
+  // which a table of 1,000 VMs built for every placement feels.
+  const { value } = snapshot;
+  const top = typeof value === 'string' ? value : Object.keys(value)[0];
+  switch (top) {
+    case 'alive':
+      return 'alive';
+    case 'suspect':
+    case 'unheard':
+    case 'paused':
+      return 'suspect';
+    default:
+      return 'failed';
+  }
 }
+
+/**
+ * Rows already built, by snapshot: a snapshot never changes, and most VMs'
+ * do not between two looks at a table of a thousand (one heartbeat each per
+ * interval), so the table is mostly read, not rebuilt. Rows are frozen: they
+ * are shared.
+ */
+const rows = new WeakMap<MembershipSnapshot, VmInfo>();
 
 /** The VM table row (§IV.1) for one membership snapshot. */
 export function vmInfoOf(snapshot: MembershipSnapshot): VmInfo {
+  let row = rows.get(snapshot);
+  if (!row) {
+    row = Object.freeze(buildRow(snapshot));
+    rows.set(snapshot, row);
+  }
+  return row;
+}
+
+function buildRow(snapshot: MembershipSnapshot): VmInfo {
   const { context } = snapshot;
   return {
     id: context.id,

@@ -143,6 +143,94 @@ export const fileInfo = z.strictObject({
   chunks: z.array(chunkInfo).max(MAX_CHUNKS),
 });
 
+/**
+ * Whether `value` is a FileInfo that `fileInfo` certainly accepts, decided in
+ * well under a microsecond. Through zod a record costs ~10 µs, which is a
+ * second at each end of a listing of 100,000 files. It is sound, never
+ * looser than `fileInfo` (tests/unit/protocol-fast-check.test.ts holds it to
+ * that over random and mutated records); what it doubts, `fileInfo` decides.
+ */
+export function isPlainFileInfo(value: unknown): value is FileInfo {
+  if (!isRecord(value) || !hasOnlyKeys(value, FILE_KEYS, FILE_KEYS.length)) return false;
+  const { name, fileId, size, sha256, createdAt, chunks } = value;
+  return (
+    typeof name === 'string' &&
+    fileNameProblem(name) === undefined &&
+    typeof fileId === 'string' &&
+    OPAQUE_ID_PATTERN.test(fileId) &&
+    isByteCount(size) &&
+    typeof sha256 === 'string' &&
+    SHA256_PATTERN.test(sha256) &&
+    typeof createdAt === 'string' &&
+    ISO_INSTANT.test(createdAt) &&
+    Array.isArray(chunks) &&
+    chunks.length <= MAX_CHUNKS &&
+    chunks.every(isPlainChunkInfo)
+  );
+}
+
+const FILE_KEYS = ['name', 'fileId', 'size', 'sha256', 'createdAt', 'chunks'];
+const CHUNK_KEYS = ['index', 'offset', 'size', 'vm', 'sha256', 'replicas'];
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+// What Date#toISOString writes, with ranges zod's datetime also checks; any
+// other form (offsets, no fraction, 30 February) goes to zod.
+const ISO_INSTANT =
+  /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z$/;
+
+function isPlainChunkInfo(value: unknown): boolean {
+  if (!isRecord(value) || !hasOnlyKeys(value, CHUNK_KEYS, CHUNK_KEYS.length - 1)) return false;
+  const { index, offset, size, vm, replicas, sha256 } = value;
+  return (
+    Number.isSafeInteger(index) &&
+    (index as number) >= 0 &&
+    (index as number) < MAX_CHUNKS &&
+    isByteCount(offset) &&
+    isByteCount(size) &&
+    (vm === null || (typeof vm === 'string' && MEMBER_ID_PATTERN.test(vm))) &&
+    (!('replicas' in value) ||
+      (Array.isArray(replicas) &&
+        replicas.length <= MAX_REPLICAS &&
+        replicas.every((id) => typeof id === 'string' && MEMBER_ID_PATTERN.test(id)))) &&
+    typeof sha256 === 'string' &&
+    SHA256_PATTERN.test(sha256)
+  );
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Every key is one of `allowed`, and there are at least `required` of them (the first ones). */
+function hasOnlyKeys(value: Record<string, unknown>, allowed: string[], required: number) {
+  const keys = Object.keys(value);
+  if (keys.length < required || keys.length > allowed.length) return false;
+  for (const key of keys) if (!allowed.includes(key)) return false;
+  for (let i = 0; i < required; i++) if (!((allowed[i] as string) in value)) return false;
+  return true;
+}
+
+function isByteCount(value: unknown) {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/**
+ * A page of files (`list.response`): each record through `isPlainFileInfo`,
+ * and through `fileInfo` only when that doubts it, for the verdict and the
+ * reason.
+ */
+export const fileList = z
+  .array(z.unknown())
+  .max(MAX_PAGE)
+  .superRefine((files, ctx) => {
+    files.forEach((file, position) => {
+      if (isPlainFileInfo(file)) return;
+      const checked = fileInfo.safeParse(file);
+      if (checked.success) return;
+      for (const issue of checked.error.issues)
+        ctx.addIssue({ code: 'custom', message: issue.message, path: [position, ...issue.path] });
+    });
+  }) as unknown as z.ZodType<FileInfo[]>;
+
 /** Most chunks one VM can report. */
 export const MAX_INVENTORY = 1_000_000;
 
@@ -362,7 +450,7 @@ export const messageSchemas = {
   'list.response': z.strictObject({
     ...request,
     type: z.literal('list.response'),
-    files: z.array(fileInfo).max(MAX_PAGE),
+    files: fileList,
     nextCursor: z.string().max(1024).optional(),
   }),
 

@@ -161,11 +161,24 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
 
+  const placementCpu = counter(
+    'cloudlet_placement_cpu_seconds_total',
+    "The broker process's CPU time spent placing uploads (wall time is in cloudlet_placement_seconds)",
+  );
+  followers.push(follow(placementCpu, {}, (s) => s.placement.cpuSeconds));
+  const placementSeconds = new Histogram({
+    name: 'cloudlet_placement_seconds',
+    help: 'Time to place one upload on the VMs (§V.D step 3), with any room made by eviction',
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1],
+    registers: [registry],
+  });
+
   return {
     registry,
     observer: {
       transfer: (kind, result, seconds) => transferSeconds.observe({ kind, result }, seconds),
       coreChunk: (seconds, result) => chunkSeconds.observe({ source: 'core', result }, seconds),
+      placement: (seconds) => placementSeconds.observe(seconds),
     },
     attach(attached) {
       broker = attached;

@@ -333,6 +333,7 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('admin endpoint', 
     expect(text).toContain('cloudlet_replica_failovers_total');
     expect(text).toMatch(/cloudlet_rejected_messages_total\{reason="not-a-frame"\} [1-9]/);
     expect(text).toContain('cloudlet_transfer_seconds_bucket');
+    expect(text).toMatch(/cloudlet_placement_seconds_count [1-9]/);
     expect(text).toMatch(/cloudlet_chunk_fetch_seconds_count\{source="core",result="sent"\} [1-9]/);
   });
 

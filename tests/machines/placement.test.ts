@@ -121,6 +121,33 @@ describe('planPlacement (§V.D step 3)', () => {
   });
 });
 
+describe('ranking only the best candidates', () => {
+  test('gives the plan a full ranking gives, for any table, split and r', () => {
+    // Few distinct memories and ids, so ties are common.
+    const vm = fc.record({
+      id: fc.stringMatching(/^vm-[a-d0-9]{1,2}$/),
+      memoryEffective: fc.oneof(
+        fc.constantFrom(0, 100, 200, 300),
+        fc.integer({ min: 0, max: 2 ** 30 }),
+      ),
+    });
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(vm, { selector: (v) => v.id, maxLength: 40 }),
+        fc.integer({ min: 0, max: 2 ** 31 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1, max: 4 }),
+        (vms, size, split, replicas) => {
+          expect(planPlacement(vms, size, split, replicas)).toEqual(
+            planPlacement(vms, size, split, replicas, Number.POSITIVE_INFINITY),
+          );
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+});
+
 describe('replicas (beyond the paper)', () => {
   const vms = [
     { id: 'a', memoryEffective: 300 },

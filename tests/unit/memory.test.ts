@@ -22,4 +22,27 @@ describe('memory governor', () => {
     roomy.moved(64 * 1024 * 1024);
     expect(roomy.collections).toBe(0);
   });
+
+  test('a process that keeps more than the limit is collected again only once it grows by half the limit', () => {
+    const MiB = 1024 * 1024;
+    // Live data of 200 MiB (100,000 file records, say), over a 128 MiB limit.
+    let rss = 300 * MiB;
+    const governor = createMemoryGovernor(128 * MiB, {
+      rss: () => rss,
+      collect: () => {
+        rss = 200 * MiB;
+      },
+    });
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    // Moving more with little garbage left: no collection after every 8 MiB.
+    rss = 250 * MiB;
+    governor.moved(8 * MiB);
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    // Garbage past 200 + 64 MiB: collected again.
+    rss = 270 * MiB;
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(2);
+  });
 });

@@ -1,0 +1,36 @@
+/**
+ * Raw baselines shared by the benchmarks: what the parts underneath cloudlet
+ * do alone, measured in the same run as cloudlet itself.
+ */
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { noDelay } from '../actors/mqtt-link.ts';
+
+const ROOT = join(import.meta.dir, '..');
+
+/** Request/reply through the same server: an echo here, the requester in its own process. */
+export async function rawMqttRoundTrip(url: string, count: number) {
+  const echo = await mqtt.connectAsync(url);
+  noDelay(echo);
+  await echo.subscribeAsync('bench/rtt', { qos: 1 });
+  echo.on('message', (_topic, payload) => echo.publish('bench/rtt/reply', payload, { qos: 1 }));
+  const child = Bun.spawn(
+    [
+      process.execPath,
+      join(ROOT, 'bench/client.ts'),
+      'raw-rtt',
+      'bench/rtt',
+      String(count),
+      '4096',
+    ],
+    {
+      env: { ...process.env, CLOUDLET_MQTT_URL: url },
+      stdout: 'pipe',
+    },
+  );
+  const output = await new Response(child.stdout).text();
+  await child.exited;
+  await echo.endAsync();
+  return (JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as { samplesMs: number[] })
+    .samplesMs;
+}
