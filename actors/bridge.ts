@@ -40,7 +40,9 @@ export function sendThrough(link: Link, log: Logger) {
     const sent =
       command.to === null
         ? link.sendToBroker(command.message, command.body)
-        : link.send(command.to, command.message, command.body);
+        : command.encoded
+          ? link.sendEncoded(command.to, command.encoded)
+          : link.send(command.to, command.message, command.body);
     sent.catch((error: Error) => {
       log.warn({ err: error.message, type: command.message.type }, 'could not send');
       // An answer that cannot be encoded (a record the protocol refuses) must

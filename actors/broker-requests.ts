@@ -7,6 +7,7 @@ import type { RequestInput } from '../machines/broker.ts';
 import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
+import { DEFAULT_MAX_HEADER_BYTES, encodeListPage } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
 import type { Logger } from './log.ts';
 import type { ReplyBox } from './replies.ts';
@@ -31,7 +32,10 @@ export async function answerRequest(deps: RequestDeps, input: RequestInput): Pro
   const { request } = input;
   const reply = (message: Message): SendCommand => ({ type: 'SEND', to: request.from, message });
   try {
-    if (request.type === 'list.request') return reply(await listFiles(deps, request));
+    if (request.type === 'list.request') {
+      const { message, encoded } = await listFiles(deps, request);
+      return { ...reply(message), ...(encoded ? { encoded } : {}) };
+    }
     await deleteFile(deps, request.name, request.id, input.table);
     return reply({ type: 'delete.done', id: request.id, from: deps.brokerId, name: request.name });
   } catch (error) {
@@ -42,28 +46,57 @@ export async function answerRequest(deps: RequestDeps, input: RequestInput): Pro
   }
 }
 
-/** §V.E steps 3–4: one file by name, or a page of all of them. */
+/**
+ * §V.E steps 3–4: one file by name, or a page of all of them (encoded
+ * already: `message` then describes it without its files).
+ */
 async function listFiles(
   deps: RequestDeps,
   request: Extract<RequestInput['request'], { type: 'list.request' }>,
-): Promise<Message> {
+): Promise<{ message: Message; encoded?: Buffer }> {
   const base = { type: 'list.response' as const, id: request.id, from: deps.brokerId };
   if (request.name !== undefined) {
     const file = await deps.metadata.getFile(request.name);
     if (!file) throw new CloudletError('not-found', `no file named "${request.name}"`);
-    return { ...base, files: [file] };
+    return { message: { ...base, files: [file] } };
   }
-  const after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
-  const page = await deps.metadata.listFiles({
-    limit: request.limit ?? DEFAULT_PAGE_SIZE,
-    ...(after !== undefined ? { after } : {}),
-  });
-  return {
+  let after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
+  const limit = request.limit ?? DEFAULT_PAGE_SIZE;
+  // The records go on as the store holds them, as many as the limit allows
+  // and one frame's header holds, read a batch at a time; a page cut short
+  // goes on after its last record.
+  const records: string[] = [];
+  let bytes = 0;
+  let next: string | undefined;
+  for (let full = false; !full; ) {
+    const batch = await deps.metadata.listFileRecords({
+      limit: Math.min(STORE_BATCH, limit - records.length),
+      ...(after !== undefined ? { after } : {}),
+    });
+    for (const record of batch.records) {
+      bytes += Buffer.byteLength(record.json) + 1;
+      if (records.length > 0 && bytes > PAGE_BYTES) {
+        full = true;
+        break;
+      }
+      records.push(record.json);
+      next = record.name;
+    }
+    if (batch.next === undefined && !full) next = undefined;
+    if (batch.next === undefined || records.length === limit) full = true;
+    after = batch.next;
+  }
+  const header = {
     ...base,
-    files: page.files,
-    ...(page.next !== undefined ? { nextCursor: encodeCursor(page.next) } : {}),
+    ...(next !== undefined ? { nextCursor: encodeCursor(next) } : {}),
   };
+  return { message: { ...header, files: [] }, encoded: encodeListPage(header, records) };
 }
+
+/** Most bytes of records in one list page: under the members' header limit, with room for the rest. */
+const PAGE_BYTES = DEFAULT_MAX_HEADER_BYTES - 64 * 1024;
+/** Records read from the metadata store at a time while filling a page. */
+const STORE_BATCH = 500;
 
 /**
  * The record goes first, and its chunks into the ledger in the same step;

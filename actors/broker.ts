@@ -532,7 +532,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       clearInterval(sweepTimer);
       keeper.close();
       actor.stop();
-      if (say && link.connected) await announce(false);
+      // Said if the server takes it at once; a close never waits on it.
+      if (say && link.connected) await Promise.race([announce(false), Bun.sleep(1000)]);
       // A sweep in progress may finish its entry; it must not outlive the store.
       await Promise.race([sweeping, Bun.sleep(2000)]);
       await link.close();

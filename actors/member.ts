@@ -7,7 +7,14 @@ import { createHash } from 'node:crypto';
 import type { DownloadOutput } from '../machines/download.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
-import type { FileInfo, Message, MessageOf, MessageType, VmInfo } from '../protocol/messages.ts';
+import {
+  type FileInfo,
+  MAX_PAGE,
+  type Message,
+  type MessageOf,
+  type MessageType,
+  type VmInfo,
+} from '../protocol/messages.ts';
 import type { ByteSink, ByteSource } from './files.ts';
 import { newId } from './ids.ts';
 import type { Logger } from './log.ts';
@@ -97,6 +104,13 @@ export function createMember(options: MemberOptions): Member {
     const { message } = frame;
     if ('id' in message && message.id !== undefined) routes.get(message.id)?.(frame);
   });
+  // An answer the link refused (it broke the protocol) fails its request at
+  // once, saying why, rather than leave it to time out.
+  const refused = new Map<string, (reason: string) => void>();
+  const offReject = link.onReject((error) => {
+    const { id, from } = error.partial;
+    if (id && from === brokerId) refused.get(id)?.(`${error.reason}: ${error.message}`);
+  });
   // Requests and uploads in flight when the MQTT connection drops have lost
   // messages on the way: they fail at once, retryable, rather than time out.
   const waiting = new Set<Inbox>();
@@ -178,6 +192,14 @@ export function createMember(options: MemberOptions): Member {
   const request = async <T extends MessageType>(message: Message & { id: string }, expect: T) => {
     const inbox = new Inbox();
     routes.set(message.id, (frame) => inbox.push(frame));
+    refused.set(message.id, (reason) =>
+      inbox.fail(
+        new CloudletError(
+          'internal',
+          `the broker's answer could not be read (${reason})`.slice(0, 500),
+        ),
+      ),
+    );
     try {
       await brokerReady();
       waiting.add(inbox);
@@ -191,6 +213,7 @@ export function createMember(options: MemberOptions): Member {
       }
     } finally {
       routes.delete(message.id);
+      refused.delete(message.id);
       waiting.delete(inbox);
     }
   };
@@ -218,7 +241,8 @@ export function createMember(options: MemberOptions): Member {
       const files: FileInfo[] = [];
       let cursor: string | undefined;
       do {
-        const page = await list(cursor === undefined ? {} : { cursor });
+        // As many as the broker fits in one frame: fewer round trips.
+        const page = await list({ limit: MAX_PAGE, ...(cursor === undefined ? {} : { cursor }) });
         files.push(...page.files);
         cursor = page.nextCursor;
       } while (cursor !== undefined);
@@ -261,6 +285,7 @@ export function createMember(options: MemberOptions): Member {
       off();
       offConnection();
       offStatus();
+      offReject();
     },
   };
 

@@ -63,6 +63,8 @@ export interface Link {
   /** Publishes `message` to member `to`'s inbox (the broker's, for its id). */
   send(to: string, message: Message, body?: Uint8Array): Promise<void>;
   sendToBroker(message: Message, body?: Uint8Array): Promise<void>;
+  /** Publishes a frame encoded already (protocol/frame) to member `to`'s inbox. */
+  sendEncoded(to: string, frame: Buffer): Promise<void>;
   /** Publishes raw bytes (tests, status topics). */
   publishRaw(topic: string, payload: Buffer, options?: { retain?: boolean }): Promise<void>;
   onFrame(handler: FrameHandler): () => void;
@@ -277,6 +279,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     },
     send: (to, message, body) => publish(topicTo(to), encodeFrame(message, body)),
     sendToBroker: (message, body) => publish(topicTo(brokerId), encodeFrame(message, body)),
+    sendEncoded: (to, frame) => publish(topicTo(to), frame),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
     onReject: (handler) => subscribe(rejectHandlers, handler),

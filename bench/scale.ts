@@ -520,7 +520,7 @@ function printReport(r: Results, file: string) {
         '',
       ],
       [
-        `  list everything (pages of 1,000)`,
+        `  list everything (member.listAll)`,
         `${ms(listing.listAllSeconds)}, ${f1(listing.listRatio)}× a raw read (${ms(listing.rawReadSeconds)})`,
         `< 1 s — ${met(listing.listAllSeconds < 1)}`,
       ],

@@ -42,4 +42,10 @@ export interface SendCommand {
   to: string | null;
   message: Message;
   body?: Uint8Array;
+  /**
+   * The frame already encoded (a list page whose records went through
+   * unparsed, protocol/frame `encodeListPage`): sent as it is, and `message`
+   * only describes it (its files left out).
+   */
+  encoded?: Buffer;
 }

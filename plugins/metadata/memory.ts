@@ -19,20 +19,28 @@ export function createMemoryMetadata(): MetadataStore {
     ledger.delete(fileId);
     ledger.set(fileId, { fileId, name, reason, since: new Date().toISOString() });
   };
+  const listFiles: MetadataStore['listFiles'] = async ({ limit, after }) => {
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new MetadataError(DRIVER_NAME, `a page limit is a whole number ≥ 1, not ${limit}`);
+    const names = [...files.keys()]
+      .filter((name) => after === undefined || byCodePoint(name, after) > 0)
+      .sort(byCodePoint);
+    const page = names.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      files: page.map((name) => structuredClone(files.get(name) as FileInfo)),
+      ...(names.length > limit && last !== undefined ? { next: last } : {}),
+    };
+  };
   return {
     name: DRIVER_NAME,
     getFile: async (name) => structuredClone(files.get(name) ?? null),
-    listFiles: async ({ limit, after }) => {
-      if (!Number.isSafeInteger(limit) || limit < 1)
-        throw new MetadataError(DRIVER_NAME, `a page limit is a whole number ≥ 1, not ${limit}`);
-      const names = [...files.keys()]
-        .filter((name) => after === undefined || byCodePoint(name, after) > 0)
-        .sort(byCodePoint);
-      const page = names.slice(0, limit);
-      const last = page.at(-1);
+    listFiles,
+    listFileRecords: async (options) => {
+      const page = await listFiles(options);
       return {
-        files: page.map((name) => structuredClone(files.get(name) as FileInfo)),
-        ...(names.length > limit && last !== undefined ? { next: last } : {}),
+        records: page.files.map((file) => ({ name: file.name, json: JSON.stringify(file) })),
+        ...(page.next !== undefined ? { next: page.next } : {}),
       };
     },
     chunksOn: async (vm) => {
@@ -156,7 +164,7 @@ export function withChunks(
       `updateChunks ${JSON.stringify(file.name)}: every chunk of the file must be listed once: ${problems.join('; ')}`,
     );
   }
-  return {
+  const updated = {
     ...file,
     chunks: file.chunks.map(({ replicas: _replaced, ...chunk }) => {
       const placement = byIndex.get(chunk.index) as ChunkPlacement;
@@ -167,6 +175,7 @@ export function withChunks(
       };
     }),
   };
+  return updated;
 }
 
 /** Unicode code point order: the byte order of UTF-8, as Redis and SQLite sort. */

@@ -172,12 +172,18 @@ const PUT_VM_SCRIPT = `${PRELUDE}${FENCE}
 redis.call('HSET', vms, ARGV[1], ARGV[2])
 return 1`;
 
-/** ARGV: ZRANGEBYLEX min, count. Names and their records read in one step. */
+/**
+ * ARGV: ZRANGEBYLEX min, count. Names and their records read in one step:
+ * name, record, name, record, …
+ */
 const LIST_SCRIPT = `${PRELUDE}
 local page = redis.call('ZRANGEBYLEX', names, ARGV[1], '+', 'LIMIT', 0, tonumber(ARGV[2]))
-local records = {}
-for i, name in ipairs(page) do records[i] = redis.call('HGET', files, name) end
-return records`;
+local out = {}
+for i, name in ipairs(page) do
+  out[2 * i - 1] = name
+  out[2 * i] = redis.call('HGET', files, name)
+end
+return out`;
 
 /**
  * Metadata in Redis under `<namespace>:metadata:<kind>` (kinds in KEY_KINDS).
@@ -212,25 +218,43 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
     }
   }
 
+  /** A page of records as stored, and the name to go on after. */
+  async function recordPage(
+    client: RedisClient,
+    { limit, after }: { limit: number; after?: string },
+  ) {
+    checkLimit(limit);
+    const min = after === undefined ? '-' : `(${after}`;
+    // One more than asked tells whether there is a next page.
+    const found = (await script(client, LIST_SCRIPT, [min, String(limit + 1)])) as string[];
+    const records: { name: string; json: string }[] = [];
+    let last: string | undefined;
+    for (let i = 0; i + 1 < found.length && records.length < limit; i += 2) {
+      last = found[i] as string;
+      records.push({ name: last, json: found[i + 1] as string });
+    }
+    return {
+      records,
+      ...(found.length > 2 * limit && last !== undefined ? { next: last } : {}),
+    };
+  }
+
   return {
     name: DRIVER_NAME,
     getFile: (name) =>
       run(`getFile ${JSON.stringify(name)}`, async ({ client }) =>
         parseJson<FileInfo>(await bounded(client.hGet(key('files'), name))),
       ),
-    listFiles: ({ limit, after }) =>
+    listFiles: (options) =>
       run('listFiles', async ({ client }) => {
-        checkLimit(limit);
-        const min = after === undefined ? '-' : `(${after}`;
-        // One more than asked tells whether there is a next page.
-        const found = (await script(client, LIST_SCRIPT, [min, String(limit + 1)])) as string[];
-        const files = found.slice(0, limit).map((json) => JSON.parse(json) as FileInfo);
-        const last = files.at(-1);
+        const { records, next } = await recordPage(client, options);
         return {
-          files,
-          ...(found.length > limit && last !== undefined ? { next: last.name } : {}),
+          files: records.map((record) => JSON.parse(record.json) as FileInfo),
+          ...(next !== undefined ? { next } : {}),
         };
       }),
+    listFileRecords: (options) =>
+      run('listFileRecords', ({ client }) => recordPage(client, options)),
     chunksOn: (vm) =>
       run(`chunksOn ${JSON.stringify(vm)}`, async ({ client }) => {
         const start = `${vm}\0`;

@@ -68,9 +68,11 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
   const statements = {
     getFile: db.query<{ json: string }, [string]>('SELECT json FROM files WHERE name = ?'),
     ownerOf: db.query<{ name: string }, [string]>('SELECT name FROM files WHERE file_id = ?'),
-    listFirst: db.query<{ json: string }, [number]>('SELECT json FROM files ORDER BY name LIMIT ?'),
-    listAfter: db.query<{ json: string }, [string, number]>(
-      'SELECT json FROM files WHERE name > ? ORDER BY name LIMIT ?',
+    listFirst: db.query<{ name: string; json: string }, [number]>(
+      'SELECT name, json FROM files ORDER BY name LIMIT ?',
+    ),
+    listAfter: db.query<{ name: string; json: string }, [string, number]>(
+      'SELECT name, json FROM files WHERE name > ? ORDER BY name LIMIT ?',
     ),
     chunksOn: db.query<PlacedChunk, [string]>(
       `SELECT files.name AS name, chunks.file_id AS fileId, chunks.idx AS "index",
@@ -169,29 +171,43 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
     }
   }
 
+  /** A page of records as stored, and the name to go on after. */
+  function recordPage(action: string, { limit, after }: { limit: number; after?: string }) {
+    if (!(Number.isInteger(limit) && limit >= 1)) {
+      throw new MetadataError(
+        DRIVER_NAME,
+        `${action}: limit must be a whole number ≥ 1, got ${limit}`,
+      );
+    }
+    // One more than asked tells whether there is a next page.
+    const rows =
+      after === undefined
+        ? statements.listFirst.all(limit + 1)
+        : statements.listAfter.all(after, limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      records: page.map((row) => ({ name: row.name, json: row.json })),
+      ...(rows.length > limit && last ? { next: last.name } : {}),
+    };
+  }
+
   return {
     name: DRIVER_NAME,
     getFile: (name) =>
       run(`getFile ${JSON.stringify(name)}`, () =>
         parseJson<FileInfo>(statements.getFile.get(name)),
       ),
-    listFiles: ({ limit, after }) =>
+    listFiles: (options) =>
       run('listFiles', () => {
-        if (!(Number.isInteger(limit) && limit >= 1)) {
-          throw new MetadataError(
-            DRIVER_NAME,
-            `listFiles: limit must be a whole number ≥ 1, got ${limit}`,
-          );
-        }
-        // One more than asked tells whether there is a next page.
-        const rows =
-          after === undefined
-            ? statements.listFirst.all(limit + 1)
-            : statements.listAfter.all(after, limit + 1);
-        const files = rows.slice(0, limit).map((row) => JSON.parse(row.json) as FileInfo);
-        const last = files.at(-1);
-        return { files, ...(rows.length > limit && last ? { next: last.name } : {}) };
+        const { records, next } = recordPage('listFiles', options);
+        return {
+          files: records.map((record) => JSON.parse(record.json) as FileInfo),
+          ...(next !== undefined ? { next } : {}),
+        };
       }),
+    listFileRecords: (options) =>
+      run('listFileRecords', () => recordPage('listFileRecords', options)),
     chunksOn: (vm) => run(`chunksOn ${JSON.stringify(vm)}`, () => statements.chunksOn.all(vm)),
     hasFileId: (fileId) =>
       run(`hasFileId ${JSON.stringify(fileId)}`, () => statements.ownerOf.get(fileId) !== null),

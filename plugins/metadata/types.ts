@@ -19,6 +19,13 @@ export interface FilePage {
   next?: string;
 }
 
+/** A page of file records as the store keeps them: each one FileInfo as JSON text. */
+export interface FileRecordPage {
+  records: { name: string; json: string }[];
+  /** Pass back as `after` for the next page; absent on the last page. */
+  next?: string;
+}
+
 /** One row of the VM table as the broker keeps it across restarts. */
 export interface VmRecord {
   id: string;
@@ -62,6 +69,13 @@ export interface MetadataStore {
   getFile(name: string): Promise<FileInfo | null>;
   /** Files in name order, after the name `after`; `limit` is a whole number ≥ 1. */
   listFiles(options: { limit: number; after?: string }): Promise<FilePage>;
+  /**
+   * The same page as `listFiles`, each record as the JSON text the store
+   * holds, not parsed: the broker passes it on to the member as it is (a
+   * listing of 100,000 files would otherwise parse, check and write every
+   * record again); the member checks what it receives.
+   */
+  listFileRecords(options: { limit: number; after?: string }): Promise<FileRecordPage>;
   /**
    * Every chunk the file table places on `vm` (as any of its replicas,
    * `holdersOf`), in (fileId, index) order.

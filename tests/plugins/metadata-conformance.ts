@@ -191,6 +191,32 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
         expect((await store.listFiles({ limit: 2, after: 'a' })).next).toBeUndefined();
       });
 
+      test('listFileRecords gives the pages of listFiles, each record as JSON text', async () => {
+        for (const [i, name] of [...SPECIAL_NAMES, ...CODE_POINT_ORDER].entries())
+          await store.commitFile(
+            makeFile(name, `r-${i}`, [
+              [0, ['vm-1', 'vm-2']],
+              [1, null],
+            ]),
+          );
+        for (const limit of [1, 3, 1000]) {
+          let after: string | undefined;
+          for (;;) {
+            const options = { limit, ...(after !== undefined ? { after } : {}) };
+            const files = await store.listFiles(options);
+            const records = await store.listFileRecords(options);
+            expect(records.records.map((record) => JSON.parse(record.json))).toEqual(files.files);
+            expect(records.records.map((record) => record.name)).toEqual(
+              files.files.map((file) => file.name),
+            );
+            expect(records.next).toEqual(files.next);
+            if (files.next === undefined) break;
+            after = files.next;
+          }
+        }
+        await expect(store.listFileRecords({ limit: 0 })).rejects.toBeInstanceOf(MetadataError);
+      });
+
       test('after is exclusive and need not name a stored file', async () => {
         for (const name of ['a', 'c', 'e']) await store.commitFile(makeFile(name, `id-${name}`));
         const after = async (from: string) =>
