@@ -215,8 +215,10 @@ const program = withConnectionOptions(
           : null
         : flags.lease;
     if (leaseMs !== null && !isRedisSpec(flags.metadata)) {
-      throw new Error(
+      // A bad combination of flags: a usage error (exit 2), like a bad flag.
+      program.error(
         `--lease needs --metadata redis://… (brokers share only a Redis metadata store; got ${flags.metadata})`,
+        { exitCode: 2 },
       );
     }
     // SIGINT/SIGTERM end a standby's wait as well as an active broker.

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { freePort, startProcess } from '../support/process.ts';
+import { runCommand } from '../support/run.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 
 describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet command', () => {
@@ -158,6 +159,24 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the cloudlet comm
       expect(result.stderr).toMatch(pattern);
       expect(result.stderr.trim().split('\n')).toHaveLength(1);
     }
+  });
+
+  test('a standby lease without a shared metadata store: one line, exit 2', async () => {
+    const result = await runCommand(
+      [
+        process.execPath,
+        join(import.meta.dir, '../../cli/broker.ts'),
+        '--no-admin',
+        '--lease',
+        '2s',
+        '--metadata',
+        `sqlite:${join(work, 'meta.db')}`,
+      ],
+      { env: { CLOUDLET_MQTT_URL: mosquitto.url } },
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^broker: --lease needs --metadata redis:\/\/…/);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
   });
 
   test('a file that cannot be read: one line, exit 1', async () => {
