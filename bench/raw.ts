@@ -2,11 +2,21 @@
  * Raw baselines shared by the benchmarks: what the parts underneath cloudlet
  * do alone, measured in the same run as cloudlet itself.
  */
+import os from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { noDelay } from '../actors/mqtt-link.ts';
 
 const ROOT = join(import.meta.dir, '..');
+
+/** The machine a run's figures come from. */
+export function machineInfo() {
+  return {
+    cpus: os.cpus().length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    bun: Bun.version,
+  };
+}
 
 /** Request/reply through the same server: an echo here, the requester in its own process. */
 export async function rawMqttRoundTrip(url: string, count: number) {

@@ -20,7 +20,7 @@ import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
 import { peakRssMiB, runCommand } from '../tests/support/run.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
 import { type CacheBench, describeCacheBench, runCacheBench } from './cache.ts';
-import { rawMqttRoundTrip } from './raw.ts';
+import { machineInfo, rawMqttRoundTrip } from './raw.ts';
 
 const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dir, '..');
@@ -180,11 +180,7 @@ try {
   // ------------------------------------------------------------ report
   const results = {
     date: new Date().toISOString(),
-    machine: {
-      cpus: os.cpus().length,
-      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-      bun: Bun.version,
-    },
+    machine: machineInfo(),
     baseline: {
       rawMqttMBps: rawMqtt.mbps,
       rawMqttRttMs: { p50: percentile(rawRtt, 50), p99: percentile(rawRtt, 99) },

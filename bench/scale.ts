@@ -31,7 +31,7 @@ import type { FileInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { freePort, type ManagedProcess, startProcess } from '../tests/support/process.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
-import { rawMqttRoundTrip } from './raw.ts';
+import { machineInfo, rawMqttRoundTrip } from './raw.ts';
 
 const ROOT = join(import.meta.dir, '..');
 const argv = process.argv.slice(2);
@@ -167,11 +167,7 @@ try {
 
   const results = {
     date: new Date().toISOString(),
-    machine: {
-      cpus: os.cpus().length,
-      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-      bun: Bun.version,
-    },
+    machine: machineInfo(),
     vms: VMS,
     processes: PROCESSES,
     files: FILES,

@@ -18,7 +18,7 @@ import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
 import type { FileInfo } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';
-import { fileIdsOn, MiB } from '../support/cloudlet.ts';
+import { fileIdsOn, MiB, startVmProcess, type VmProcess } from '../support/cloudlet.ts';
 import { type ManagedProcess, startProcess } from '../support/process.ts';
 import {
   type ServiceHandle,
@@ -56,15 +56,14 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       describe(`metadata in ${backend}`, () => {
         const dir = mkdtempSync(join(tmpdir(), `cloudlet-restart-${backend}-`));
         const topicRoot = `r${newId(4).replace(/[-_]/g, 'x')}`;
-        const vms = new Map<string, ManagedProcess & { id: string; redis: ServiceHandle }>();
+        const vms = new Map<string, VmProcess>();
         let metadataRedis: ServiceHandle | undefined;
         let broker: ManagedProcess;
         let link: Link;
         let member: Member;
         const files = new Map<string, { bytes: Buffer; info: FileInfo }>();
 
-        const fileIdsOnVm = (id: string) =>
-          fileIdsOn(vms.get(id) as ManagedProcess & { id: string; redis: ServiceHandle });
+        const fileIdsOnVm = (id: string) => fileIdsOn(vms.get(id) as VmProcess);
         /** fileIds with objects in the core. */
         const fileIdsInCore = async () => {
           const core = createFsCoreCloud({ dir: join(dir, 'core') });
@@ -115,16 +114,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
             ['vm-a', '300MiB'],
             ['vm-b', '200MiB'],
           ] as const) {
-            const redis = await startRedis();
-            const vm = await startProcess({
-              name: id,
-              command: process.execPath,
-              args: [join(ROOT, 'cli/vm.ts'), '--id', id, '--memory', memory, '--store', redis.url],
-              env,
-              ready: { line: /"msg":"joined the cloudlet"/ },
-              readyTimeoutMs: 20_000,
-            });
-            vms.set(id, Object.assign(vm, { id, redis }));
+            vms.set(id, await startVmProcess({ mqttUrl: mosquitto.url, topicRoot, id, memory }));
           }
           link = await connectLink({
             url: mosquitto.url,
@@ -142,7 +132,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
           await broker?.stop();
           for (const vm of vms.values()) {
             await vm.stop();
-            await vm.redis[Symbol.asyncDispose]();
+            await vm.redis?.[Symbol.asyncDispose]();
           }
           await metadataRedis?.[Symbol.asyncDispose]();
           rmSync(dir, { recursive: true, force: true });

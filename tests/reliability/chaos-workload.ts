@@ -281,3 +281,24 @@ function failureOf(error: unknown): { code: string; message: string; retryable: 
     return { code: error.code, message: error.message, retryable: error.retryable };
   return { code: 'thrown', message: (error as Error)?.message ?? String(error), retryable: false };
 }
+
+/**
+ * What the cloudlet lists against what the model says is committed
+ * ([name, fileId] each, by name), and the names whose download differs from
+ * the committed bytes.
+ */
+export async function checkAgainstModel(member: Member, model: ReadonlyMap<string, Committed>) {
+  const files = await member.listAll();
+  const listed = files.map((file) => [file.name, file.fileId]);
+  const committed = [...model.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([name, { fileId }]) => [name, fileId]);
+  const different: string[] = [];
+  for (const file of files) {
+    const sink = memorySink();
+    await member.get(file.name, sink);
+    const expected = model.get(file.name)?.bytes;
+    if (!expected || !sink.bytes().equals(expected)) different.push(file.name);
+  }
+  return { listed, committed, different };
+}

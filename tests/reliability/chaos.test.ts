@@ -17,7 +17,6 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { memorySink } from '../../actors/files.ts';
 import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../../plugins/metadata/types.ts';
@@ -32,7 +31,12 @@ import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 import { until } from '../support/until.ts';
 import { type Chaos, startChaos } from './chaos-monkey.ts';
 import { seededRandom } from './chaos-random.ts';
-import { createWorkload, planOperations, type Workload } from './chaos-workload.ts';
+import {
+  checkAgainstModel,
+  createWorkload,
+  planOperations,
+  type Workload,
+} from './chaos-workload.ts';
 
 const SEED = Number(process.env.CLOUDLET_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const OPERATIONS = 200;
@@ -214,19 +218,11 @@ for (const variant of VARIANTS)
       }, 15_000);
 
       test('the listing is exactly the committed files, and each downloads byte-identical', async () => {
-        const model = workload?.model ?? new Map();
-        const listed = await cloudlet.member.listAll();
-        expect(listed.map((file) => [file.name, file.fileId])).toEqual(
-          [...model.entries()]
-            .sort(([a], [b]) => (a < b ? -1 : 1))
-            .map(([name, committed]) => [name, committed.fileId]),
+        const { listed, committed, different } = await checkAgainstModel(
+          cloudlet.member,
+          workload?.model ?? new Map(),
         );
-        const different: string[] = [];
-        for (const file of listed) {
-          const sink = memorySink();
-          await cloudlet.member.get(file.name, sink);
-          if (!sink.bytes().equals(model.get(file.name)?.bytes)) different.push(file.name);
-        }
+        expect(listed).toEqual(committed);
         expect(different).toEqual([]);
       }, 20_000);
 

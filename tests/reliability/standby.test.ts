@@ -25,7 +25,7 @@ import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
 import { createRedisLease } from '../../plugins/lease/redis.ts';
 import { createRedisMetadata } from '../../plugins/metadata/redis.ts';
 import { createTopics } from '../../protocol/topics.ts';
-import { placementDifferences } from '../support/cloudlet.ts';
+import { placementDifferences, startVmProcess, type VmProcess } from '../support/cloudlet.ts';
 import { type ManagedProcess, startProcess } from '../support/process.ts';
 import {
   type ServiceHandle,
@@ -35,7 +35,12 @@ import {
 } from '../support/services.ts';
 import { until } from '../support/until.ts';
 import { seededRandom } from './chaos-random.ts';
-import { createWorkload, planOperations, type Workload } from './chaos-workload.ts';
+import {
+  checkAgainstModel,
+  createWorkload,
+  planOperations,
+  type Workload,
+} from './chaos-workload.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const SEED = Number(process.env.CLOUDLET_STANDBY_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -43,8 +48,6 @@ const LEASE_MS = 3000;
 const OPERATIONS = 120;
 /** The active broker is killed when this many operations are done. */
 const KILLS_AT = [30, 75];
-
-type Vm = ManagedProcess & { id: string; redis: ServiceHandle };
 
 describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
   'a standby broker takes over (issue 9)',
@@ -55,7 +58,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     const log = createLogger('test', 'error');
     let metadataRedis: ServiceHandle;
     const brokers: ManagedProcess[] = [];
-    const vms: Vm[] = [];
+    const vms: VmProcess[] = [];
     let link: Link;
     let member: Member;
     /** Each broker incarnation seen online on the status topic, with when. */
@@ -160,16 +163,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
         ['vm-2', '200MiB'],
         ['vm-3', '100MiB'],
       ] as const) {
-        const redis = await startRedis();
-        const vm = await startProcess({
-          name: id,
-          command: process.execPath,
-          args: [join(ROOT, 'cli/vm.ts'), '--id', id, '--memory', memory, '--store', redis.url],
-          env: env(),
-          ready: { line: /"msg":"joined the cloudlet"/ },
-          readyTimeoutMs: 20_000,
-        });
-        vms.push(Object.assign(vm, { id, redis }));
+        vms.push(await startVmProcess({ mqttUrl: mosquitto.url, topicRoot, id, memory }));
       }
       await until(async () => (await member.vms()).length === 3, 'three VMs have joined');
     }, 90_000);
@@ -188,7 +182,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       for (const broker of brokers) await broker.stop();
       for (const vm of vms) {
         await vm.stop();
-        await vm.redis[Symbol.asyncDispose]();
+        await vm.redis?.[Symbol.asyncDispose]();
       }
       await metadataRedis?.[Symbol.asyncDispose]();
       rmSync(dir, { recursive: true, force: true });
@@ -237,19 +231,11 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     }, 20_000);
 
     test('the listing is exactly the committed files, and each downloads byte-identical', async () => {
-      const model = workload?.model ?? new Map();
-      const listed = await member.listAll();
-      expect(listed.map((file) => [file.name, file.fileId])).toEqual(
-        [...model.entries()]
-          .sort(([a], [b]) => (a < b ? -1 : 1))
-          .map(([name, committed]) => [name, committed.fileId]),
+      const { listed, committed, different } = await checkAgainstModel(
+        member,
+        workload?.model ?? new Map(),
       );
-      const different: string[] = [];
-      for (const file of listed) {
-        const sink = memorySink();
-        await member.get(file.name, sink);
-        if (!sink.bytes().equals(model.get(file.name)?.bytes)) different.push(file.name);
-      }
+      expect(listed).toEqual(committed);
       expect(different).toEqual([]);
     }, 30_000);
 

@@ -106,37 +106,7 @@ export async function startCloudlet(
     link,
     waitForVm,
     async startVm(id, memory, vmOptions = {}) {
-      const redis =
-        vmOptions.store === 'memory'
-          ? null
-          : await startRedis({ extraArgs: vmOptions.redisArgs ?? [] });
-      // A VM that cannot start must not leave its redis-server running.
-      const proc = await startProcess({
-        name: `vm ${id}`,
-        command: process.execPath,
-        args: [
-          join(ROOT, 'cli/vm.ts'),
-          '--id',
-          id,
-          '--memory',
-          String(memory),
-          '--store',
-          redis ? redis.url : 'memory',
-          '--address',
-          '127.0.0.1',
-        ],
-        env: {
-          CLOUDLET_MQTT_URL: mqttUrl,
-          CLOUDLET_TOPIC_ROOT: topicRoot,
-          CLOUDLET_LOG_LEVEL: 'info',
-        },
-        ready: { line: /"msg":"joined the cloudlet"/ },
-        readyTimeoutMs: 20_000,
-      }).catch(async (error: unknown) => {
-        await redis?.[Symbol.asyncDispose]();
-        throw error;
-      });
-      const vm = Object.assign(proc, { id, redis });
+      const vm = await startVmProcess({ mqttUrl, topicRoot, id, memory, ...vmOptions });
       vms.set(id, vm);
       await waitForVm(id, 'alive');
       return vm;
@@ -190,6 +160,49 @@ export async function fileIdsOn(vm: {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * A `bun cli/vm.ts` process that has joined, with its own redis-server
+ * unless `store: 'memory'` (stopped again if the VM cannot start).
+ */
+export async function startVmProcess(options: {
+  mqttUrl: string;
+  topicRoot: string;
+  id: string;
+  memory: number | string;
+  store?: 'redis' | 'memory';
+  redisArgs?: string[];
+}): Promise<VmProcess> {
+  const { id } = options;
+  const redis =
+    options.store === 'memory' ? null : await startRedis({ extraArgs: options.redisArgs ?? [] });
+  const proc = await startProcess({
+    name: `vm ${id}`,
+    command: process.execPath,
+    args: [
+      join(ROOT, 'cli/vm.ts'),
+      '--id',
+      id,
+      '--memory',
+      String(options.memory),
+      '--store',
+      redis ? redis.url : 'memory',
+      '--address',
+      '127.0.0.1',
+    ],
+    env: {
+      CLOUDLET_MQTT_URL: options.mqttUrl,
+      CLOUDLET_TOPIC_ROOT: options.topicRoot,
+      CLOUDLET_LOG_LEVEL: 'info',
+    },
+    ready: { line: /"msg":"joined the cloudlet"/ },
+    readyTimeoutMs: 20_000,
+  }).catch(async (error: unknown) => {
+    await redis?.[Symbol.asyncDispose]();
+    throw error;
+  });
+  return Object.assign(proc, { id, redis });
 }
 
 /** Where a VM's chunks and the file table disagree: chunks no file owns, files it lacks. */
