@@ -94,6 +94,9 @@ class Inbox {
   }
 }
 
+/** How long a member's first request waits for the broker's retained status (none: no broker yet). */
+const FIRST_STATUS_MS = 1000;
+
 export function createMember(options: MemberOptions): Member {
   const { link, log } = options;
   const brokerId = options.brokerId ?? 'broker';
@@ -133,9 +136,16 @@ export function createMember(options: MemberOptions): Member {
   let offlineSince = 0;
   const brokerLost = new Set<(reason: string) => void>();
   const whenOnline = new Set<() => void>();
-  const offStatus = link.onFrame((frame, topic) => {
-    const { message } = frame;
-    if (topic.kind !== 'status' || topic.id !== brokerId || message.type !== 'status') return;
+  // The retained status comes just after the subscription: a request sent
+  // before it would not know that the broker is offline (and would be failed
+  // as lost when the status arrives), so the first one waits for it, briefly.
+  let heardStatus: () => void = () => {};
+  const firstStatus = new Promise<void>((resolve) => {
+    heardStatus = resolve;
+  });
+  /** Takes in one broker status; true when what was in flight is lost. */
+  const hear = (message: MessageOf<'status'>) => {
+    heardStatus();
     const known = brokerIncarnation;
     if (message.online) {
       brokerIncarnation = message.incarnation;
@@ -146,10 +156,17 @@ export function createMember(options: MemberOptions): Member {
       brokerOnline = false;
       offlineSince = Date.now();
     }
-    const gone = message.online
+    return message.online
       ? known !== null && known !== message.incarnation
       : known === null || known === message.incarnation;
-    if (!gone) return;
+  };
+  // The status the link heard before this member listened (the retained one).
+  const heardBefore = link.lastStatus(brokerId);
+  if (heardBefore) hear(heardBefore);
+  const offStatus = link.onFrame((frame, topic) => {
+    const { message } = frame;
+    if (topic.kind !== 'status' || topic.id !== brokerId || message.type !== 'status') return;
+    if (!hear(message)) return;
     const why = message.online ? 'another broker process took over' : 'the broker went offline';
     const lost = new CloudletError(
       'unavailable',
@@ -159,12 +176,19 @@ export function createMember(options: MemberOptions): Member {
     for (const inbox of waiting) inbox.fail(lost);
     for (const listener of brokerLost) listener(why);
   });
+  // Only the first request waits for a status that has not come: with no
+  // broker status at all (no broker ever ran here), the rest do not.
+  let waitedForStatus = false;
   /**
    * While the broker's status says it is offline (it crashed, and a standby
    * or a restart is on the way), a request waits for it to come back rather
    * than go to nobody; after `requestTimeoutMs` it fails, retryable.
    */
   const brokerReady = async () => {
+    if (brokerOnline === null && !waitedForStatus) {
+      waitedForStatus = true;
+      await Promise.race([firstStatus, Bun.sleep(FIRST_STATUS_MS)]);
+    }
     if (brokerOnline !== false) return;
     let wake = () => {};
     const back = new Promise<void>((resolve) => {

@@ -15,6 +15,7 @@ import {
   type FrameErrorReason,
   isMemberId,
   type Message,
+  type MessageOf,
   type MessageType,
   type ParsedTopic,
   type Topics,
@@ -68,6 +69,11 @@ export interface Link {
   /** Publishes raw bytes (tests, status topics). */
   publishRaw(topic: string, payload: Buffer, options?: { retain?: boolean }): Promise<void>;
   onFrame(handler: FrameHandler): () => void;
+  /**
+   * The last status heard on member `id`'s status topic (retained ones come
+   * right after connecting, before a handler added later could hear them).
+   */
+  lastStatus(id: string): MessageOf<'status'> | null;
   onReject(handler: RejectHandler): () => void;
   onConnection(handler: ConnectionHandler): () => void;
   /** Rejected payloads by reason, since start. */
@@ -149,6 +155,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         : topics.node(member);
   const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   const frameHandlers = new Set<FrameHandler>();
+  const statuses = new Map<string, MessageOf<'status'>>();
   const rejectHandlers = new Set<RejectHandler>();
   const connectionHandlers = new Set<ConnectionHandler>();
   const rejected: Record<string, number> = {};
@@ -176,6 +183,12 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     ...(options.ca ? { ca: options.ca } : {}),
   };
   const client = await connectFirst(options.url, clientOptions, options.connectTimeoutMs ?? 5000);
+  // Retained messages (statuses) come right after the subscription is
+  // granted, in the same read, before the code below has its handler on:
+  // they are held until it has.
+  const early: [string, Buffer][] = [];
+  const hold = (topic: string, payload: Buffer) => early.push([topic, payload]);
+  client.on('message', hold);
   if (filters.length > 0) {
     const grants = await client.subscribeAsync(filters, { qos: 1 });
     // 128 (0x80, or 0x87 in MQTT 5): the server's ACL refused the topic.
@@ -242,7 +255,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     }
   };
 
-  client.on('message', (topic, payload) => {
+  const receive = (topic: string, payload: Buffer) => {
     memory.moved(payload.byteLength);
     const parsed = topics.parse(topic);
     if (!parsed) return; // not one of ours (a wildcard subscription's neighbour)
@@ -261,8 +274,13 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
       );
       return;
     }
+    if (parsed.kind === 'status' && result.frame.message.type === 'status')
+      statuses.set(parsed.id, result.frame.message);
     for (const handler of frameHandlers) safely(log, () => handler(result.frame, parsed));
-  });
+  };
+  client.off('message', hold);
+  client.on('message', receive);
+  for (const [topic, payload] of early.splice(0)) receive(topic, payload);
 
   const subscribe = <T>(set: Set<T>, handler: T) => {
     set.add(handler);
@@ -282,6 +300,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     sendEncoded: (to, frame) => publish(topicTo(to), frame),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
+    lastStatus: (id) => statuses.get(id) ?? null,
     onReject: (handler) => subscribe(rejectHandlers, handler),
     onConnection: (handler) => subscribe(connectionHandlers, handler),
     rejections: () => ({ ...rejected }),
