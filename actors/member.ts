@@ -180,11 +180,30 @@ export function createMember(options: MemberOptions): Member {
   // broker status at all (no broker ever ran here), the rest do not.
   let waitedForStatus = false;
   /**
-   * While the broker's status says it is offline (it crashed, and a standby
-   * or a restart is on the way), a request waits for it to come back rather
-   * than go to nobody; after `requestTimeoutMs` it fails, retryable.
+   * While the link is reconnecting, or the broker's status says it is
+   * offline (it crashed, and a standby or a restart is on the way), a
+   * request waits for it to come back rather than go to nobody; after
+   * `requestTimeoutMs` it fails, retryable.
    */
   const brokerReady = async () => {
+    // Cut off from the MQTT server (reconnecting, with backoff): a request
+    // waits for the link rather than queue behind it and time out.
+    if (!link.connected) {
+      let off = () => {};
+      const back = new Promise<void>((resolve) => {
+        off = link.onConnection((connected) => {
+          if (connected) resolve();
+        });
+      });
+      await Promise.race([back, Bun.sleep(requestTimeoutMs)]);
+      off();
+      if (!link.connected)
+        throw new CloudletError(
+          'unavailable',
+          `not connected to the MQTT server for ${requestTimeoutMs} ms; try again`,
+          true,
+        );
+    }
     if (brokerOnline === null && !waitedForStatus) {
       waitedForStatus = true;
       await Promise.race([firstStatus, Bun.sleep(FIRST_STATUS_MS)]);
