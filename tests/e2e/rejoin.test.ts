@@ -108,6 +108,8 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
         async () => JSON.stringify(await fileIdsOn(a)) === JSON.stringify(held),
         'VM A holds its chunks again',
       );
+      // The chunk's keys show before its restore has finished and is counted.
+      await until(() => broker.stats().reconciled.restored > before, 'the restore is counted');
       expect(broker.stats().reconciled.restored).toBeGreaterThan(before);
       expect(broker.vms().find((vm) => vm.id === 'vm-a')).toMatchObject({ status: 'alive' });
       const sink = memorySink();
