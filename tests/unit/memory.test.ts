@@ -25,24 +25,46 @@ describe('memory governor', () => {
 
   test('a process that keeps more than the limit is collected again only once it grows by half the limit', () => {
     const MiB = 1024 * 1024;
-    // Live data of 200 MiB (100,000 file records, say), over a 128 MiB limit.
-    let rss = 300 * MiB;
+    // Live data of 100 MiB, under the 128 MiB limit but only just.
+    let rss = 150 * MiB;
     const governor = createMemoryGovernor(128 * MiB, {
       rss: () => rss,
       collect: () => {
-        rss = 200 * MiB;
+        rss = 100 * MiB;
       },
     });
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(1);
     // Moving more with little garbage left: no collection after every 8 MiB.
-    rss = 250 * MiB;
+    rss = 160 * MiB;
     governor.moved(8 * MiB);
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(1);
-    // Garbage past 200 + 64 MiB: collected again.
-    rss = 270 * MiB;
+    // Garbage past 100 + 64 MiB: collected again.
+    rss = 170 * MiB;
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(2);
+  });
+
+  test('a process that keeps what it receives is collected a logarithmic number of times', () => {
+    const MiB = 1024 * 1024;
+    // A member reading 50 MiB of listing: its heap grows 4 bytes per byte,
+    // and a collection finds little garbage.
+    let live = 150 * MiB;
+    let rss = live;
+    const governor = createMemoryGovernor(128 * MiB, {
+      rss: () => rss,
+      collect: () => {
+        rss = live;
+      },
+    });
+    for (let moved = 0; moved < 400 * MiB; moved += MiB) {
+      live += 4 * MiB;
+      rss = live + 2 * MiB;
+      governor.moved(MiB);
+    }
+    // From 150 MiB to 1.75 GiB: 6 collections, where a fixed step of half
+    // the limit past what was left made 25.
+    expect(governor.collections).toBe(6);
   });
 });
