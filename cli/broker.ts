@@ -20,6 +20,7 @@ import {
   type ConnectionFlags,
   formatSize,
   mqttAuthOf,
+  OFF,
   Option,
   parseCount,
   parseDuration,
@@ -31,7 +32,7 @@ import {
 interface BrokerFlags extends ConnectionFlags {
   split: number;
   replicas: number;
-  repairAfter: number | null;
+  repairAfter: number | typeof OFF;
   repairRate: number;
   reductionFactor: number;
   heartbeatMs: number;
@@ -49,8 +50,8 @@ interface BrokerFlags extends ConnectionFlags {
   adminToken?: string;
   adminMaxUpload: number;
   inspect?: string | true;
-  /** Undefined: the default for the metadata store; null: off. */
-  lease?: number | null;
+  /** Undefined: the default for the metadata store. */
+  lease?: number | typeof OFF;
 }
 
 /** With Redis metadata, brokers elect the active one by a lease this long. */
@@ -213,7 +214,9 @@ const program = withConnectionOptions(
         ? isRedisSpec(flags.metadata)
           ? DEFAULT_LEASE_MS
           : null
-        : flags.lease;
+        : flags.lease === OFF
+          ? null
+          : flags.lease;
     if (leaseMs !== null && !isRedisSpec(flags.metadata)) {
       // A bad combination of flags: a usage error (exit 2), like a bad flag.
       program.error(
@@ -289,7 +292,7 @@ const program = withConnectionOptions(
       brokerId: flags.brokerId,
       split: flags.split,
       replicas: flags.replicas,
-      repairAfterMs: flags.repairAfter,
+      repairAfterMs: flags.repairAfter === OFF ? null : flags.repairAfter,
       maintenanceRate: Math.max(1, flags.repairRate),
       reductionFactor: flags.reductionFactor,
       heartbeatMs: flags.heartbeatMs,
@@ -336,6 +339,7 @@ const program = withConnectionOptions(
         replicas: flags.replicas,
         admin: admin?.url ?? 'off',
         lease: keeper ? `${leaseMs} ms, held as ${keeper.token}` : 'none',
+        repairAfter: flags.repairAfter === OFF ? 'off' : `${flags.repairAfter} ms`,
       },
       'ready',
     );

@@ -91,9 +91,15 @@ export function parseSize(text: string): number {
 }
 
 /** `90s`, `5m`, `1h`, `1500ms`, `1500` (ms), or `off`: milliseconds, or null for never. */
-export function parseDuration(text: string): number | null {
+/**
+ * What `off` (or `never`) parses to. Not null: commander turns an option
+ * parser's null into '' (which then passed for a duration of 0, or none).
+ */
+export const OFF = 'off';
+
+export function parseDuration(text: string): number | typeof OFF {
   const trimmed = text.trim().toLowerCase();
-  if (trimmed === 'off' || trimmed === 'never') return null;
+  if (trimmed === 'off' || trimmed === 'never') return OFF;
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(trimmed);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match?.[2] ?? 'ms'] ?? 1;
   const value = match ? Math.round(Number(match[1]) * unit) : Number.NaN;
