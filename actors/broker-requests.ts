@@ -7,8 +7,9 @@ import type { RequestInput } from '../machines/broker.ts';
 import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
-import { DEFAULT_MAX_HEADER_BYTES, encodeListPage } from '../protocol/frame.ts';
+import { DEFAULT_MAX_HEADER_BYTES, encodeListPage, joinListRecords } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
+import type { ListPage, ListStreams, ReadPage } from './list-streams.ts';
 import type { Logger } from './log.ts';
 import type { ReplyBox } from './replies.ts';
 import { coreKeyOf } from './upload-writer.ts';
@@ -24,6 +25,8 @@ export interface RequestDeps {
   log: Logger;
   /** Hears each file deleted by name (the edge keeper's bookkeeping). */
   removed?(name: string): void;
+  /** Listings a member asks for several pages of at once. */
+  listStreams: ListStreams;
 }
 
 export const DEFAULT_PAGE_SIZE = 1000;
@@ -60,21 +63,62 @@ async function listFiles(
     if (!file) throw new CloudletError('not-found', `no file named "${request.name}"`);
     return { message: { ...base, files: [file] } };
   }
-  let after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
+  const after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
   const limit = request.limit ?? DEFAULT_PAGE_SIZE;
-  // The records go on as the store holds them, as many as the limit allows
-  // and one frame's header holds, read a batch at a time; a page cut short
-  // goes on after its last record.
-  const records: string[] = [];
+  const read: ReadPage = (from, count, previous) => readPage(deps.metadata, from, count, previous);
+  const { stream, part } = request;
+  if ((stream === undefined) !== (part === undefined)) {
+    throw new CloudletError('bad-request', 'a list request gives both stream and part, or neither');
+  }
+  const page =
+    stream !== undefined && part !== undefined
+      ? await deps.listStreams.part({ member: request.from, id: stream, part, after, limit }, read)
+      : await read(after, limit);
+  const header = {
+    ...base,
+    ...(page.next !== undefined ? { nextCursor: encodeCursor(page.next) } : {}),
+  };
+  return { message: { ...header, files: [] }, encoded: encodeListPage(header, page.records) };
+}
+
+/**
+ * The records go on as the store holds them, as many as the limit allows
+ * and one frame's header holds, read a batch at a time; a page cut short
+ * goes on after its last record.
+ */
+async function readPage(
+  metadata: MetadataStore,
+  from: string | undefined,
+  limit: number,
+  previous?: ListPage,
+): Promise<ListPage> {
+  const records: (string | Buffer)[] = [];
+  let after = from;
   let bytes = 0;
   let next: string | undefined;
   for (let full = false; !full; ) {
-    const batch = await deps.metadata.listFileRecords({
-      limit: Math.min(STORE_BATCH, limit - records.length),
+    // As many records as seem to fit, by the records so far or else the page
+    // before (one or two store round trips a page, few records read twice);
+    // with neither, a guess.
+    const [seen, seenBytes] =
+      records.length > 0
+        ? [records.length, bytes]
+        : previous && previous.count > 0
+          ? [previous.count, previous.records.byteLength + 1]
+          : [0, 0];
+    const fits =
+      seen === 0
+        ? STORE_BATCH
+        : Math.ceil(((PAGE_BYTES - bytes) * seen) / seenBytes) + STORE_MARGIN;
+    const batch = await metadata.listFileRecords({
+      limit: Math.max(1, Math.min(fits, MAX_STORE_BATCH, limit - records.length)),
       ...(after !== undefined ? { after } : {}),
     });
     for (const record of batch.records) {
-      bytes += Buffer.byteLength(record.json) + 1;
+      bytes +=
+        (typeof record.json === 'string'
+          ? Buffer.byteLength(record.json)
+          : record.json.byteLength) + 1;
       if (records.length > 0 && bytes > PAGE_BYTES) {
         full = true;
         break;
@@ -86,17 +130,21 @@ async function listFiles(
     if (batch.next === undefined || records.length === limit) full = true;
     after = batch.next;
   }
-  const header = {
-    ...base,
-    ...(next !== undefined ? { nextCursor: encodeCursor(next) } : {}),
+  return {
+    records: joinListRecords(records),
+    count: records.length,
+    ...(next !== undefined ? { next } : {}),
   };
-  return { message: { ...header, files: [] }, encoded: encodeListPage(header, records) };
 }
 
 /** Most bytes of records in one list page: under the members' header limit, with room for the rest. */
 const PAGE_BYTES = DEFAULT_MAX_HEADER_BYTES - 64 * 1024;
-/** Records read from the metadata store at a time while filling a page. */
+/** Records read from the metadata store first while filling a page. */
 const STORE_BATCH = 500;
+/** Records read past what seems to fit, so that a page is rarely one record short. */
+const STORE_MARGIN = 16;
+/** Most records read from the metadata store at a time. */
+const MAX_STORE_BATCH = 5000;
 
 /**
  * The record goes first, and its chunks into the ledger in the same step;

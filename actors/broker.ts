@@ -44,6 +44,7 @@ import {
   noMaintenance,
 } from './edge-keeper.ts';
 import { newId } from './ids.ts';
+import { createListStreams } from './list-streams.ts';
 import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
 import { GiB, MiB, type MqttAuth } from './options.ts';
@@ -211,6 +212,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     deleteTimeoutMs: 5000,
     log,
     removed: (name) => keeper.removed(name),
+    listStreams: createListStreams(),
   };
   const table = () => vmTable(actor.getSnapshot());
   // The edge keeper walks the table in any order (placement breaks its ties by id).

@@ -17,6 +17,7 @@ import {
 } from '../protocol/messages.ts';
 import type { ByteSink, ByteSource } from './files.ts';
 import { newId } from './ids.ts';
+import { MAX_LIST_AHEAD } from './list-streams.ts';
 import type { Logger } from './log.ts';
 import { createDownloader, type DownloadOptions } from './member-download.ts';
 import type { Link } from './mqtt-link.ts';
@@ -56,6 +57,9 @@ export interface Member {
   vms(): Promise<VmInfo[]>;
   close(): void;
 }
+
+/** Pages of a listing asked for at once: as many as a broker reads ahead. */
+const LIST_AHEAD = MAX_LIST_AHEAD;
 
 /** Frames of one request or transfer, in arrival order. */
 class Inbox {
@@ -261,15 +265,14 @@ export function createMember(options: MemberOptions): Member {
     }
   };
 
-  const list: Member['list'] = async ({ limit, cursor } = {}) => {
+  const listPage = async (page: {
+    limit?: number;
+    cursor?: string;
+    stream?: string;
+    part?: number;
+  }) => {
     const response = await request(
-      {
-        type: 'list.request',
-        id: newId(),
-        from: link.id,
-        ...(limit !== undefined ? { limit } : {}),
-        ...(cursor !== undefined ? { cursor } : {}),
-      },
+      { type: 'list.request', id: newId(), from: link.id, ...page },
       'list.response',
     );
     return {
@@ -277,19 +280,32 @@ export function createMember(options: MemberOptions): Member {
       ...(response.nextCursor !== undefined ? { nextCursor: response.nextCursor } : {}),
     };
   };
+  const list: Member['list'] = ({ limit, cursor } = {}) =>
+    listPage({
+      ...(limit !== undefined ? { limit } : {}),
+      ...(cursor !== undefined ? { cursor } : {}),
+    });
 
   return {
     list,
     async listAll() {
+      // As many as the broker fits in one frame, LIST_AHEAD pages asked at
+      // once (parts of one stream), one more each time one arrives: the
+      // broker reads and sends while this member checks.
+      const stream = newId();
+      const ask = (part: number) => {
+        const asked = listPage({ limit: MAX_PAGE, stream, part });
+        asked.catch(() => {}); // a part not waited for fails quietly
+        return asked;
+      };
+      const asked = Array.from({ length: LIST_AHEAD }, (_, part) => ask(part));
       const files: FileInfo[] = [];
-      let cursor: string | undefined;
-      do {
-        // As many as the broker fits in one frame: fewer round trips.
-        const page = await list({ limit: MAX_PAGE, ...(cursor === undefined ? {} : { cursor }) });
-        files.push(...page.files);
-        cursor = page.nextCursor;
-      } while (cursor !== undefined);
-      return files;
+      for (let part = asked.length; ; part++) {
+        const page = await (asked.shift() as ReturnType<typeof ask>);
+        for (const file of page.files) files.push(file);
+        if (page.nextCursor === undefined) return files;
+        asked.push(ask(part));
+      }
     },
     async stat(name) {
       const response = await request(

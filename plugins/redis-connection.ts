@@ -32,7 +32,7 @@ export type StoreErrorClass = new (
 ) => Error;
 
 /** What an operation gets: the client, and `binary`, the same client reading strings as Buffers. */
-type Connected = ReturnType<typeof openClient>;
+export type Connected = ReturnType<typeof openClient>;
 export type RedisClient = Connected['client'];
 
 const DEFAULT_TIMEOUT_MS = 2000;

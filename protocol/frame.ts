@@ -99,11 +99,13 @@ export function encodeFrame(message: Message, body?: Uint8Array): Buffer {
  * keeps them: the rest of the header is checked, and the records are
  * spliced in unparsed (parsing, checking and writing 100,000 records again
  * was most of a listing). The receiver checks every record, as it checks
- * every frame (list.response's `files`).
+ * every frame (list.response's `files`). `records` is the JSON texts, or
+ * their UTF-8 joined by commas (`joinListRecords`), which a broker can make
+ * before it knows which request the page answers.
  */
 export function encodeListPage(
   header: Omit<MessageOf<'list.response'>, 'files'>,
-  records: readonly string[],
+  records: readonly string[] | Buffer,
 ): Buffer {
   // `files` last, so the JSON ends with `"files":[]}`.
   const empty = { ...header, files: [] };
@@ -112,8 +114,43 @@ export function encodeListPage(
     throw new TypeError(`cannot encode list.response: ${describeIssues(checked.error)}`);
   }
   const json = JSON.stringify(empty);
-  return framed(Buffer.from(`${json.slice(0, -2)}${records.join(',')}]}`, 'utf8'));
+  const head = Buffer.from(json.slice(0, -2), 'utf8');
+  const joined = Buffer.isBuffer(records) ? records : joinListRecords(records);
+  const length = head.byteLength + joined.byteLength + LIST_END.byteLength;
+  const frame = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + length);
+  FRAME_MAGIC.copy(frame, 0);
+  frame.writeUInt8(FRAME_VERSION, 2);
+  frame.writeUInt32BE(length, 3);
+  frame.writeUInt32BE(0, 7);
+  head.copy(frame, FRAME_PREFIX_BYTES);
+  joined.copy(frame, FRAME_PREFIX_BYTES + head.byteLength);
+  LIST_END.copy(frame, FRAME_PREFIX_BYTES + head.byteLength + joined.byteLength);
+  return frame;
 }
+
+/** JSON records (text, or its UTF-8) as one list page's `files` holds them, without the brackets. */
+export function joinListRecords(records: readonly (string | Buffer)[]): Buffer {
+  if (records.every((record) => typeof record === 'string')) {
+    return Buffer.from(records.join(','), 'utf8');
+  }
+  const bytes = records.map((record) =>
+    typeof record === 'string' ? Buffer.from(record, 'utf8') : record,
+  );
+  const joined = Buffer.allocUnsafe(
+    bytes.reduce((sum, record) => sum + record.byteLength, Math.max(0, bytes.length - 1)),
+  );
+  let at = 0;
+  bytes.forEach((record, i) => {
+    if (i > 0) joined[at++] = COMMA;
+    record.copy(joined, at);
+    at += record.byteLength;
+  });
+  return joined;
+}
+
+const COMMA = 0x2c;
+
+const LIST_END = Buffer.from(']}', 'utf8');
 
 function framed(header: Buffer, body?: Uint8Array): Buffer {
   const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);

@@ -22,5 +22,16 @@ export function fileNameProblem(name: string): string | undefined {
 }
 
 export function isValidFileName(name: string): boolean {
-  return fileNameProblem(name) === undefined;
+  // A name of at most a third of the limit in UTF-16 units is within it in
+  // UTF-8 (3 bytes a unit at most): no need to count its bytes.
+  if (name.length === 0 || name.length * 3 > MAX_FILE_NAME_BYTES) {
+    return fileNameProblem(name) === undefined;
+  }
+  return (
+    name.isWellFormed() &&
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting them is the point
+    !/[\u0000-\u001f\u007f-\u009f/\\]/.test(name) &&
+    name !== '.' &&
+    name !== '..'
+  );
 }

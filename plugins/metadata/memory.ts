@@ -13,6 +13,10 @@ export const DRIVER_NAME = 'memory';
 /** Metadata in Maps: gone when the broker stops. */
 export function createMemoryMetadata(): MetadataStore {
   const files = new Map<string, FileInfo>();
+  /** Which name holds each fileId: a commit checks it without a walk over every file. */
+  const owners = new Map<string, string>();
+  /** The names in order, made again after a name comes or goes. */
+  let sorted: string[] | null = null;
   const ledger = new Map<string, Cleanup>();
   const vms = new Map<string, VmRecord>();
   const enter = (fileId: string, name: string, reason: CleanupReason) => {
@@ -22,14 +26,23 @@ export function createMemoryMetadata(): MetadataStore {
   const listFiles: MetadataStore['listFiles'] = async ({ limit, after }) => {
     if (!Number.isSafeInteger(limit) || limit < 1)
       throw new MetadataError(DRIVER_NAME, `a page limit is a whole number ≥ 1, not ${limit}`);
-    const names = [...files.keys()]
-      .filter((name) => after === undefined || byCodePoint(name, after) > 0)
-      .sort(byCodePoint);
-    const page = names.slice(0, limit);
+    sorted ??= [...files.keys()].sort(byCodePoint);
+    const names = sorted;
+    // The first name after `after`, by bisection.
+    let start = 0;
+    if (after !== undefined) {
+      let end = names.length;
+      while (start < end) {
+        const middle = (start + end) >>> 1;
+        if (byCodePoint(names[middle] as string, after) > 0) end = middle;
+        else start = middle + 1;
+      }
+    }
+    const page = names.slice(start, start + limit);
     const last = page.at(-1);
     return {
       files: page.map((name) => structuredClone(files.get(name) as FileInfo)),
-      ...(names.length > limit && last !== undefined ? { next: last } : {}),
+      ...(names.length > start + limit && last !== undefined ? { next: last } : {}),
     };
   };
   return {
@@ -54,19 +67,20 @@ export function createMemoryMetadata(): MetadataStore {
       }
       return placed.sort((a, b) => byCodePoint(a.fileId, b.fileId) || a.index - b.index);
     },
-    hasFileId: async (fileId) => [...files.values()].some((file) => file.fileId === fileId),
+    hasFileId: async (fileId) => owners.has(fileId),
     beginUpload: async ({ fileId, name }) => enter(fileId, name, 'upload'),
     commitFile: async (file) => {
-      const holder = [...files.values()].find(
-        (other) => other.fileId === file.fileId && other.name !== file.name,
-      );
-      if (holder)
+      const holder = owners.get(file.fileId);
+      if (holder !== undefined && holder !== file.name)
         throw new MetadataError(
           DRIVER_NAME,
-          `fileId ${file.fileId} already belongs to "${holder.name}", not "${file.name}"`,
+          `fileId ${file.fileId} already belongs to "${holder}", not "${file.name}"`,
         );
       const replaced = files.get(file.name) ?? null;
+      if (replaced) owners.delete(replaced.fileId);
+      else sorted = null;
       files.set(file.name, structuredClone(file));
+      owners.set(file.fileId, file.name);
       ledger.delete(file.fileId);
       if (replaced && replaced.fileId !== file.fileId)
         enter(replaced.fileId, replaced.name, 'replaced');
@@ -76,6 +90,8 @@ export function createMemoryMetadata(): MetadataStore {
       const removed = files.get(name) ?? null;
       if (!removed) return null;
       files.delete(name);
+      owners.delete(removed.fileId);
+      sorted = null;
       enter(removed.fileId, removed.name, 'deleted');
       return removed;
     },

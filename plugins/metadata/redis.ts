@@ -1,6 +1,7 @@
 import type { FileInfo } from '../../protocol/messages.ts';
 import { leaseKey } from '../lease/redis.ts';
 import {
+  type Connected,
   createRedisConnection,
   type RedisClient,
   type RedisConnectionOptions,
@@ -207,7 +208,7 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
 
   /** A page of records as stored, and the name to go on after. */
   async function recordPage(
-    client: RedisClient,
+    { client, binary }: Pick<Connected, 'client' | 'binary'>,
     { limit, after }: { limit: number; after?: string },
   ) {
     checkLimit(limit);
@@ -221,11 +222,12 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
       client.zRangeByLex(key('names'), min, '+', { LIMIT: { offset: 0, count: limit + 1 } }),
     );
     const page = names.slice(0, limit);
-    const found = page.length === 0 ? [] : await bounded(client.hmGet(key('files'), page));
-    const records: { name: string; json: string }[] = [];
+    // As bytes: they go on into a list page as they are.
+    const found = page.length === 0 ? [] : await bounded(binary.hmGet(key('files'), page));
+    const records: { name: string; json: Buffer }[] = [];
     page.forEach((name, i) => {
       const json = found[i];
-      if (typeof json === 'string') records.push({ name, json });
+      if (Buffer.isBuffer(json)) records.push({ name, json });
     });
     const last = page.at(-1);
     return {
@@ -241,15 +243,15 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
         parseJson<FileInfo>(await bounded(client.hGet(key('files'), name))),
       ),
     listFiles: (options) =>
-      run('listFiles', async ({ client }) => {
-        const { records, next } = await recordPage(client, options);
+      run('listFiles', async (connected) => {
+        const { records, next } = await recordPage(connected, options);
         return {
-          files: records.map((record) => JSON.parse(record.json) as FileInfo),
+          files: records.map((record) => JSON.parse(record.json.toString('utf8')) as FileInfo),
           ...(next !== undefined ? { next } : {}),
         };
       }),
     listFileRecords: (options) =>
-      run('listFileRecords', ({ client }) => recordPage(client, options)),
+      run('listFileRecords', (connected) => recordPage(connected, options)),
     chunksOn: (vm) =>
       run(`chunksOn ${JSON.stringify(vm)}`, async ({ client }) => {
         const start = `${vm}\0`;

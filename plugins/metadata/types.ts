@@ -19,9 +19,13 @@ export interface FilePage {
   next?: string;
 }
 
-/** A page of file records as the store keeps them: each one FileInfo as JSON text. */
+/**
+ * A page of file records as the store keeps them: each one FileInfo as JSON
+ * text, or as that text's UTF-8 bytes (a store that reads bytes saves
+ * decoding what the broker sends on as bytes).
+ */
 export interface FileRecordPage {
-  records: { name: string; json: string }[];
+  records: { name: string; json: string | Buffer }[];
   /** Pass back as `after` for the next page; absent on the last page. */
   next?: string;
 }

@@ -67,6 +67,25 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('listing', () => {
     expect(tail.nextCursor).toBeUndefined();
   });
 
+  test('listAll follows a stream of many pages, several asked for at once, to the end', async () => {
+    // 12,000 more records of ~700 bytes: 9 pages, twice the pages asked at once.
+    const more: string[] = [];
+    for (let i = 0; i < 12_000; i++) {
+      const name = `zz-${String(i).padStart(5, '0')}-${'long name '.repeat(24)}.bin`;
+      more.push(name);
+      await metadata.commitFile(record(name, 10_000 + i));
+    }
+    try {
+      const all = await cloudlet.member.listAll();
+      expect(all.map((file) => file.name)).toEqual([...names, ...more]);
+      expect(all.at(-1)).toEqual(record(more.at(-1) as string, 21_999));
+      // And again: a second listing is a stream of its own.
+      expect((await cloudlet.member.listAll()).length).toBe(names.length + more.length);
+    } finally {
+      for (const name of more) await metadata.removeFile(name);
+    }
+  }, 30_000);
+
   test('a stored record the protocol refuses fails the listing at once, saying why', async () => {
     await metadata.commitFile(record('a/b.bin', 9999));
     const began = performance.now();

@@ -191,7 +191,7 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
         expect((await store.listFiles({ limit: 2, after: 'a' })).next).toBeUndefined();
       });
 
-      test('listFileRecords gives the pages of listFiles, each record as JSON text', async () => {
+      test('listFileRecords gives the pages of listFiles, each record as JSON text or its UTF-8', async () => {
         for (const [i, name] of [...SPECIAL_NAMES, ...CODE_POINT_ORDER].entries())
           await store.commitFile(
             makeFile(name, `r-${i}`, [
@@ -205,7 +205,9 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
             const options = { limit, ...(after !== undefined ? { after } : {}) };
             const files = await store.listFiles(options);
             const records = await store.listFileRecords(options);
-            expect(records.records.map((record) => JSON.parse(record.json))).toEqual(files.files);
+            expect(
+              records.records.map((record) => JSON.parse(record.json.toString('utf8'))),
+            ).toEqual(files.files);
             expect(records.records.map((record) => record.name)).toEqual(
               files.files.map((file) => file.name),
             );

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { decodeFrame, encodeFrame, encodeListPage } from '../../protocol/frame.ts';
+import { decodeFrame, encodeFrame, encodeListPage, joinListRecords } from '../../protocol/frame.ts';
 import type { FileInfo } from '../../protocol/messages.ts';
 
 const file: FileInfo = {
@@ -42,6 +42,19 @@ describe('encodeListPage', () => {
       from: 'broker',
       files: [],
     });
+  });
+
+  test('takes the records joined already, as text or UTF-8 bytes alike', () => {
+    const texts = [JSON.stringify(file), JSON.stringify({ ...file, name: 'b' })];
+    const header = { type: 'list.response' as const, id: 'r1', from: 'broker' };
+    const fromTexts = encodeListPage(header, texts);
+    const bytes = texts.map((text) => Buffer.from(text, 'utf8'));
+    expect(joinListRecords(bytes)).toEqual(joinListRecords(texts));
+    expect(joinListRecords([texts[0] as string, bytes[1] as Buffer])).toEqual(
+      joinListRecords(texts),
+    );
+    expect(encodeListPage(header, joinListRecords(bytes))).toEqual(fromTexts);
+    expect(joinListRecords([])).toEqual(Buffer.alloc(0));
   });
 
   test('refuses a bad header', () => {

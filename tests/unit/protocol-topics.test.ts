@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
 import { createTopics, DEFAULT_TOPIC_ROOT, fileNameProblem } from '../../protocol/index.ts';
+import { isValidFileName } from '../../protocol/names.ts';
 import { memberIdArb } from '../support/arbitraries.ts';
 
 describe('topics', () => {
@@ -95,5 +96,43 @@ describe('file names', () => {
     expect(fileNameProblem('a\\b')).toMatch(/separator/);
     expect(fileNameProblem('..')).toMatch(/not a file name/);
     expect(fileNameProblem('\ud800')).toMatch(/surrogate/);
+  });
+
+  test('isValidFileName, which skips counting bytes of short names, agrees with fileNameProblem', () => {
+    const unit = fc.oneof(
+      fc.constantFrom(
+        'a',
+        '.',
+        '/',
+        '\\',
+        '\u0000',
+        '\u001f',
+        '\u007f',
+        '\u0085',
+        '\u009f',
+        '\u00a0',
+      ),
+      fc.constantFrom('é', '中', '🚀', '\ud800', '\udfff'),
+      fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+    );
+    const name = fc.oneof(
+      fc.array(unit, { maxLength: 100 }).map((units) => units.join('')),
+      fc.string({ unit: 'binary', maxLength: 300 }),
+      fc.constantFrom(
+        '.',
+        '..',
+        '...',
+        'x'.repeat(85),
+        'x'.repeat(86),
+        'é'.repeat(127),
+        '中'.repeat(86),
+      ),
+    );
+    fc.assert(
+      fc.property(name, (value) => {
+        expect(isValidFileName(value)).toBe(fileNameProblem(value) === undefined);
+      }),
+      { numRuns: 5000 },
+    );
   });
 });
