@@ -64,6 +64,11 @@ export interface BrokerOptions extends Partial<BrokerConfig> {
   sweepIntervalMs?: number;
   /** Bytes per second for background copies: re-warming, repair (default 32 MiB). */
   maintenanceRate?: number;
+  /**
+   * After each VM joins, move up to this many chunks from the fullest VMs
+   * toward the emptiest (placed bytes over capacity); 0 or absent: never.
+   */
+  rebalance?: number;
   log?: Logger;
   /** Hears XState's inspection events of every actor (the admin endpoint, --inspect). */
   inspect?: (event: InspectionEvent) => void;
@@ -238,6 +243,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
     fetchTimeoutMs: config.fetchTimeoutMs,
+    rebalance: options.rebalance ?? 0,
     log,
   });
   await keeper.load();
@@ -292,6 +298,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           stats.reconciled.deleted += output.deleted;
           stats.reconciled.restored += output.restored;
           stats.reconciled.unrestored += output.unrestored;
+          // Its inventory is settled: it may take chunks from fuller VMs.
+          keeper.rebalance();
         },
         log,
       }),

@@ -10,7 +10,11 @@
  * - repairs: when a VM has been failed for `--repair-after`, re-creates its
  *   chunks on other VMs, from a surviving replica when there is one, else
  *   from the core;
- * - copies chunks for read-repair and reconciliation.
+ * - copies chunks for read-repair and reconciliation;
+ * - rebalances, if asked (`rebalance`): after a VM joins, moves up to that
+ *   many chunks from the fullest VMs (placed bytes over capacity) to the
+ *   emptiest, each move one that brings the two closer without crossing,
+ *   until the fractions are within REBALANCE_TOLERANCE of each other.
  *
  * Copies run one at a time, one segment in flight, paced to `rate` bytes per
  * second, so that they never starve the uploads and downloads in the
@@ -57,6 +61,8 @@ export interface EdgeKeeperDeps {
   busy(): Set<string>;
   /** Background copies are paced to this many bytes per second. */
   rate: number;
+  /** Chunks a rebalance round may move (after each join); 0: no rebalance. */
+  rebalance?: number;
   /**
    * Hears how long each placement took (its own work, and any room made by
    * eviction), in wall time and in this process's CPU time (which a busy
@@ -76,6 +82,8 @@ export interface MaintenanceStats {
   evictedBytes: number;
   rewarmedChunks: number;
   repairedChunks: number;
+  /** Chunks moved from a fuller VM to an emptier one. */
+  rebalancedChunks: number;
   /** Chunks copied between VMs (no core bytes) and from the core. */
   copies: { fromEdge: number; fromCore: number };
   /** Bytes read from the core by copies. */
@@ -90,6 +98,7 @@ export function noMaintenance(): MaintenanceStats {
     evictedBytes: 0,
     rewarmedChunks: 0,
     repairedChunks: 0,
+    rebalancedChunks: 0,
     copies: { fromEdge: 0, fromCore: 0 },
     coreBytes: 0,
     failed: 0,
@@ -115,6 +124,8 @@ export interface EdgeKeeper {
   downloaded(file: FileInfo): void;
   /** A VM failed long enough: re-create its chunks elsewhere. */
   repair(vm: string): void;
+  /** A VM joined: move chunks toward the memory-fraction balance (if `rebalance` allows). */
+  rebalance(): void;
   /**
    * Writes chunk `index` of `file` onto `vm` again (a restore after a rejoin,
    * a read-repair), from a live replica, else the core, if the file table
@@ -132,7 +143,13 @@ export interface EdgeKeeper {
   close(): void;
 }
 
-type Task = { kind: 'rewarm'; name: string } | { kind: 'repair'; vm: string };
+type Task =
+  | { kind: 'rewarm'; name: string }
+  | { kind: 'repair'; vm: string }
+  | { kind: 'rebalance' };
+
+/** A rebalance stops once no VM's fill fraction is more than this above another's (2 points). */
+export const REBALANCE_TOLERANCE = 0.02;
 
 export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   const index = createEdgeIndex(deps.segmentSize);
@@ -148,7 +165,8 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   // The pacer: when the next background byte may go.
   let nextAt = 0;
 
-  const taskKey = (task: Task) => (task.kind === 'rewarm' ? `w:${task.name}` : `r:${task.vm}`);
+  const taskKey = (task: Task) =>
+    task.kind === 'rewarm' ? `w:${task.name}` : task.kind === 'repair' ? `r:${task.vm}` : 'b';
   const statusOf = (vm: string) => deps.table().find((row) => row.id === vm)?.status;
 
   function room(vm: VmInfo): { free: number; capacity: number } {
@@ -589,6 +607,58 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     deps.log.info({ vm, chunks: repaired }, 'repaired the chunks of a failed VM');
   }
 
+  /**
+   * One move toward the balance: the emptiest VM (by placed and reserved
+   * bytes over capacity) takes a chunk of the fullest that it does not hold,
+   * no bigger than brings them level. False when there is none to make.
+   */
+  async function rebalanceOnce(): Promise<boolean> {
+    const fills: { vm: VmInfo; used: number; capacity: number; free: number }[] = [];
+    for (const vm of aliveOf()) {
+      const { capacity, free } = room(vm);
+      if (capacity <= 0) continue;
+      fills.push({ vm, used: index.placedOn(vm.id) + index.reservedOn(vm.id), capacity, free });
+    }
+    if (fills.length < 2) return false;
+    const fraction = (fill: { used: number; capacity: number }) => fill.used / fill.capacity;
+    fills.sort((a, b) => fraction(b) - fraction(a) || (a.vm.id < b.vm.id ? -1 : 1));
+    const busy = deps.busy();
+    // The fullest first, each against the emptiest that can take something.
+    for (const from of fills) {
+      for (const to of [...fills].reverse()) {
+        if (fraction(from) - fraction(to) <= REBALANCE_TOLERANCE) break;
+        for (const file of index.filesOn(from.vm.id)) {
+          if (busy.has(file.name)) continue;
+          for (const chunk of file.chunks) {
+            const holders = holdersOf(chunk);
+            if (!holders.includes(from.vm.id) || holders.includes(to.vm.id)) continue;
+            const bytes = chunkFootprint(chunk.size, deps.segmentSize);
+            if (bytes > to.free) continue;
+            // Not past level: the receiver ends no fuller than the giver.
+            if ((to.used + bytes) / to.capacity > (from.used - bytes) / from.capacity) continue;
+            if (!(await addReplica(file, chunk.index, to.vm.id, from.vm.id))) return true;
+            stats.rebalancedChunks++;
+            return true;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  async function rebalanceRound(limit: number) {
+    let moved = 0;
+    for (; moved < limit && !closed; moved++) {
+      try {
+        if (!(await rebalanceOnce())) break;
+      } catch (error) {
+        deps.log.warn({ err: (error as Error).message }, 'moving a chunk to rebalance failed');
+        break;
+      }
+    }
+    if (moved > 0) deps.log.info({ attempts: moved }, 'rebalanced the edge');
+  }
+
   function enqueue(task: Task) {
     if (closed) return;
     const key = taskKey(task);
@@ -605,7 +675,8 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       queued.delete(taskKey(task));
       try {
         if (task.kind === 'rewarm') await rewarm(task.name);
-        else await repairVm(task.vm);
+        else if (task.kind === 'repair') await repairVm(task.vm);
+        else await rebalanceRound(deps.rebalance ?? 0);
       } catch (error) {
         deps.log.warn({ task, err: (error as Error).message }, 'background edge work failed');
       }
@@ -690,6 +761,9 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     },
     repair(vm) {
       enqueue({ kind: 'repair', vm });
+    },
+    rebalance() {
+      if ((deps.rebalance ?? 0) > 0) enqueue({ kind: 'rebalance' });
     },
     restore: (file, chunkIndex, vm) =>
       withFile(file.name, async () => {

@@ -34,6 +34,7 @@ interface BrokerFlags extends ConnectionFlags {
   replicas: number;
   repairAfter: number | typeof OFF;
   repairRate: number;
+  rebalance: number;
   reductionFactor: number;
   heartbeatMs: number;
   fetchTimeoutMs: number;
@@ -90,11 +91,20 @@ const program = withConnectionOptions(
   .addOption(
     new Option(
       '--repair-rate <size>',
-      'bytes per second that re-warming and repair may copy, so they never starve transfers',
+      'bytes per second that re-warming, repair and rebalancing may copy, so they never starve transfers',
     )
       .env('CLOUDLET_REPAIR_RATE')
       .default(DEFAULT_MAINTENANCE_RATE, formatSize(DEFAULT_MAINTENANCE_RATE))
       .argParser(parseSize),
+  )
+  .addOption(
+    new Option(
+      '--rebalance <chunks>',
+      'after each VM joins, move up to this many chunks from the fullest VMs to the emptiest (by placed bytes over memory), at the repair rate (0: never)',
+    )
+      .env('CLOUDLET_REBALANCE')
+      .default(0)
+      .argParser(parseCount(0, 1_000_000)),
   )
   .addOption(
     new Option(
@@ -294,6 +304,7 @@ const program = withConnectionOptions(
       replicas: flags.replicas,
       repairAfterMs: flags.repairAfter === OFF ? null : flags.repairAfter,
       maintenanceRate: Math.max(1, flags.repairRate),
+      rebalance: flags.rebalance,
       reductionFactor: flags.reductionFactor,
       heartbeatMs: flags.heartbeatMs,
       fetchTimeoutMs: flags.fetchTimeoutMs,
@@ -340,6 +351,7 @@ const program = withConnectionOptions(
         admin: admin?.url ?? 'off',
         lease: keeper ? `${leaseMs} ms, held as ${keeper.token}` : 'none',
         repairAfter: flags.repairAfter === OFF ? 'off' : `${flags.repairAfter} ms`,
+        rebalance: flags.rebalance,
       },
       'ready',
     );

@@ -122,11 +122,14 @@ export function createMetrics(): Metrics {
   followers.push(follow(copied, { source: 'core' }, (s) => s.maintenance.copies.fromCore));
   const maintained = counter(
     'cloudlet_edge_maintained_chunks_total',
-    'Chunks put back on the edge, by why: re-warmed after a read from the core, or repaired off a failed VM',
+    'Chunks put on the edge by the broker, by why: re-warmed after a read from the core, repaired off a failed VM, or moved to rebalance',
     ['reason'],
   );
   followers.push(follow(maintained, { reason: 'rewarm' }, (s) => s.maintenance.rewarmedChunks));
   followers.push(follow(maintained, { reason: 'repair' }, (s) => s.maintenance.repairedChunks));
+  followers.push(
+    follow(maintained, { reason: 'rebalance' }, (s) => s.maintenance.rebalancedChunks),
+  );
   const replicaFailovers = counter(
     'cloudlet_replica_failovers_total',
     'Chunks a requester took from another replica after the first let it down',

@@ -11,7 +11,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { bufferSource, memorySink } from '../../actors/files.ts';
 import { type FileInfo, holdersOf, residencyOf } from '../../protocol/messages.ts';
-import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
+import {
+  MiB,
+  placementDifferences,
+  startCloudlet,
+  type TestCloudlet,
+} from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 import { until } from '../support/until.ts';
 
@@ -202,6 +207,83 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       await download('healed.bin', bytes);
       expect(broker.stats().coreReadBytes).toBe(core);
     }, 60_000);
+
+    test('--rebalance: a VM that joins takes chunks from the fuller ones, toward equal fill, bounded', async () => {
+      cloudlet = await startCloudlet(mosquitto.url, {
+        split: 2,
+        replicas: 1,
+        repairAfterMs: null,
+        rebalance: 6,
+      });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 32 * MiB);
+      await cloudlet.startVm('vm-b', 32 * MiB);
+      const contents = new Map<string, Buffer>();
+      for (let i = 0; i < 6; i++) {
+        const bytes = randomBytes(2 * MiB + i);
+        contents.set(`f${i}.bin`, bytes);
+        await member.put(bufferSource(bytes), `f${i}.bin`);
+      }
+      await broker.keeper.idle();
+      // Joining with the others' fill unchanged: nothing to move between them.
+      expect(broker.stats().maintenance.rebalancedChunks).toBe(0);
+      const fill = (vm: string) => broker.keeper.index.placedOn(vm) / (32 * MiB);
+      const before = fill('vm-a');
+      await cloudlet.startVm('vm-c', 32 * MiB);
+      await until(
+        async () => broker.stats().maintenance.rebalancedChunks > 0,
+        'vm-c took chunks',
+        20_000,
+      );
+      await broker.keeper.idle();
+      const moved = broker.stats().maintenance.rebalancedChunks;
+      // Bounded by the flag; level enough, never past level.
+      expect(moved).toBeLessThanOrEqual(6);
+      expect(fill('vm-c')).toBeGreaterThan(0);
+      expect(fill('vm-c')).toBeLessThanOrEqual(Math.max(fill('vm-a'), fill('vm-b')));
+      expect(Math.max(fill('vm-a'), fill('vm-b'))).toBeLessThan(before);
+      // 12 chunks of ~1 MiB on three VMs of 32 MiB: level within one chunk.
+      const fills = ['vm-a', 'vm-b', 'vm-c'].map(fill);
+      expect(Math.max(...fills) - Math.min(...fills)).toBeLessThanOrEqual(1.05 / 32);
+      // Moved, not copied: each chunk on one VM, no core bytes, and the VMs
+      // hold exactly what the file table says.
+      const files = await member.listAll();
+      for (const file of files)
+        for (const chunk of file.chunks) expect(holdersOf(chunk)).toHaveLength(1);
+      expect(files.flatMap((file) => file.chunks.map((chunk) => chunk.vm))).toContain('vm-c');
+      expect(broker.stats().maintenance.coreBytes).toBe(0);
+      expect(await placementDifferences(cloudlet.vms.values(), files)).toEqual([]);
+      const core = broker.stats().coreReadBytes;
+      for (const [name, bytes] of contents) await download(name, bytes);
+      expect(broker.stats().coreReadBytes).toBe(core);
+    }, 90_000);
+
+    test('--rebalance N moves at most N chunks per join; 0 moves none', async () => {
+      for (const limit of [0, 1]) {
+        cloudlet = await startCloudlet(mosquitto.url, {
+          split: 2,
+          repairAfterMs: null,
+          rebalance: limit,
+        });
+        await cloudlet.startVm('vm-a', 32 * MiB, { store: 'memory' });
+        await cloudlet.startVm('vm-b', 32 * MiB, { store: 'memory' });
+        for (let i = 0; i < 4; i++)
+          await cloudlet.member.put(bufferSource(randomBytes(2 * MiB)), `g${i}.bin`);
+        await cloudlet.startVm('vm-c', 32 * MiB, { store: 'memory' });
+        if (limit > 0)
+          await until(
+            async () => cloudlet?.broker.stats().maintenance.rebalancedChunks === limit,
+            'one chunk moved',
+            20_000,
+          );
+        else await Bun.sleep(500);
+        await cloudlet.broker.keeper.idle();
+        expect(cloudlet.broker.stats().maintenance.rebalancedChunks).toBe(limit);
+        expect(cloudlet.broker.keeper.index.placedOn('vm-c') > 0).toBe(limit > 0);
+        await cloudlet.close();
+        cloudlet = undefined;
+      }
+    }, 90_000);
 
     test('r = 1: the failed VM’s chunks are repaired from the core', async () => {
       cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 1, repairAfterMs: 500 });

@@ -53,6 +53,8 @@ interface Variant {
   /** Memory of VM i (from 0), in MiB. */
   memoryMiB(i: number): number;
   reductionFactor?: number;
+  /** Chunks moved toward balance after each join (--rebalance). */
+  rebalance?: number;
 }
 
 const VARIANTS: Variant[] = [
@@ -66,10 +68,12 @@ const VARIANTS: Variant[] = [
   },
   {
     // The edge as a cache under the same faults: two copies, VMs small
-    // enough that uploads evict, and repair of VMs down over a second.
-    name: 'the edge as a cache: r = 2, 6–8 MiB VMs, repair after 1 s (issue 8)',
+    // enough that uploads evict, repair of VMs down over a second, and a
+    // rebalance after every rejoin.
+    name: 'the edge as a cache: r = 2, 6–8 MiB VMs, repair after 1 s, rebalance 4 (issue 8)',
     replicas: 2,
     repairAfterMs: 1000,
+    rebalance: 4,
     memoryMiB: (i) => 8 - i / 2,
     reductionFactor: 256 * 1024,
   },
@@ -134,6 +138,7 @@ for (const variant of VARIANTS)
           ...(variant.reductionFactor !== undefined
             ? { reductionFactor: variant.reductionFactor }
             : {}),
+          ...(variant.rebalance !== undefined ? { rebalance: variant.rebalance } : {}),
           heartbeatMs: 500,
           fetchTimeoutMs: 1000,
           metadata,
@@ -306,7 +311,7 @@ function summary(
     `kills ${chaos?.kills ?? 0}, restarts ${chaos?.restarts ?? 0}; ` +
     `core chunks ${stats.coreChunks.failover} failovers + ${stats.coreChunks.planned} planned; ` +
     `read-repairs ${stats.readRepairs}; evicted ${stats.maintenance.evictedFiles} files, ` +
-    `re-warmed ${stats.maintenance.rewarmedChunks} and repaired ${stats.maintenance.repairedChunks} chunks ` +
+    `re-warmed ${stats.maintenance.rewarmedChunks}, repaired ${stats.maintenance.repairedChunks} and rebalanced ${stats.maintenance.rebalancedChunks} chunks ` +
     `(${stats.maintenance.copies.fromEdge} copied from a replica, ${stats.maintenance.copies.fromCore} from the core), ` +
     `${stats.replicaFailovers} replica failovers; reconciled ${stats.reconciled.deleted} deleted, ` +
     `${stats.reconciled.restored} restored, ${stats.reconciled.unrestored} unrestored; ` +
