@@ -121,6 +121,8 @@ export function createMember(options: MemberOptions): Member {
   // Requests and uploads in flight when the MQTT connection drops have lost
   // messages on the way: they fail at once, retryable, rather than time out.
   const waiting = new Set<Inbox>();
+  let closed = false;
+  const closedError = () => new CloudletError('unavailable', 'this member was closed', false);
   const offConnection = link.onConnection((connected) => {
     if (connected) return;
     const lost = new CloudletError(
@@ -249,6 +251,7 @@ export function createMember(options: MemberOptions): Member {
     );
     try {
       await brokerReady();
+      if (closed) throw closedError();
       waiting.add(inbox);
       await link.sendToBroker(message);
       for (;;) {
@@ -303,7 +306,12 @@ export function createMember(options: MemberOptions): Member {
       for (let part = asked.length; ; part++) {
         const page = await (asked.shift() as ReturnType<typeof ask>);
         for (const file of page.files) files.push(file);
-        if (page.nextCursor === undefined) return files;
+        if (page.nextCursor === undefined) {
+          // The parts asked past the end come back empty at once: waited
+          // for, so that none is left in flight when the caller closes.
+          await Promise.allSettled(asked);
+          return files;
+        }
         asked.push(ask(part));
       }
     },
@@ -345,6 +353,9 @@ export function createMember(options: MemberOptions): Member {
       offConnection();
       offStatus();
       offReject();
+      // Nothing more will arrive for what is still in flight.
+      closed = true;
+      for (const inbox of waiting) inbox.fail(closedError());
     },
   };
 

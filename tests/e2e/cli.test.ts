@@ -42,6 +42,9 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       const ls = await cloudlet.cli(['ls']);
       expect(ls.code).toBe(0);
       expect(ls.stdout).toContain('notes.bin');
+      // Nothing left in flight at exit: no warning, and no wait for a
+      // request's timeout (ls once took 10 s so, on parts asked past the end).
+      expect(ls.stderr).toBe('');
 
       const json = await cloudlet.cli(['ls', '--json']);
       const files = JSON.parse(json.stdout);

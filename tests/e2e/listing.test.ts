@@ -4,8 +4,12 @@
  * listing at once with the reason instead of leaving it to time out.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { createLogger } from '../../actors/log.ts';
+import { createMember } from '../../actors/member.ts';
+import { connectLink } from '../../actors/mqtt-link.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import type { FileInfo } from '../../protocol/messages.ts';
+import { createTopics } from '../../protocol/topics.ts';
 import { startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 
@@ -85,6 +89,29 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('listing', () => {
       for (const name of more) await metadata.removeFile(name);
     }
   }, 30_000);
+
+  test('a member closed with a listing in flight fails it at once, not at its timeout', async () => {
+    const log = createLogger('closing', 'error');
+    const link = await connectLink({
+      url: mosquitto.url,
+      id: 'closing-member',
+      topics: createTopics(cloudlet.topicRoot),
+      log,
+    });
+    try {
+      const member = createMember({ link, log, requestTimeoutMs: 30_000 });
+      const listing = member.listAll().catch((error: unknown) => error);
+      member.close();
+      const began = performance.now();
+      const error = (await listing) as Error;
+      expect(performance.now() - began).toBeLessThan(2000);
+      // Either it was answered before the close took effect, or it says why not.
+      if (error instanceof Error) expect(error.message).toBe('this member was closed');
+      else expect((error as FileInfo[]).length).toBe(2500);
+    } finally {
+      await link.close();
+    }
+  });
 
   test('a stored record the protocol refuses fails the listing at once, saying why', async () => {
     await metadata.commitFile(record('a/b.bin', 9999));
