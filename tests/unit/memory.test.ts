@@ -32,6 +32,7 @@ describe('memory governor', () => {
       collect: () => {
         rss = 100 * MiB;
       },
+      now: () => 0, // collections that take no time
     });
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(1);
@@ -57,6 +58,7 @@ describe('memory governor', () => {
       collect: () => {
         rss = live;
       },
+      now: () => 0,
     });
     for (let moved = 0; moved < 400 * MiB; moved += MiB) {
       live += 4 * MiB;
@@ -66,5 +68,29 @@ describe('memory governor', () => {
     // From 150 MiB to 1.75 GiB: 6 collections, where a fixed step of half
     // the limit past what was left made 25.
     expect(governor.collections).toBe(6);
+  });
+
+  test('collections take at most a tenth of the time: after one of d ms, none for 9 d', () => {
+    const MiB = 1024 * 1024;
+    let clock = 0;
+    let rss = 500 * MiB;
+    const governor = createMemoryGovernor(128 * MiB, {
+      rss: () => rss,
+      collect: () => {
+        clock += 100;
+        rss = 100 * MiB;
+      },
+      now: () => clock,
+    });
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    // Over the trigger again at once: quiet until 900 ms after the collection.
+    rss = 500 * MiB;
+    clock += 899;
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    clock += 1;
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(2);
   });
 });
