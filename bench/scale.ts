@@ -498,7 +498,7 @@ function printReport(r: Results, file: string) {
       '',
     ],
     [
-      'placement per upload: broker CPU time',
+      'placement per upload: broker thread CPU time',
       `${f2(r.placement.scale.meanCpuMs)} ms mean (${SMALL_VMS} VMs: ${f2(r.placement.small.meanCpuMs)} ms)`,
       `< 1 ms — ${met(r.placement.scale.meanCpuMs < 1)}`,
     ],

@@ -166,7 +166,7 @@ export function createMetrics(): Metrics {
 
   const placementCpu = counter(
     'cloudlet_placement_cpu_seconds_total',
-    "The broker process's CPU time spent placing uploads (wall time is in cloudlet_placement_seconds)",
+    "CPU time the broker's thread spent placing uploads (wall time is in cloudlet_placement_seconds)",
   );
   followers.push(follow(placementCpu, {}, (s) => s.placement.cpuSeconds));
   const placementSeconds = new Histogram({
