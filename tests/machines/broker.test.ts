@@ -1,6 +1,12 @@
 import { describe, expect, test } from 'bun:test';
 import { createActor, type EventObject, fromCallback, fromPromise, SimulatedClock } from 'xstate';
-import { type BrokerConfig, brokerMachine, vmTable } from '../../machines/broker.ts';
+import {
+  type BrokerConfig,
+  brokerMachine,
+  vmRows,
+  vmTable,
+  watchVmRows,
+} from '../../machines/broker.ts';
 import { membershipMachine } from '../../machines/membership.ts';
 import {
   type CoreServerCommand,
@@ -120,6 +126,44 @@ describe('broker routing (§V)', () => {
       ['vm-a', expect.objectContaining({ id: 'j-vm-a', heartbeatMs: 1000, penalty: 0 })],
       ['vm-b', expect.objectContaining({ id: 'j-vm-b', heartbeatMs: 1000, penalty: 0 })],
     ]);
+  });
+
+  test('the watched rows are the rows, through joins, heartbeats, silence, wills and rejoins', () => {
+    const { actor, join, frame, clock } = start();
+    const watched = watchVmRows(actor);
+    const byId = (rows: { id: string }[]) => [...rows].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const same = () => expect(byId(watched.rows())).toEqual(byId(vmRows(actor.getSnapshot())));
+    same();
+    join('vm-a', 300);
+    same();
+    join('vm-b', 200);
+    join('vm-c', 100);
+    same();
+    expect(watched.rows()).toHaveLength(3);
+    frame({ type: 'heartbeat', from: 'vm-a', incarnation: 'vm-a-1', cpu, memoryFree: 250 });
+    same();
+    expect(watched.rows().find((row) => row.id === 'vm-a')?.memoryFree).toBe(250);
+    // Silence: vm-b and vm-c go suspect, then failed.
+    for (let i = 0; i < 4; i++) {
+      clock.increment(1000);
+      frame({ type: 'heartbeat', from: 'vm-a', incarnation: 'vm-a-1', cpu, memoryFree: 250 });
+      same();
+    }
+    expect(watched.rows().find((row) => row.id === 'vm-b')?.status).toBe('failed');
+    frame(
+      { type: 'status', from: 'vm-a', incarnation: 'vm-a-1', online: false },
+      { kind: 'status', id: 'vm-a' },
+    );
+    same();
+    join('vm-a', 300, 'vm-a-2');
+    same();
+    expect(watched.rows().find((row) => row.id === 'vm-a')).toMatchObject({
+      status: 'alive',
+      penalty: 1,
+    });
+    // The same array until something changes.
+    expect(watched.rows()).toBe(watched.rows());
+    watched.stop();
   });
 
   test("a VM's will fails it; its rejoin costs a penalty", () => {
