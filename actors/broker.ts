@@ -14,10 +14,9 @@ import {
   type BrokerConfig,
   brokerMachine,
   busyNames,
+  inspectedVmRows,
   type RequestInput,
-  vmRows,
   vmTable,
-  watchVmRows,
 } from '../machines/broker.ts';
 import { membershipMachine } from '../machines/membership.ts';
 import type {
@@ -222,9 +221,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   };
   const table = () => vmTable(actor.getSnapshot());
   // The edge keeper walks the table in any order (placement breaks its ties by id).
-  // Kept up to date once the actor runs (watchVmRows), built until then.
-  let watchedRows: ReturnType<typeof watchVmRows> | null = null;
-  const rows = () => watchedRows?.rows() ?? vmRows(actor.getSnapshot());
+  // Kept up to date from the actor's inspection events (inspectedVmRows).
+  const vmRowsKept = inspectedVmRows();
+  const rows = () => vmRowsKept.rows();
   const keeper = createEdgeKeeper({
     brokerId: config.brokerId,
     replicas: config.replicas,
@@ -491,13 +490,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const actor = createActor(machine, {
     input: { ...config, remembered },
     inspect: (event) => {
+      vmRowsKept.inspect(event);
       countTransfers(event);
       options.inspect?.(event);
     },
   });
   actor.subscribe({ error: (error) => log.error({ err: error }, 'the broker statechart failed') });
   actor.start();
-  watchedRows = watchVmRows(actor);
   await waitFor(actor, (snapshot) => snapshot.matches('online'), { timeout: 5000 });
   // Online only once it can answer: the machine runs and the table is back.
   await announce(true);
@@ -545,7 +544,6 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     async close({ announce: say = true } = {}) {
       clearInterval(sweepTimer);
       keeper.close();
-      watchedRows?.stop();
       actor.stop();
       // Said if the server takes it at once; a close never waits on it.
       if (say && link.connected) await Promise.race([announce(false), Bun.sleep(1000)]);

@@ -3,9 +3,9 @@ import { createActor, type EventObject, fromCallback, fromPromise, SimulatedCloc
 import {
   type BrokerConfig,
   brokerMachine,
+  inspectedVmRows,
   vmRows,
   vmTable,
-  watchVmRows,
 } from '../../machines/broker.ts';
 import { membershipMachine } from '../../machines/membership.ts';
 import {
@@ -49,6 +49,7 @@ const servedFile: FileInfo = {
 
 function start(options: { requestsHang?: boolean } = {}) {
   const clock = new SimulatedClock();
+  const kept = inspectedVmRows();
   const sent: SendCommand[] = [];
   const coreStarts: Array<{ index: number; offset: number }> = [];
   const send = (_: unknown, command: SendCommand) => void sent.push(command);
@@ -87,7 +88,7 @@ function start(options: { requestsHang?: boolean } = {}) {
       ),
     },
   });
-  const actor = createActor(machine, { clock, input: config }).start();
+  const actor = createActor(machine, { clock, input: config, inspect: kept.inspect }).start();
   const frame = (
     message: Message,
     topic: ParsedTopic = { kind: 'to-broker', sender: message.from },
@@ -103,7 +104,7 @@ function start(options: { requestsHang?: boolean } = {}) {
       memoryFree,
     });
   const replies = (type: string) => sent.filter((c) => c.message.type === type);
-  return { clock, actor, sent, frame, join, replies, coreStarts };
+  return { clock, actor, sent, frame, join, replies, coreStarts, kept };
 }
 
 describe('broker routing (§V)', () => {
@@ -128,9 +129,8 @@ describe('broker routing (§V)', () => {
     ]);
   });
 
-  test('the watched rows are the rows, through joins, heartbeats, silence, wills and rejoins', () => {
-    const { actor, join, frame, clock } = start();
-    const watched = watchVmRows(actor);
+  test('the rows kept from inspection are the rows, through joins, heartbeats, silence, wills and rejoins', () => {
+    const { actor, join, frame, clock, kept: watched } = start();
     const byId = (rows: { id: string }[]) => [...rows].sort((a, b) => (a.id < b.id ? -1 : 1));
     const same = () => expect(byId(watched.rows())).toEqual(byId(vmRows(actor.getSnapshot())));
     same();
@@ -163,7 +163,6 @@ describe('broker routing (§V)', () => {
     });
     // The same array until something changes.
     expect(watched.rows()).toBe(watched.rows());
-    watched.stop();
   });
 
   test("a VM's will fails it; its rejoin costs a penalty", () => {
