@@ -115,10 +115,7 @@ async function readPage(
       ...(after !== undefined ? { after } : {}),
     });
     for (const record of batch.records) {
-      bytes +=
-        (typeof record.json === 'string'
-          ? Buffer.byteLength(record.json)
-          : record.json.byteLength) + 1;
+      bytes += Buffer.byteLength(record.json) + 1;
       if (records.length > 0 && bytes > PAGE_BYTES) {
         full = true;
         break;

@@ -91,7 +91,7 @@ export function encodeFrame(message: Message, body?: Uint8Array): Buffer {
   if (body && body.byteLength > 0 && !DATA_MESSAGE_TYPES.has(message.type)) {
     throw new TypeError(`cannot encode ${message.type}: it carries no body`);
   }
-  return framed(Buffer.from(JSON.stringify(message), 'utf8'), body);
+  return framed([Buffer.from(JSON.stringify(message), 'utf8')], body);
 }
 
 /**
@@ -114,18 +114,8 @@ export function encodeListPage(
     throw new TypeError(`cannot encode list.response: ${describeIssues(checked.error)}`);
   }
   const json = JSON.stringify(empty);
-  const head = Buffer.from(json.slice(0, -2), 'utf8');
   const joined = Buffer.isBuffer(records) ? records : joinListRecords(records);
-  const length = head.byteLength + joined.byteLength + LIST_END.byteLength;
-  const frame = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + length);
-  FRAME_MAGIC.copy(frame, 0);
-  frame.writeUInt8(FRAME_VERSION, 2);
-  frame.writeUInt32BE(length, 3);
-  frame.writeUInt32BE(0, 7);
-  head.copy(frame, FRAME_PREFIX_BYTES);
-  joined.copy(frame, FRAME_PREFIX_BYTES + head.byteLength);
-  LIST_END.copy(frame, FRAME_PREFIX_BYTES + head.byteLength + joined.byteLength);
-  return frame;
+  return framed([Buffer.from(json.slice(0, -2), 'utf8'), joined, LIST_END]);
 }
 
 /** JSON records (text, or its UTF-8) as one list page's `files` holds them, without the brackets. */
@@ -133,34 +123,31 @@ export function joinListRecords(records: readonly (string | Buffer)[]): Buffer {
   if (records.every((record) => typeof record === 'string')) {
     return Buffer.from(records.join(','), 'utf8');
   }
-  const bytes = records.map((record) =>
-    typeof record === 'string' ? Buffer.from(record, 'utf8') : record,
-  );
-  const joined = Buffer.allocUnsafe(
-    bytes.reduce((sum, record) => sum + record.byteLength, Math.max(0, bytes.length - 1)),
-  );
-  let at = 0;
-  bytes.forEach((record, i) => {
-    if (i > 0) joined[at++] = COMMA;
-    record.copy(joined, at);
-    at += record.byteLength;
+  const parts: Buffer[] = [];
+  records.forEach((record, i) => {
+    if (i > 0) parts.push(COMMA);
+    parts.push(typeof record === 'string' ? Buffer.from(record, 'utf8') : record);
   });
-  return joined;
+  return Buffer.concat(parts);
 }
 
-const COMMA = 0x2c;
+const COMMA = Buffer.from(',', 'utf8');
 
 const LIST_END = Buffer.from(']}', 'utf8');
 
-function framed(header: Buffer, body?: Uint8Array): Buffer {
+/** The prefix, then the header (its parts one after another), then the body. */
+function framed(header: readonly Buffer[], body?: Uint8Array): Buffer {
   const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);
   FRAME_MAGIC.copy(prefix, 0);
   prefix.writeUInt8(FRAME_VERSION, 2);
-  prefix.writeUInt32BE(header.byteLength, 3);
+  prefix.writeUInt32BE(
+    header.reduce((sum, part) => sum + part.byteLength, 0),
+    3,
+  );
   prefix.writeUInt32BE(body?.byteLength ?? 0, 7);
   return body && body.byteLength > 0
-    ? Buffer.concat([prefix, header, body])
-    : Buffer.concat([prefix, header]);
+    ? Buffer.concat([prefix, ...header, body])
+    : Buffer.concat([prefix, ...header]);
 }
 
 export function decodeFrame(bytes: Uint8Array, options: DecodeOptions = {}): DecodeResult {
