@@ -634,10 +634,11 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     if (fills.length < 2) return false;
     const fraction = (fill: { used: number; capacity: number }) => fill.used / fill.capacity;
     fills.sort((a, b) => fraction(b) - fraction(a) || (a.vm.id < b.vm.id ? -1 : 1));
+    const emptiestFirst = [...fills].reverse();
     const busy = deps.busy();
     // The fullest first, each against the emptiest that can take something.
     for (const from of fills) {
-      for (const to of [...fills].reverse()) {
+      for (const to of emptiestFirst) {
         if (fraction(from) - fraction(to) <= REBALANCE_TOLERANCE) break;
         for (const file of index.filesOn(from.vm.id)) {
           if (busy.has(file.name)) continue;
