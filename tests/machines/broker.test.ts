@@ -4,7 +4,6 @@ import {
   type BrokerConfig,
   brokerMachine,
   inspectedVmRows,
-  vmRows,
   vmTable,
 } from '../../machines/broker.ts';
 import { membershipMachine } from '../../machines/membership.ts';
@@ -132,7 +131,7 @@ describe('broker routing (§V)', () => {
   test('the rows kept from inspection are the rows, through joins, heartbeats, silence, wills and rejoins', () => {
     const { actor, join, frame, clock, kept: watched } = start();
     const byId = (rows: { id: string }[]) => [...rows].sort((a, b) => (a.id < b.id ? -1 : 1));
-    const same = () => expect(byId(watched.rows())).toEqual(byId(vmRows(actor.getSnapshot())));
+    const same = () => expect(byId(watched.rows())).toEqual(vmTable(actor.getSnapshot()));
     same();
     join('vm-a', 300);
     same();
