@@ -53,7 +53,6 @@ export function createMemoryGovernor(
   host: { rss(): number; collect(): void; now?(): number } = {
     rss: () => process.memoryUsage.rss(),
     collect: () => Bun.gc(true),
-    now: () => performance.now(),
   },
 ): MemoryGovernor {
   const now = host.now ?? (() => performance.now());
