@@ -170,17 +170,43 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
   test("VM A's credentials, or any member's, cannot speak as the broker, nor as VM B", async () => {
     const [vmA, vmB] = vms as [Vm, Vm];
     const file = await alice.stat('secret.bin');
+    const vmBBefore = broker.vms().find((vm) => vm.id === 'vm-b');
     const rejectedBefore = broker.stats().rejected;
     const cpu = { cores: 1, load: 0 };
     // Each would do harm if the server passed it on: VM B's will carries its
     // real incarnation (a will of any other is ignored). Let through (an ACL
-    // that allows them), VM B is failed and its will retained.
+    // that allows them), in this order they leave VM B's row with no room,
+    // not alive, at 6.6.6.6, and its will retained.
     const forgeries: Array<{ topic: string; message: Message; retain?: boolean }> = [
+      // A heartbeat of VM B's saying it has no room left.
+      {
+        topic: topics.toBroker('vm-b'),
+        message: {
+          type: 'heartbeat',
+          from: 'vm-b',
+          incarnation: vmB.incarnation,
+          cpu,
+          memoryFree: 1,
+        },
+      },
       // VM B's will: the broker would mark it failed.
       {
         topic: topics.status('vm-b'),
         message: { type: 'status', from: 'vm-b', incarnation: vmB.incarnation, online: false },
         retain: true,
+      },
+      // VM B restarted at another address: the broker would take the address.
+      {
+        topic: topics.toBroker('vm-b'),
+        message: {
+          type: 'join',
+          id: 'steal',
+          from: 'vm-b',
+          incarnation: 'forged-restart',
+          address: '6.6.6.6',
+          cpu,
+          memoryFree: 1,
+        },
       },
       // The broker telling VM B to delete its chunk.
       {
@@ -236,7 +262,8 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
       'wrong-sender': (rejectedBefore['wrong-sender'] ?? 0) + 2,
     });
     const vmBNow = broker.vms().find((vm) => vm.id === 'vm-b');
-    expect(vmBNow).toMatchObject({ status: 'alive', penalty: 0 });
+    expect(vmBNow).toMatchObject({ status: 'alive', penalty: 0, address: vmBBefore?.address });
+    expect(vmBNow?.memoryFree).not.toBe(1);
     expect(broker.link.lastStatus('vm-b')).toMatchObject({
       incarnation: vmB.incarnation,
       online: true,
