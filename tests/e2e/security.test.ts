@@ -18,6 +18,7 @@ import { connectLink, type Link, LinkError } from '../../actors/mqtt-link.ts';
 import { createVm, joined, type Vm } from '../../actors/vm.ts';
 import { generateAccess } from '../../cli/access.ts';
 import { createMemoryChunkStore } from '../../plugins/chunk-store/memory.ts';
+import type { ChunkStore } from '../../plugins/chunk-store/types.ts';
 import { createMemoryCoreCloud } from '../../plugins/core-cloud/memory.ts';
 import { decodeFrame, encodeFrame } from '../../protocol/frame.ts';
 import type { Message, MessageOf } from '../../protocol/messages.ts';
@@ -48,6 +49,7 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
   let certificate: Certificate;
   let broker: Broker;
   let vms: Vm[] = [];
+  const stores = new Map<string, ChunkStore>();
   let link: Link;
   let alice: Member;
   const as = (user: string) => ({
@@ -77,17 +79,19 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
       log,
     });
     vms = await Promise.all(
-      ['vm-a', 'vm-b'].map((id, i) =>
-        createVm({
+      ['vm-a', 'vm-b'].map((id, i) => {
+        const store = createMemoryChunkStore();
+        stores.set(id, store);
+        return createVm({
           mqttUrl: tlsUrl,
           mqtt: as(id),
           topicRoot: 'secure',
           id,
-          store: createMemoryChunkStore(),
+          store,
           memory: (2 - i) * 64 * MiB,
           log,
-        }),
-      ),
+        });
+      }),
     );
     await Promise.all(vms.map((vm) => joined(vm)));
     link = await connectLink({ url: tlsUrl, id: 'alice', topics, log, ...as('alice') });
@@ -169,14 +173,19 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
 
   test("VM A's credentials, or any member's, cannot speak as the broker, nor as VM B", async () => {
     const [vmA, vmB] = vms as [Vm, Vm];
+    const storeB = stores.get('vm-b') as ChunkStore;
     const file = await alice.stat('secret.bin');
+    const heldByB = async () =>
+      (await storeB.list()).filter((key) => key.includes(file.fileId)).sort();
+    const chunkOnB = await heldByB();
+    expect(chunkOnB.length).toBeGreaterThan(0);
     const vmBBefore = broker.vms().find((vm) => vm.id === 'vm-b');
     const rejectedBefore = broker.stats().rejected;
     const cpu = { cores: 1, load: 0 };
-    // Each would do harm if the server passed it on: VM B's will carries its
-    // real incarnation (a will of any other is ignored). Let through (an ACL
-    // that allows them), in this order they leave VM B's row with no room,
-    // not alive, at 6.6.6.6, and its will retained.
+    // Each would do harm if the server passed it on: the wills carry VM B's
+    // and the broker's real incarnations (a will of any other is ignored).
+    // Let through (an ACL that allows them), in this order they leave VM B's
+    // row with no room, not alive, at 6.6.6.6, and both wills retained.
     const forgeries: Array<{ topic: string; message: Message; retain?: boolean }> = [
       // A heartbeat of VM B's saying it has no room left.
       {
@@ -207,6 +216,12 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
           cpu,
           memoryFree: 1,
         },
+      },
+      // The broker's will: members would hold their requests for a broker that is gone.
+      {
+        topic: topics.status('broker'),
+        message: { type: 'status', from: 'broker', incarnation: broker.incarnation, online: false },
+        retain: true,
       },
       // The broker telling VM B to delete its chunk.
       {
@@ -275,10 +290,25 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
       incarnation: vmB.incarnation,
       online: true,
     });
-    // VM B still serves its chunk from the edge.
+    expect(await retainedStatus('broker')).toEqual({
+      type: 'status',
+      from: 'broker',
+      incarnation: broker.incarnation,
+      online: true,
+    });
+    // Members still take the broker for online, and a request goes through.
+    for (const member of [link, vmA.link]) {
+      expect(member.lastStatus('broker')).toMatchObject({
+        incarnation: broker.incarnation,
+        online: true,
+      });
+    }
+    expect((await alice.vms()).map((vm) => vm.id).sort()).toEqual(['vm-a', 'vm-b']);
+    // VM B still serves its chunk from the edge, and still holds it.
     const sink = memorySink();
     const result = await alice.get('secret.bin', sink);
     expect(result.chunks.map((chunk) => chunk.source)).toEqual(['edge', 'edge']);
+    expect(await heldByB()).toEqual(chunkOnB);
   });
 
   /** The status the server keeps for `id`, as a new subscriber (the auditor) gets it. */
