@@ -241,8 +241,14 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     log.warn({ topic, reason: error.reason, detail: error.message }, 'rejected a message');
     for (const handler of rejectHandlers) safely(log, () => handler(error, topic));
     const { from, id, type } = error.partial;
-    // Answer the sender when it can be named; never answer an error with one.
-    if (from && isMemberId(from) && type !== 'error' && from !== options.id) {
+    // Answer the sender when it can be named. On the broker's inbox the topic
+    // names it (an ACL ties that topic to its user): it is answered even when
+    // the header could not be read (too large, not a frame) or claims another
+    // sender. Elsewhere only the header names it. Without a request id the
+    // error goes without one. Never answer an error with one.
+    const parsed = topics.parse(topic);
+    const sender = parsed?.kind === 'to-broker' ? parsed.sender : from;
+    if (sender && isMemberId(sender) && type !== 'error' && sender !== options.id) {
       const answer: Message = {
         type: 'error',
         from: options.id,
@@ -251,7 +257,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         retryable: false,
         ...(id ? { id } : {}),
       };
-      publish(topicTo(from), encodeFrame(answer)).catch(() => {});
+      publish(topicTo(sender), encodeFrame(answer)).catch(() => {});
     }
   };
 

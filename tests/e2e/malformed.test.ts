@@ -1,7 +1,8 @@
 /**
  * Bad input on the broker's and a VM's inbox: each payload is rejected with a
- * reason (logged, counted, answered when the sender can be named), and the
- * node answers the next valid request.
+ * reason (logged, counted, answered when the sender can be named: on the
+ * broker's inbox its topic names it), and the node answers the next valid
+ * request.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
@@ -31,26 +32,32 @@ const BAD_PAYLOADS: Array<{
   what: string;
   payload: () => Buffer;
   reason: string;
-  answered: boolean;
+  /** Whether the header could be read, so an answer carries its request id. */
+  answerHasId: boolean;
 }> = [
-  { what: 'random bytes', payload: () => randomBytes(512), reason: 'not-a-frame', answered: false },
+  {
+    what: 'random bytes',
+    payload: () => randomBytes(512),
+    reason: 'not-a-frame',
+    answerHasId: false,
+  },
   {
     what: 'a valid frame with bad fields',
     payload: () => rawFrame({ type: 'vms.request', id: 'bad-1', from: 'raw-1', extra: 'field' }),
     reason: 'invalid-fields',
-    answered: true,
+    answerHasId: true,
   },
   {
     what: 'an unknown type',
     payload: () => rawFrame({ type: 'teleport', id: 'bad-2', from: 'raw-1' }),
     reason: 'unknown-type',
-    answered: true,
+    answerHasId: true,
   },
   {
     what: 'an oversized header',
     payload: () => rawFrame({ type: 'vms.request', id: 'bad-3', from: 'raw-1' }, 64 * 1024 * 1024),
     reason: 'header-too-large',
-    answered: false,
+    answerHasId: false,
   },
   {
     what: 'a header longer than the limit, really sent',
@@ -62,7 +69,7 @@ const BAD_PAYLOADS: Array<{
         pad: 'x'.repeat(1024 * 1024 + 10),
       }),
     reason: 'header-too-large',
-    answered: false,
+    answerHasId: false,
   },
 ];
 
@@ -105,9 +112,28 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       return undefined;
     };
 
+    /** The broker's answer to raw-1 naming `reason`, among those after the first `since`. */
+    const rejectionAnswer = async (since: number, reason: string) => {
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline) {
+        const found = answers
+          .slice(since)
+          .find(
+            (message) =>
+              message.type === 'error' &&
+              message.from === 'broker' &&
+              message.message.startsWith(`rejected (${reason})`),
+          );
+        if (found) return found;
+        await Bun.sleep(10);
+      }
+      return undefined;
+    };
+
     for (const bad of BAD_PAYLOADS) {
-      test(`broker inbox: ${bad.what} → rejected (${bad.reason}), and the broker still answers`, async () => {
+      test(`broker inbox: ${bad.what} → rejected (${bad.reason}) and answered, and the broker still answers`, async () => {
         const before = cloudlet.broker.stats().rejected[bad.reason] ?? 0;
+        const answersBefore = answers.length;
         const payload = bad.payload();
         await raw.publishAsync(topics.toBroker('raw-1'), payload, { qos: 1 });
         const deadline = Date.now() + 5000;
@@ -118,14 +144,14 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
           await Bun.sleep(10);
         }
         expect(cloudlet.broker.stats().rejected[bad.reason]).toBe(before + 1);
+        // The topic it came on names its sender, so the sender hears why,
+        // with the request's id when the header could be read, without otherwise.
         const id = /"id":"([^"]+)"/.exec(payload.toString('latin1'))?.[1];
-        if (bad.answered && id) {
-          expect(await answerTo(id)).toMatchObject({
-            type: 'error',
-            code: 'bad-request',
-            from: 'broker',
-          });
-        }
+        const answer = await rejectionAnswer(answersBefore, bad.reason);
+        expect(answer).toMatchObject({ type: 'error', code: 'bad-request', retryable: false });
+        expect(answer && 'id' in answer ? answer.id : undefined).toBe(
+          bad.answerHasId ? id : undefined,
+        );
         expect((await cloudlet.member.vms()).map((vm) => vm.id)).toEqual(['vm-1']);
       });
     }
@@ -167,6 +193,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       });
       // …and a heartbeat on one member's topic claiming to be another's.
       const before = cloudlet.broker.stats().rejected['wrong-sender'] ?? 0;
+      const answersBefore = answers.length;
       await raw.publishAsync(
         topics.toBroker('raw-1'),
         encodeFrame({
@@ -186,6 +213,11 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
         await Bun.sleep(10);
       }
       expect(cloudlet.broker.stats().rejected['wrong-sender']).toBe(before + 1);
+      // The answer goes to the topic's sender (raw-1), whoever the header claims.
+      expect(await rejectionAnswer(answersBefore, 'wrong-sender')).toMatchObject({
+        type: 'error',
+        code: 'bad-request',
+      });
       const sink = memorySink();
       const result = await cloudlet.member.get('probe.bin', sink);
       expect(result.chunks[0]?.source).toBe('edge');
