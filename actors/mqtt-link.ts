@@ -208,11 +208,9 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   // Reconnect with exponential backoff and jitter, so a restarted MQTT
   // server is not met by every member at the same instant, every second.
   client.on('reconnect', () => {
-    const next = Math.min(
-      RECONNECT_MAX_MS,
-      (client.options.reconnectPeriod ?? RECONNECT_FIRST_MS) * 2,
+    client.options.reconnectPeriod = nextReconnectDelay(
+      client.options.reconnectPeriod ?? RECONNECT_FIRST_MS,
     );
-    client.options.reconnectPeriod = Math.round(next * (0.8 + Math.random() * 0.4));
   });
   client.on('connect', () => {
     client.options.reconnectPeriod = RECONNECT_FIRST_MS;
@@ -333,6 +331,18 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
 /** The first retry after a lost connection; then doubling, up to the max. */
 const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 8000;
+
+/**
+ * The wait before the next reconnect attempt, after one that waited
+ * `previousMs`: twice that, at most RECONNECT_MAX_MS, spread by ±20% so that
+ * members cut off together do not all come back at the same instant. The cap
+ * comes before the spread, so the waits settle between 6.4 and 9.6 s.
+ */
+export function nextReconnectDelay(previousMs: number, random: () => number = Math.random) {
+  const doubled = Math.min(RECONNECT_MAX_MS, previousMs * 2);
+  return Math.round(doubled * (0.8 + random() * 0.4));
+}
+
 /** How long a closing link waits for acknowledgements before it lets go. */
 const CLOSE_GRACE_MS = 2000;
 
