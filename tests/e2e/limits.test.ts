@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bufferSource, memorySink } from '../../actors/files.ts';
 import { CloudletError } from '../../machines/shared.ts';
+import type { FileInfo } from '../../protocol/messages.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 
@@ -120,6 +121,90 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
         await member.get(name, sink);
         expect(sink.bytes().equals(bytes)).toBe(true);
       }
+    });
+  },
+);
+
+describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
+  '--max-pending-requests: a flood of requests is refused busy, nothing admitted is lost',
+  () => {
+    const mosquitto = useMosquitto();
+    // Far fewer than the burst below.
+    const MAX_PENDING = 4;
+    let cloudlet: TestCloudlet;
+
+    beforeAll(async () => {
+      cloudlet = await startCloudlet(mosquitto.url, { split: 1, maxPendingRequests: MAX_PENDING });
+      await cloudlet.startVm('vm-a', 100 * MiB, { store: 'memory' });
+    }, 60_000);
+    afterAll(async () => {
+      await cloudlet?.close();
+    }, 30_000);
+
+    test('lookups and deletes sent at once: the extra ones refused busy and retryable, the admitted ones done right, nothing lost', async () => {
+      const { member } = cloudlet;
+      const files = new Map<string, Buffer>();
+      for (let i = 0; i < 24; i++) {
+        const bytes = randomBytes(10_000 + i);
+        await member.put(bufferSource(bytes), `f${i}.bin`);
+        files.set(`f${i}.bin`, bytes);
+      }
+      // A lookup, then a delete, in turn, all at once: the first of each is
+      // admitted whatever the timing. A delete waits for the VM to drop its
+      // chunk, so several are pending together.
+      const requests = [...files.keys()].map((name, i) => ({
+        name,
+        kind: i % 2 === 0 ? ('lookup' as const) : ('delete' as const),
+      }));
+      const outcomes = await Promise.allSettled(
+        requests.map(({ name, kind }) =>
+          kind === 'lookup' ? member.stat(name) : member.remove(name),
+        ),
+      );
+      const sent = requests.map((request, i) => ({
+        ...request,
+        outcome: outcomes[i] as PromiseSettledResult<FileInfo | undefined>,
+      }));
+      const refused = sent.filter(({ outcome }) => outcome.status === 'rejected');
+      expect(refused.length).toBeGreaterThan(0);
+      expect(sent.slice(0, 2).map(({ outcome }) => outcome.status)).toEqual([
+        'fulfilled',
+        'fulfilled',
+      ]);
+      for (const { outcome } of refused) {
+        const reason = (outcome as PromiseRejectedResult).reason;
+        expect(reason).toMatchObject({ code: 'busy', retryable: true });
+        expect(reason.message).toBe(
+          `the broker is answering ${MAX_PENDING} requests already; try again shortly`,
+        );
+      }
+
+      // An admitted lookup answered its own file; an admitted delete took its
+      // file away; a refused delete took nothing.
+      const listed = new Set((await member.listAll()).map((file) => file.name));
+      for (const { name, kind, outcome } of sent) {
+        if (kind === 'lookup') {
+          if (outcome.status === 'fulfilled')
+            expect(outcome.value).toMatchObject({ name, size: files.get(name)?.byteLength });
+          expect(listed.has(name)).toBe(true);
+        } else expect(listed.has(name)).toBe(outcome.status === 'rejected');
+      }
+
+      // The retries go through, one at a time.
+      for (const { name, kind } of refused) {
+        if (kind === 'lookup') expect(await member.stat(name)).toMatchObject({ name });
+        else await member.remove(name);
+      }
+
+      // The broker still answers, and every file kept is whole.
+      const kept = sent.filter(({ kind }) => kind === 'lookup').map(({ name }) => name);
+      expect((await member.listAll()).map((file) => file.name).sort()).toEqual(kept.sort());
+      for (const name of kept) {
+        const sink = memorySink();
+        await member.get(name, sink);
+        expect(sink.bytes().equals(files.get(name) as Buffer)).toBe(true);
+      }
+      expect((await member.vms()).map((vm) => vm.id)).toEqual(['vm-a']);
     });
   },
 );
