@@ -17,9 +17,9 @@
  *   until the fractions are within REBALANCE_TOLERANCE of each other.
  *
  * Copies run one at a time, one segment in flight, paced to `rate` bytes per
- * second, so that they never starve the uploads and downloads in the
- * foreground. Every placement change is written to the metadata store
- * (compare-and-set on the fileId) before the index believes it.
+ * second (machines/pacer.ts), so that they never starve the uploads and
+ * downloads in the foreground. Every placement change is written to the
+ * metadata store (compare-and-set on the fileId) before the index believes it.
  */
 import {
   bytesByVm,
@@ -27,6 +27,7 @@ import {
   createEdgeIndex,
   type EdgeIndex,
 } from '../machines/edge-index.ts';
+import { createPacer } from '../machines/pacer.ts';
 import {
   missingReplicas,
   type PlacementCandidate,
@@ -174,8 +175,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   const locks = new Map<string, Promise<void>>();
   let running: Promise<void> | null = null;
   let closed = false;
-  // The pacer: when the next background byte may go.
-  let nextAt = 0;
+  const pacer = createPacer(deps.rate, () => performance.now());
 
   const taskKey = (task: Task) =>
     task.kind === 'rewarm' ? `w:${task.name}` : task.kind === 'repair' ? `r:${task.vm}` : 'b';
@@ -310,9 +310,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   }
 
   async function pace(bytes: number) {
-    const now = performance.now();
-    const wait = Math.max(0, nextAt - now);
-    nextAt = Math.max(now, nextAt) + (bytes / deps.rate) * 1000;
+    const wait = pacer.book(bytes);
     if (wait > 0) await Bun.sleep(wait);
   }
 
