@@ -14,6 +14,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { fromCallback } from 'xstate';
+import { chunkFootprint } from '../machines/edge-index.ts';
 import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
 import type { ErrorCode, InventoryEntry, Message } from '../protocol/messages.ts';
@@ -49,6 +50,10 @@ const manifestKey = (fileId: string, index?: number) =>
 /** How long a VM refuses segments of a file it deleted whole. */
 const TOMBSTONE_MS = 60_000;
 
+/** The most the store may hold: the budget, or less if the store showed it is smaller. */
+const storeCapacity = (budget: number, space?: StoreSpace) =>
+  Math.min(budget, space?.ceiling ?? Number.POSITIVE_INFINITY);
+
 /**
  * What the VM can still take: its budget less what its store holds, and
  * never more than the store showed it can hold (Redis at its `maxmemory`
@@ -56,7 +61,7 @@ const TOMBSTONE_MS = 60_000;
  */
 export async function memoryFree(store: ChunkStore, budget: number, space?: StoreSpace) {
   const used = await store.usedBytes();
-  return Math.max(0, Math.min(budget, space?.ceiling ?? Number.POSITIVE_INFINITY) - used);
+  return Math.max(0, storeCapacity(budget, space) - used);
 }
 
 /** What the VM learned of its store's real size. */
@@ -73,11 +78,52 @@ export function isOutOfSpace(error: unknown): boolean {
 /** Writes and deletes chunks, one operation at a time per chunk. */
 export function chunkStorer(deps: VmStorageDeps) {
   return fromCallback<StorerCommand, void>(({ receive }) => {
-    /** Chunks being written, with the request (upload or copy) writing each. */
+    /**
+     * Chunks being written, with the request (upload or copy) writing each
+     * and the room promised to it: its footprint as the store will count it
+     * (bytes and manifest), of which `received` bytes are stored already.
+     * Leaving this map, for whatever reason, gives back the rest.
+     */
     const writing = new Map<
       string,
-      { id: string; hash: Hash; received: number; offsets: number[] }
+      {
+        id: string;
+        hash: Hash;
+        received: number;
+        offsets: number[];
+        footprint: number;
+        /** Segments the footprint has room for in the manifest. */
+        segments: number;
+      }
     >();
+    /** Bytes promised to chunks being written that the store does not hold yet. */
+    const promised = () => {
+      let total = 0;
+      for (const chunk of writing.values()) total += chunk.footprint - chunk.received;
+      return total;
+    };
+    // One admission at a time, across files (each file has its own queue):
+    // two chunks arriving together must not both count the same free bytes.
+    let admissions: Promise<unknown> = Promise.resolve();
+    /**
+     * Whether `footprint` bytes fit in what is free, less what is promised,
+     * plus what `replacing` will free; if so, `claim` runs before any other
+     * admission looks.
+     */
+    const admit = (footprint: number, replacing: number, claim: () => void) => {
+      const turn = admissions.then(async () => {
+        // Read before the store's usage: a segment landing in between is then
+        // counted twice, never not at all.
+        const reserved = promised();
+        const used = await deps.store.usedBytes();
+        const free = storeCapacity(deps.budget, deps.space) - used - reserved + replacing;
+        if (footprint > free) return { admitted: false, free: Math.max(0, free) };
+        claim();
+        return { admitted: true, free };
+      });
+      admissions = turn.catch(() => {});
+      return turn;
+    };
     const queues = new Map<string, Promise<void>>();
     const enqueue = (key: string, work: () => Promise<void>) => {
       const next = (queues.get(key) ?? Promise.resolve())
@@ -119,23 +165,44 @@ export function chunkStorer(deps: VmStorageDeps) {
       const key = `${fileId}/${index}`;
       if (offset === 0 && writing.get(key)?.id !== id) {
         // A fresh chunk, or one written again by another request (a retried
-        // upload, a copy after one that broke off): start clean, and only if it fits.
+        // upload, a copy after one that broke off, a read-repair): start
+        // clean, and only if it fits. A complete copy it replaces makes room
+        // but stays until the new one is admitted; partial bytes go at once.
         writing.delete(key);
-        await deps.store.deletePrefix(chunkPrefix(fileId, index));
-        await deps.store.delete(manifestKey(fileId, index));
-        const free = await memoryFree(deps.store, deps.budget, deps.space);
-        if (chunkSize > free) {
+        const replacing = await completeChunkBytes(deps.store, fileId, index);
+        if (replacing === 0) {
+          await deps.store.deletePrefix(chunkPrefix(fileId, index));
+          await deps.store.delete(manifestKey(fileId, index));
+        }
+        // Senders cut a chunk into segments of the transfer's segment size
+        // from its start, so the first one tells how many the manifest lists.
+        const segmentSize = Math.max(1, body.byteLength);
+        const footprint = chunkFootprint(chunkSize, segmentSize);
+        const { admitted, free } = await admit(footprint, replacing, () =>
+          writing.set(key, {
+            id,
+            hash: createHash('sha256'),
+            received: 0,
+            offsets: [],
+            footprint,
+            segments: Math.max(1, Math.ceil(chunkSize / segmentSize)),
+          }),
+        );
+        if (!admitted) {
           await refuse(
             from,
             id,
             index,
             'no-space',
-            `VM ${deps.id} has ${free} bytes free; chunk ${index} needs ${chunkSize}; try again, other VMs will be chosen`,
+            `VM ${deps.id} has ${free} bytes free once the chunks it is writing are in; chunk ${index} needs ${footprint} with its manifest; try again, other VMs will be chosen`,
             true,
           );
           return;
         }
-        writing.set(key, { id, hash: createHash('sha256'), received: 0, offsets: [] });
+        if (replacing > 0) {
+          await deps.store.deletePrefix(chunkPrefix(fileId, index));
+          await deps.store.delete(manifestKey(fileId, index));
+        }
       }
       const state = writing.get(key);
       if (
@@ -150,6 +217,20 @@ export function chunkStorer(deps: VmStorageDeps) {
           index,
           'bad-request',
           `unexpected bytes for chunk ${index} at offset ${offset}`,
+        );
+        return;
+      }
+      if (state.offsets.length === state.segments) {
+        // Shorter segments than the first: the manifest would outgrow the
+        // room promised, so the chunk cannot be kept within the budget.
+        writing.delete(key);
+        await deps.store.deletePrefix(chunkPrefix(fileId, index));
+        await refuse(
+          from,
+          id,
+          index,
+          'bad-request',
+          `chunk ${index} came in more than the ${state.segments} segments its first one's length implies; send every segment but the last as long as the first`,
         );
         return;
       }
@@ -220,12 +301,24 @@ export function chunkStorer(deps: VmStorageDeps) {
       await deps.send(from, { type: 'chunk.deleted', id, from: deps.id, fileId });
     };
 
+    // Whatever fails on the way, a chunk this request was writing is given
+    // up, so the room promised to it comes back.
+    const storeOrGiveUp = (
+      message: Extract<StorerCommand, { type: 'STORE' }>['message'],
+      body: Buffer,
+    ) =>
+      store(message, body).catch((error: unknown) => {
+        const key = `${message.fileId}/${message.index}`;
+        if (writing.get(key)?.id === message.id) writing.delete(key);
+        throw error;
+      });
+
     // One queue per file: a delete of the whole file then runs after every
     // store of it that arrived before, never in between.
     receive((command) => {
       const { fileId } = command.message;
       if (command.type === 'STORE') {
-        enqueue(fileId, () => store(command.message, command.body));
+        enqueue(fileId, () => storeOrGiveUp(command.message, command.body));
       } else {
         if (command.message.index === undefined) bury(fileId);
         enqueue(fileId, () => remove(command.message));
@@ -324,4 +417,19 @@ export async function takeInventory(store: ChunkStore): Promise<InventoryEntry[]
     if (!entries.has(id)) entries.set(id, [chunk.fileId, chunk.index, null]);
   }
   return [...entries.keys()].sort().map((id) => entries.get(id) as InventoryEntry);
+}
+
+/**
+ * What a complete copy of the chunk holds in the store (its bytes and its
+ * manifest), or 0 when there is none: no manifest, or one that cannot be read.
+ */
+async function completeChunkBytes(store: ChunkStore, fileId: string, index: number) {
+  const raw = await store.get(manifestKey(fileId, index));
+  if (!raw) return 0;
+  try {
+    const { size } = JSON.parse(raw.toString('utf8')) as Manifest;
+    return Number.isSafeInteger(size) ? size + raw.byteLength : 0;
+  } catch {
+    return 0;
+  }
 }
