@@ -10,6 +10,7 @@ import { afterAll, afterEach, describe, expect, test } from 'bun:test';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { bufferSource, memorySink } from '../../actors/files.ts';
+import { planPlacement } from '../../machines/placement.ts';
 import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
 import { type FileInfo, holdersOf, residencyOf } from '../../protocol/messages.ts';
 import {
@@ -344,6 +345,32 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
         cloudlet = undefined;
       }
     }, 90_000);
+
+    test('with rebalance off, a VM that joins gets the next upload: it has the most memory free', async () => {
+      cloudlet = await startCloudlet(mosquitto.url, {
+        split: 2,
+        repairAfterMs: null,
+        rebalance: 0,
+      });
+      const { member, broker } = cloudlet;
+      await cloudlet.startVm('vm-a', 32 * MiB, { store: 'memory' });
+      await cloudlet.startVm('vm-b', 32 * MiB, { store: 'memory' });
+      for (let i = 0; i < 4; i++) await member.put(bufferSource(randomBytes(2 * MiB)), `g${i}.bin`);
+      await cloudlet.startVm('vm-c', 32 * MiB, { store: 'memory' });
+      await broker.keeper.idle();
+      // Nothing moved to it: it is empty, vm-a and vm-b hold 4 MiB each.
+      expect(broker.keeper.index.placedOn('vm-c')).toBe(0);
+      expect(broker.keeper.index.placedOn('vm-a')).toBe(broker.keeper.index.placedOn('vm-b'));
+      // §V.D step 3 over the room the broker counts: the two VMs with the
+      // most memory free, vm-c and then vm-a (its tie with vm-b broken by
+      // id), each chunk sized by its share, so vm-c's is the larger.
+      const expected = planPlacement(broker.keeper.candidates(), 3 * MiB, 2);
+      const file = await member.put(bufferSource(randomBytes(3 * MiB)), 'next.bin');
+      const placed = file.chunks.map((chunk) => ({ vm: chunk.vm, size: chunk.size }));
+      expect(placed).toEqual(expected.map((chunk) => ({ vm: chunk.vm, size: chunk.size })));
+      expect(placed.map((chunk) => chunk.vm)).toEqual(['vm-c', 'vm-a']);
+      expect(placed[0]?.size).toBeGreaterThan(placed[1]?.size ?? Number.POSITIVE_INFINITY);
+    }, 60_000);
 
     test('r = 1: the failed VM’s chunks are repaired from the core', async () => {
       cloudlet = await startCloudlet(mosquitto.url, { split: 2, replicas: 1, repairAfterMs: 500 });

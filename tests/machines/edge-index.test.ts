@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import { bytesByVm, chunkFootprint, createEdgeIndex } from '../../machines/edge-index.ts';
-import type { FileInfo } from '../../protocol/messages.ts';
+import { type FileInfo, residencyOf } from '../../protocol/messages.ts';
 
 const SEGMENT = 4;
 
@@ -47,6 +47,42 @@ describe('chunkFootprint', () => {
       'vm-a': chunkFootprint(6, SEGMENT),
       'vm-b': chunkFootprint(6, SEGMENT) + chunkFootprint(4, SEGMENT),
     });
+  });
+});
+
+describe('residency', () => {
+  test('edge: every chunk on a VM, through `vm` alone or its replicas', () => {
+    expect(
+      residencyOf(
+        file('a', [
+          { size: 6, vm: 'vm-a', replicas: ['vm-a', 'vm-b'] },
+          { size: 4, vm: 'vm-b' },
+        ]),
+      ),
+    ).toBe('edge');
+  });
+
+  test('partial: some chunks on a VM, others in the core only, whichever comes first', () => {
+    const onEdge = { size: 4, vm: 'vm-a', replicas: ['vm-a'] };
+    const inCore = { size: 4, vm: null, replicas: [] };
+    expect(residencyOf(file('a', [onEdge, inCore]))).toBe('partial');
+    expect(residencyOf(file('b', [inCore, onEdge]))).toBe('partial');
+    // A record from before replicas, one chunk evicted.
+    expect(residencyOf(file('c', [{ size: 4, vm: null }, { size: 4, vm: 'vm-b' }, onEdge]))).toBe(
+      'partial',
+    );
+  });
+
+  test('core-only: no chunk on a VM, or no chunk at all', () => {
+    expect(
+      residencyOf(
+        file('a', [
+          { size: 4, vm: null, replicas: [] },
+          { size: 4, vm: null },
+        ]),
+      ),
+    ).toBe('core-only');
+    expect(residencyOf(file('empty', []))).toBe('core-only');
   });
 });
 
