@@ -5,7 +5,8 @@
  * - counts the bytes the file table puts on each VM (machines/edge-index),
  *   so placement never plans more onto a VM than its budget;
  * - makes room for an upload by evicting the least recently used files from
- *   the edge (they stay in the core, listed core-only);
+ *   the edge (they stay in the core, listed core-only); when each file was
+ *   last used is kept in the metadata store, so the order survives a restart;
  * - re-warms a file read from the core back onto the edge, in the background;
  * - repairs: when a VM has been failed for `--repair-after`, re-creates its
  *   chunks on other VMs, from a surviving replica when there is one, else
@@ -70,6 +71,8 @@ export interface EdgeKeeperDeps {
    * machine does not inflate).
    */
   placed?(seconds: number, cpuSeconds: number): void;
+  /** Files used meanwhile are written to the metadata store, in one batch, this often (ms). */
+  recencyFlushMs?: number;
   /** A VM that does not answer a copied segment within this fails the copy. */
   storeTimeoutMs: number;
   /** A source VM that sends nothing for this long fails the copy (the next source is tried). */
@@ -141,7 +144,8 @@ export interface EdgeKeeper {
   copying(vm: string): ReadonlySet<string>;
   /** Resolves when no background work is queued or running (tests, bench). */
   idle(): Promise<void>;
-  close(): void;
+  /** Stops the background work; resolves once the last uses are written. */
+  close(): Promise<void>;
 }
 
 /**
@@ -161,6 +165,9 @@ type Task =
   | { kind: 'repair'; vm: string }
   | { kind: 'rebalance' };
 
+/** How often the files used meanwhile are written to the metadata store, by default. */
+export const RECENCY_FLUSH_MS = 5000;
+
 /** A rebalance stops once no VM's fill fraction is more than this above another's (2 points). */
 export const REBALANCE_TOLERANCE = 0.02;
 
@@ -176,6 +183,17 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   let running: Promise<void> | null = null;
   let closed = false;
   const pacer = createPacer(deps.rate, () => performance.now());
+  // Files used (uploaded, downloaded) since the last flush, and when: written
+  // to the metadata store in one batch every few seconds and on close, never
+  // one write per download. A crash loses at most those seconds of recency
+  // (those files come back where their last flushed use put them), which
+  // costs at worst a worse choice of what to evict, never a byte.
+  const usedSince = new Map<string, string>();
+  let flushing: Promise<void> | null = null;
+  const flushTimer = setInterval(() => {
+    void flushUses();
+  }, deps.recencyFlushMs ?? RECENCY_FLUSH_MS);
+  flushTimer.unref?.();
 
   const taskKey = (task: Task) =>
     task.kind === 'rewarm' ? `w:${task.name}` : task.kind === 'repair' ? `r:${task.vm}` : 'b';
@@ -307,6 +325,33 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     const current = await deps.metadata.getFile(name);
     if (current) index.put(current);
     else index.remove(name);
+  }
+
+  /** `name` was just used: it is the most recently used, here and, at the next flush, in the store. */
+  function used(name: string) {
+    usedSince.set(name, new Date().toISOString());
+  }
+
+  /** Writes the uses since the last flush in one batch (one flush at a time, so none lands out of order). */
+  function flushUses(): Promise<void> {
+    if (flushing || usedSince.size === 0) return flushing ?? Promise.resolve();
+    const entries = [...usedSince].map(([name, usedAt]) => ({ name, usedAt }));
+    usedSince.clear();
+    flushing = deps.metadata
+      .touchFiles(entries)
+      .catch((error: Error) => {
+        // Written with the next batch, unless used again (or removed) meanwhile.
+        for (const { name, usedAt } of entries)
+          if (!usedSince.has(name) && index.get(name)) usedSince.set(name, usedAt);
+        deps.log.warn(
+          { files: entries.length, err: error.message },
+          'could not record when files were last used; trying again with the next batch',
+        );
+      })
+      .finally(() => {
+        flushing = null;
+      });
+    return flushing;
   }
 
   async function pace(bytes: number) {
@@ -704,15 +749,19 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
           limit: 1000,
           ...(after !== undefined ? { after } : {}),
         });
-        // Oldest first: the least recently used until someone asks.
         for (const file of page.files) index.put(file);
         if (page.next === undefined) break;
         after = page.next;
       }
-      const byAge = [...index.files()].sort((a, b) =>
-        a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0,
+      // Least recently used first: by the last use the store kept, else (not
+      // used since it was stored, or stored before uses were kept) by creation.
+      const uses = new Map(
+        (await deps.metadata.lastUsed()).map((use) => [use.name, Date.parse(use.usedAt)]),
       );
-      for (const file of byAge) index.touch(file.name);
+      const byUse = [...index.files()]
+        .map((file) => ({ name: file.name, at: uses.get(file.name) ?? Date.parse(file.createdAt) }))
+        .sort((a, b) => a.at - b.at);
+      for (const { name } of byUse) index.touch(name);
     },
     candidates: () => candidatesOf(),
     async place(input) {
@@ -751,6 +800,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     },
     committed(transferId, file) {
       index.put(file, true);
+      used(file.name);
       index.release(`upload:${transferId}`);
     },
     released(transferId) {
@@ -758,11 +808,14 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     },
     removed(name) {
       index.remove(name);
+      // (The store forgets its recorded use with the record.)
+      usedSince.delete(name);
     },
     downloaded(file) {
       const known = index.get(file.name);
       if (known?.fileId !== file.fileId) index.put(file, true);
       else index.touch(file.name);
+      used(file.name);
       // (Counting the VMs that could hold a chunk walks the table: only when it may matter.)
       const cold = file.chunks.some((chunk) => {
         const holders = holdersOf(chunk).length;
@@ -788,10 +841,14 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     async idle() {
       while (running) await running;
     },
-    close() {
+    async close() {
       closed = true;
       queue.length = 0;
       queued.clear();
+      clearInterval(flushTimer);
+      // A flush in flight holds older uses than those left: after it, the rest.
+      if (flushing) await flushing;
+      await flushUses();
     },
   };
 }

@@ -10,6 +10,7 @@ export {
   type Cleanup,
   type CleanupReason,
   type FilePage,
+  type FileUse,
   MetadataError,
   type MetadataStore,
   type PlacedChunk,

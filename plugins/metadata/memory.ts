@@ -2,6 +2,7 @@ import { type ChunkInfo, type FileInfo, holdersOf, MAX_REPLICAS } from '../../pr
 import {
   type Cleanup,
   type CleanupReason,
+  type FileUse,
   MetadataError,
   type MetadataStore,
   type PlacedChunk,
@@ -19,6 +20,8 @@ export function createMemoryMetadata(): MetadataStore {
   let sorted: string[] | null = null;
   const ledger = new Map<string, Cleanup>();
   const vms = new Map<string, VmRecord>();
+  /** When each file was last used, in epoch ms. */
+  const used = new Map<string, number>();
   const enter = (fileId: string, name: string, reason: CleanupReason) => {
     ledger.delete(fileId);
     ledger.set(fileId, { fileId, name, reason, since: new Date().toISOString() });
@@ -91,6 +94,7 @@ export function createMemoryMetadata(): MetadataStore {
       if (!removed) return null;
       files.delete(name);
       owners.delete(removed.fileId);
+      used.delete(name);
       sorted = null;
       enter(removed.fileId, removed.name, 'deleted');
       return removed;
@@ -102,6 +106,15 @@ export function createMemoryMetadata(): MetadataStore {
       files.set(name, withChunks(DRIVER_NAME, file, chunks));
       return true;
     },
+    touchFiles: async (entries) => {
+      for (const [name, at] of checkUses(DRIVER_NAME, entries)) {
+        if (files.has(name)) used.set(name, at);
+      }
+    },
+    lastUsed: async () =>
+      [...used]
+        .sort(([a, atA], [b, atB]) => atA - atB || byCodePoint(a, b))
+        .map(([name, at]) => fileUse(name, at)),
     settle: async (fileId) => {
       ledger.delete(fileId);
     },
@@ -115,6 +128,31 @@ export function createMemoryMetadata(): MetadataStore {
         .map((record) => structuredClone(record)),
     close: async () => {},
   };
+}
+
+/**
+ * The `[name, epoch ms]` of each use touchFiles is given, or a MetadataError
+ * for the first that is not a name and a date. Every backend checks the
+ * same, before changing anything.
+ */
+export function checkUses(backend: string, entries: readonly FileUse[]): [string, number][] {
+  if (!Array.isArray(entries))
+    throw new MetadataError(backend, 'touchFiles: entries must be an array');
+  return entries.map((entry) => {
+    const { name, usedAt } = entry ?? {};
+    const at = typeof usedAt === 'string' ? Date.parse(usedAt) : Number.NaN;
+    if (typeof name !== 'string' || !Number.isFinite(at))
+      throw new MetadataError(
+        backend,
+        `touchFiles: ${JSON.stringify(entry)} is not a file name with the ISO 8601 time it was used`,
+      );
+    return [name, at];
+  });
+}
+
+/** A use as lastUsed gives it back: the time in ISO 8601, to the millisecond. */
+export function fileUse(name: string, at: number): FileUse {
+  return { name, usedAt: new Date(at).toISOString() };
 }
 
 /** What updateChunks is given for each chunk. */

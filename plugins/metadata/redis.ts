@@ -6,7 +6,7 @@ import {
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';
-import { byCodePoint, checkChunkUpdate, withChunks } from './memory.ts';
+import { byCodePoint, checkChunkUpdate, checkUses, fileUse, withChunks } from './memory.ts';
 import {
   type Cleanup,
   type CleanupReason,
@@ -32,7 +32,7 @@ export interface RedisMetadataOptions extends RedisConnectionOptions {
 export const DRIVER_NAME = 'redis';
 const DEFAULT_NAMESPACE = 'cloudlet';
 
-// Every script gets the same KEYS, in this order, then the lease (KEYS[9]).
+// Every script gets the same KEYS, in this order, then the lease (KEYS[10]).
 const KEY_KINDS = [
   'files', // hash: name → FileInfo JSON
   'names', // sorted set, all scores 0: names in byte order, for paging
@@ -42,6 +42,7 @@ const KEY_KINDS = [
   'ledger-order', // sorted set: fileId scored by when it entered the ledger
   'ledger-seq', // counter behind those scores
   'vms', // hash: VM id → VmRecord JSON
+  'used', // sorted set: name scored by when it was last used (epoch ms), apart from its record
 ] as const;
 type KeyKind = (typeof KEY_KINDS)[number];
 
@@ -55,7 +56,7 @@ type KeyKind = (typeof KEY_KINDS)[number];
 // `{}` and numbers with 14 digits, so records are built in TypeScript.
 const PRELUDE = `
 local files, names, placements, fileIds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local vms, lease = KEYS[8], KEYS[9]
+local vms, used, lease = KEYS[8], KEYS[9], KEYS[10]
 local ledger, ledgerOrder, ledgerSeq = KEYS[5], KEYS[6], KEYS[7]
 local NUL = string.char(0)
 local function placementsOf(record)
@@ -136,6 +137,7 @@ unplace(record)
 redis.call('HDEL', files, ARGV[1])
 redis.call('ZREM', names, ARGV[1])
 redis.call('HDEL', fileIds, record.fileId)
+redis.call('ZREM', used, ARGV[1])
 enter(record.fileId, ARGV[2])
 return old`;
 
@@ -166,6 +168,15 @@ return 1`;
 /** ARGV: fileId. */
 const SETTLE_SCRIPT = `${PRELUDE}${FENCE}
 leave(ARGV[1])
+return 1`;
+
+/** ARGV: name, epoch ms, name, epoch ms, …; a name with no record is skipped. */
+const TOUCH_SCRIPT = `${PRELUDE}${FENCE}
+for i = 1, #ARGV - 1, 2 do
+  if redis.call('HEXISTS', files, ARGV[i]) == 1 then
+    redis.call('ZADD', used, ARGV[i + 1], ARGV[i])
+  end
+end
 return 1`;
 
 /** ARGV: VM id, its row JSON. */
@@ -303,6 +314,25 @@ export function createRedisMetadata(options: RedisMetadataOptions): MetadataStor
           DRIVER_NAME,
           `updateChunks ${JSON.stringify(name)}: the record changed under it ${UPDATE_ATTEMPTS} times in a row; try again`,
         );
+      }),
+    touchFiles: (entries) =>
+      run('touchFiles', async ({ client }) => {
+        // No record can have a name that is not valid Unicode.
+        const uses = checkUses(DRIVER_NAME, entries).filter(([name]) => name.isWellFormed());
+        if (uses.length === 0) return;
+        // Fenced like every write: a broker that lost the lease (frozen, then
+        // thawed) does not reorder the new one's LRU with its old uses.
+        await script(
+          client,
+          TOUCH_SCRIPT,
+          uses.flatMap(([name, at]) => [name, String(at)]),
+        );
+      }),
+    lastUsed: () =>
+      run('lastUsed', async ({ client }) => {
+        // Equal scores come in member (byte) order: ties by name.
+        const uses = await bounded(client.zRangeWithScores(key('used'), 0, -1));
+        return uses.map(({ value, score }) => fileUse(value, score));
       }),
     settle: (fileId) =>
       run(`settle ${JSON.stringify(fileId)}`, async ({ client }) => {

@@ -2,7 +2,7 @@ import { Database } from 'bun:sqlite';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type FileInfo, holdersOf } from '../../protocol/messages.ts';
-import { type ChunkPlacement, checkChunkUpdate, withChunks } from './memory.ts';
+import { type ChunkPlacement, checkChunkUpdate, checkUses, fileUse, withChunks } from './memory.ts';
 import {
   type Cleanup,
   type CleanupReason,
@@ -19,19 +19,21 @@ export interface SqliteMetadataOptions {
 
 export const DRIVER_NAME = 'sqlite';
 /** PRAGMA user_version of the schema below; bump it with a migration. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 // STRICT tables refuse a value of the wrong type instead of storing it.
 // TEXT compares with the BINARY collation, i.e. by UTF-8 bytes, which is the
 // Unicode code point order the interface promises for names. Files are kept
 // in name order (WITHOUT ROWID): a listing reads them in that order, and
 // through a rowid table each record was a lookup of its own, 4× slower over
-// 100,000 files (schema version 1).
+// 100,000 files (schema version 1). `used_at` (epoch ms, touchFiles) is
+// beside the record, not in it: listings pass `json` on as it is (version 3).
 const FILES_TABLE = (name: string) => `
 CREATE TABLE ${name} (
   name TEXT PRIMARY KEY,
   file_id TEXT NOT NULL UNIQUE,
-  json TEXT NOT NULL
+  json TEXT NOT NULL,
+  used_at INTEGER
 ) STRICT, WITHOUT ROWID;`;
 
 const SCHEMA = `${FILES_TABLE('files')}
@@ -85,9 +87,14 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
        FROM chunks JOIN files ON files.file_id = chunks.file_id
        WHERE chunks.vm = ? ORDER BY chunks.file_id, chunks.idx, chunks.rowid`,
     ),
+    // A name committed again keeps its used_at.
     putFile: db.query<unknown, [string, string, string]>(
       `INSERT INTO files (name, file_id, json) VALUES (?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET file_id = excluded.file_id, json = excluded.json`,
+    ),
+    touch: db.query<unknown, [number, string]>('UPDATE files SET used_at = ? WHERE name = ?'),
+    lastUsed: db.query<{ name: string; at: number }, []>(
+      'SELECT name, used_at AS at FROM files WHERE used_at IS NOT NULL ORDER BY used_at, name',
     ),
     deleteFile: db.query<unknown, [string]>('DELETE FROM files WHERE name = ?'),
     putChunk: db.query<unknown, [string, number, string, number, string]>(
@@ -163,6 +170,10 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
     return removed;
   });
 
+  const touch = db.transaction((uses: [string, number][]) => {
+    for (const [name, at] of uses) statements.touch.run(at, name);
+  });
+
   /** Turns SQLite's exceptions into MetadataErrors that say where and what. */
   async function run<T>(action: string, op: () => T): Promise<T> {
     if (closed) throw new MetadataError(DRIVER_NAME, `${action}: the store is closed`);
@@ -227,6 +238,12 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
         checkChunkUpdate(DRIVER_NAME, name, chunks);
         return update(name, fileId, chunks);
       }),
+    touchFiles: (entries) =>
+      run('touchFiles', () => {
+        touch(checkUses(DRIVER_NAME, entries));
+      }),
+    lastUsed: () =>
+      run('lastUsed', () => statements.lastUsed.all().map((row) => fileUse(row.name, row.at))),
     settle: (fileId) =>
       run(`settle ${JSON.stringify(fileId)}`, () => {
         statements.leave.run(fileId);
@@ -297,6 +314,10 @@ function migrate(db: Database, path: string) {
     db.transaction(() => db.run(MIGRATE_FROM_1))();
     return;
   }
+  if (version === 2) {
+    db.transaction(() => db.run(MIGRATE_FROM_2))();
+    return;
+  }
   const tables = db
     .query<{ name: string }, []>("SELECT name FROM sqlite_schema WHERE type = 'table'")
     .all();
@@ -309,11 +330,17 @@ function migrate(db: Database, path: string) {
   db.transaction(() => db.run(SCHEMA))();
 }
 
-/** Version 1 kept files in a rowid table; the records move over unchanged. */
+/** Version 1 kept files in a rowid table; the records move over unchanged (with no used_at). */
 const MIGRATE_FROM_1 = `${FILES_TABLE('files_by_name')}
 INSERT INTO files_by_name (name, file_id, json) SELECT name, file_id, json FROM files;
 DROP TABLE files;
 ALTER TABLE files_by_name RENAME TO files;
+PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/** Version 2 had no last-use times: every file starts without one. */
+const MIGRATE_FROM_2 = `
+ALTER TABLE files ADD COLUMN used_at INTEGER;
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
 

@@ -57,6 +57,13 @@ export interface Cleanup {
   since: string;
 }
 
+/** When a file was last used (read or written), for the edge's least-recently-used order. */
+export interface FileUse {
+  name: string;
+  /** ISO 8601; kept to the millisecond. */
+  usedAt: string;
+}
+
 /** A chunk the file table places on a VM. */
 export interface PlacedChunk {
   name: string;
@@ -118,6 +125,18 @@ export interface MetadataStore {
     fileId: string,
     chunks: Pick<ChunkInfo, 'index' | 'vm' | 'replicas'>[],
   ): Promise<boolean>;
+  /**
+   * Records when files were last used, in one write (the broker batches
+   * them): the edge's least-recently-used order, kept across restarts. Each
+   * name's time replaces the one it had (a name given twice: the later in
+   * the list); a name with no file record is skipped. Kept apart from the
+   * record itself, so never part of what `listFileRecords` passes on;
+   * `removeFile` forgets the name's time, `commitFile` keeps it. A time that
+   * is not a date is a MetadataError, and nothing changes.
+   */
+  touchFiles(entries: readonly FileUse[]): Promise<void>;
+  /** Every recorded use, least recent first (ties in name order). */
+  lastUsed(): Promise<FileUse[]>;
   /** Its chunks are gone (or it was never committed): drop it from the ledger. */
   settle(fileId: string): Promise<void>;
   /** The ledger, oldest first. */

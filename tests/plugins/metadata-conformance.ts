@@ -581,6 +581,120 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
       expect(await store.hasFileId('f2')).toBe(false);
     });
 
+    describe('last uses (the LRU order of the edge, kept across restarts)', () => {
+      const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
+
+      test('touchFiles records uses; lastUsed gives them least recent first, ties in name order', async () => {
+        for (const [i, name] of CODE_POINT_ORDER.entries())
+          await store.commitFile(makeFile(name, `f${i}`));
+        expect(await store.lastUsed()).toEqual([]);
+        // Given in reverse order, two at each time.
+        const reversed = [...CODE_POINT_ORDER].reverse();
+        await store.touchFiles(
+          reversed.map((name) => ({
+            name,
+            usedAt: at(Math.floor(CODE_POINT_ORDER.indexOf(name) / 2)),
+          })),
+        );
+        expect(await store.lastUsed()).toEqual(
+          CODE_POINT_ORDER.map((name, i) => ({ name, usedAt: at(Math.floor(i / 2)) })),
+        );
+        // The first is used again: it is the most recent now.
+        const first = CODE_POINT_ORDER[0] as string;
+        await store.touchFiles([{ name: first, usedAt: at(59) }]);
+        expect((await store.lastUsed()).map((use) => use.name)).toEqual([
+          ...CODE_POINT_ORDER.slice(1),
+          first,
+        ]);
+      });
+
+      test('a name keeps the time it was given last, earlier or not; twice in a batch: the later in the list', async () => {
+        await store.commitFile(makeFile('a', 'f1'));
+        await store.commitFile(makeFile('b', 'f2'));
+        await store.touchFiles([
+          { name: 'a', usedAt: at(30) },
+          { name: 'b', usedAt: at(20) },
+        ]);
+        // A clock that went back (another broker took over): what it says now stands.
+        await store.touchFiles([{ name: 'a', usedAt: at(10) }]);
+        expect(await store.lastUsed()).toEqual([
+          { name: 'a', usedAt: at(10) },
+          { name: 'b', usedAt: at(20) },
+        ]);
+        await store.touchFiles([
+          { name: 'b', usedAt: at(40) },
+          { name: 'b', usedAt: at(5) },
+        ]);
+        expect(await store.lastUsed()).toEqual([
+          { name: 'b', usedAt: at(5) },
+          { name: 'a', usedAt: at(10) },
+        ]);
+        await store.touchFiles([]);
+        expect(await store.lastUsed()).toHaveLength(2);
+      });
+
+      test('skips names with no record; removeFile forgets the time; a commit over the name and updateChunks keep it', async () => {
+        await store.commitFile(makeFile('kept', 'f1'));
+        await store.commitFile(makeFile('doomed', 'f2'));
+        await store.touchFiles([
+          { name: 'never stored', usedAt: at(1) },
+          { name: 'kept', usedAt: at(2) },
+          { name: 'doomed', usedAt: at(3) },
+          { name: 'KEPT', usedAt: at(4) },
+        ]);
+        expect((await store.lastUsed()).map((use) => use.name)).toEqual(['kept', 'doomed']);
+        await store.removeFile('doomed');
+        expect((await store.lastUsed()).map((use) => use.name)).toEqual(['kept']);
+        // Stored again under the name, it starts with no time.
+        await store.commitFile(makeFile('doomed', 'f3'));
+        expect((await store.lastUsed()).map((use) => use.name)).toEqual(['kept']);
+        await store.commitFile(makeFile('kept', 'f4'));
+        await store.updateChunks('kept', 'f4', [{ index: 0, vm: null, replicas: [] }]);
+        expect(await store.lastUsed()).toEqual([{ name: 'kept', usedAt: at(2) }]);
+      });
+
+      test('keeps the time to the millisecond, in UTC, whatever the offset given', async () => {
+        await store.commitFile(makeFile('a', 'f1'));
+        await store.commitFile(makeFile('b', 'f2'));
+        await store.touchFiles([
+          { name: 'a', usedAt: '2026-01-01T01:00:00.123456+01:00' },
+          { name: 'b', usedAt: '2026-01-01T00:00:00.124Z' },
+        ]);
+        expect(await store.lastUsed()).toEqual([
+          { name: 'a', usedAt: '2026-01-01T00:00:00.123Z' },
+          { name: 'b', usedAt: '2026-01-01T00:00:00.124Z' },
+        ]);
+      });
+
+      test('refuses a time that is not a date, changing nothing', async () => {
+        await store.commitFile(makeFile('a', 'f1'));
+        await store.touchFiles([{ name: 'a', usedAt: at(1) }]);
+        for (const bad of ['yesterday', '', 'not a date', 17 as unknown as string]) {
+          const error = await store
+            .touchFiles([
+              { name: 'a', usedAt: at(50) },
+              { name: 'a', usedAt: bad },
+            ])
+            .catch((err) => err);
+          expect(error).toBeInstanceOf(MetadataError);
+          expect(error.message).toContain('touchFiles');
+        }
+        expect(await store.lastUsed()).toEqual([{ name: 'a', usedAt: at(1) }]);
+      });
+
+      test('is never part of the record: reads and listings are the same before and after', async () => {
+        const file = makeFile('a', 'f1', [[0, ['vm-1', 'vm-2']]]);
+        await store.commitFile(file);
+        const records = await store.listFileRecords({ limit: 10 });
+        const text = (page: typeof records) => page.records.map((record) => record.json.toString());
+        await store.touchFiles([{ name: 'a', usedAt: at(1) }]);
+        expect(await store.getFile('a')).toEqual(file);
+        expect(await store.listFiles({ limit: 10 })).toEqual({ files: [file] });
+        expect(text(await store.listFileRecords({ limit: 10 }))).toEqual(text(records));
+        expect(JSON.parse(text(records)[0] as string)).toEqual(file);
+      });
+    });
+
     describe('ledger', () => {
       test('beginUpload enters the fileId with reason upload and the time', async () => {
         const before = Date.now();
@@ -929,8 +1043,13 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
           await store.removeFile('doomed'); // deleted
           await store.putVm(makeVm('vm-0', { penalty: 2, cpu: { cores: 8, load: 1 / 3 } }));
           await store.putVm(makeVm('vm-1'));
+          await store.touchFiles([
+            { name: 'x', usedAt: '2026-01-01T00:00:02.000Z' },
+            { name: CODE_POINT_ORDER[0] as string, usedAt: '2026-01-01T00:00:01.000Z' },
+          ]);
           const before = await snapshot(store);
           expect(before.cleanups).toHaveLength(3);
+          expect(before.used).toHaveLength(2);
 
           store = await reopen(store);
           expect(await snapshot(store)).toEqual(before);
@@ -989,6 +1108,7 @@ export function testMetadataStore(suite: MetadataStoreSuite): void {
             fileIds: [],
             cleanups: [],
             vms: [],
+            used: [],
           });
         });
       });
@@ -1064,6 +1184,8 @@ function expectAllFailFast(store: MetadataStore, mentions: string[]): Promise<vo
       ['cleanups', () => store.cleanups()],
       ['putVm', () => store.putVm(makeVm('vm-1'))],
       ['listVms', () => store.listVms()],
+      ['touchFiles', () => store.touchFiles([{ name: 'x', usedAt: '2026-01-01T00:00:00Z' }])],
+      ['lastUsed', () => store.lastUsed()],
     ],
     MetadataError,
     (operation) => [`${store.name} metadata store`, operation, ...mentions],

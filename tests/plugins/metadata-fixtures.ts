@@ -111,7 +111,14 @@ export async function snapshot(store: MetadataStore) {
   const chunks: Record<string, unknown> = {};
   for (const vm of vmIds) chunks[vm] = await store.chunksOn(vm);
   const fileIds = await Promise.all(files.map((file) => store.hasFileId(file.fileId)));
-  return { files, chunks, fileIds, cleanups: await store.cleanups(), vms: await store.listVms() };
+  return {
+    files,
+    chunks,
+    fileIds,
+    cleanups: await store.cleanups(),
+    vms: await store.listVms(),
+    used: await store.lastUsed(),
+  };
 }
 
 /** Unicode code point order, computed independently of any backend. */

@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import {
   type Cleanup,
+  type FileUse,
   MetadataError,
   type MetadataStore,
   type VmRecord,
@@ -31,6 +32,14 @@ const NUM_RUNS = 30;
 const MAX_STEPS = 30;
 
 const nameArb = fc.constantFrom(...NAMES);
+/** Few enough that uses tie; one with an offset, one with more than milliseconds. */
+const usedAtArb = fc.constantFrom(
+  '2026-01-01T00:00:00.000Z',
+  '2026-01-01T00:00:01.500Z',
+  '2026-01-01T01:00:01.500+01:00',
+  '2026-01-01T00:00:02.000999Z',
+  '2025-12-31T23:59:59.999Z',
+);
 const fileIdArb = fc.constantFrom(...FILE_IDS);
 const vmIdArb = fc.constantFrom(...VM_IDS);
 
@@ -121,6 +130,8 @@ type Op =
   | { kind: 'cleanups' }
   | { kind: 'putVm'; record: VmRecord }
   | { kind: 'listVms' }
+  | { kind: 'touchFiles'; entries: FileUse[] }
+  | { kind: 'lastUsed' }
   | { kind: 'reopen' };
 
 function opArb(withReopen: boolean): fc.Arbitrary<Op> {
@@ -159,6 +170,14 @@ function opArb(withReopen: boolean): fc.Arbitrary<Op> {
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('cleanups') }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('putVm'), record: vmArb }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('listVms') }) },
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        kind: fc.constant('touchFiles'),
+        entries: fc.array(fc.record({ name: nameArb, usedAt: usedAtArb }), { maxLength: 4 }),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('lastUsed') }) },
   ];
   if (withReopen) ops.push({ weight: 1, arbitrary: fc.record({ kind: fc.constant('reopen') }) });
   return fc.oneof(...ops);
@@ -241,6 +260,10 @@ async function apply(
       return store.putVm(op.record);
     case 'listVms':
       return store.listVms();
+    case 'touchFiles':
+      return store.touchFiles(op.entries);
+    case 'lastUsed':
+      return store.lastUsed();
   }
 }
 

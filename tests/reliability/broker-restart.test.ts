@@ -2,7 +2,9 @@
  * The broker killed with -9 mid-upload and started again, with its metadata
  * in SQLite or Redis: the VM table (with its penalties) and every file come
  * back and download byte-identical; the upload in flight is rolled back — no
- * half file listed, no orphan chunk on a VM or in the core.
+ * half file listed, no orphan chunk on a VM or in the core. And the edge's
+ * least-recently-used order comes back too: the first eviction after the
+ * restart takes the file unread longest, not the oldest one.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
@@ -16,7 +18,8 @@ import { createMember, type Member } from '../../actors/member.ts';
 import { connectLink, type Link } from '../../actors/mqtt-link.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
-import type { FileInfo } from '../../protocol/messages.ts';
+import { createMetadataStore } from '../../plugins/metadata/index.ts';
+import { type FileInfo, residencyOf } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';
 import { fileIdsOn, MiB, startVmProcess, type VmProcess } from '../support/cloudlet.ts';
 import { type ManagedProcess, startProcess } from '../support/process.ts';
@@ -45,6 +48,37 @@ function stallingSource(bytes: Buffer, stallAt: number, onStall: () => void): By
     },
     close: async () => {},
   };
+}
+
+/** A broker process on `metadata`, ready (with Redis metadata, a short lease: a restarted broker waits for its old one). */
+function startBroker(options: {
+  backend: 'sqlite' | 'redis';
+  metadata: string;
+  dir: string;
+  env: Record<string, string>;
+}) {
+  return startProcess({
+    name: 'broker',
+    command: process.execPath,
+    args: [
+      join(ROOT, 'cli/broker.ts'),
+      '--no-admin',
+      '--split',
+      '2',
+      '--heartbeat-ms',
+      '500',
+      '--fetch-timeout-ms',
+      '1000',
+      '--metadata',
+      options.metadata,
+      ...(options.backend === 'redis' ? ['--lease', '1s'] : []),
+      '--core',
+      `fs:${join(options.dir, 'core')}`,
+    ],
+    env: options.env,
+    ready: { line: /"msg":"ready"/ },
+    readyTimeoutMs: 20_000,
+  });
 }
 
 describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
@@ -87,29 +121,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
             metadataRedis = await startRedis();
             metadata = metadataRedis.url;
           }
-          broker = await startProcess({
-            name: 'broker',
-            command: process.execPath,
-            args: [
-              join(ROOT, 'cli/broker.ts'),
-              '--no-admin',
-              '--split',
-              '2',
-              '--heartbeat-ms',
-              '500',
-              '--fetch-timeout-ms',
-              '1000',
-              '--metadata',
-              metadata,
-              // With Redis metadata a restarted broker waits for its old lease to run out.
-              ...(backend === 'redis' ? ['--lease', '1s'] : []),
-              '--core',
-              `fs:${join(dir, 'core')}`,
-            ],
-            env,
-            ready: { line: /"msg":"ready"/ },
-            readyTimeoutMs: 20_000,
-          });
+          broker = await startBroker({ backend, metadata, dir, env });
           for (const [id, memory] of [
             ['vm-a', '300MiB'],
             ['vm-b', '200MiB'],
@@ -212,6 +224,101 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
             );
           }
         }, 60_000);
+      });
+
+      describe(`metadata in ${backend}: least recently used order`, () => {
+        const dir = mkdtempSync(join(tmpdir(), `cloudlet-recency-${backend}-`));
+        const topicRoot = `u${newId(4).replace(/[-_]/g, 'x')}`;
+        const vms: VmProcess[] = [];
+        let metadataRedis: ServiceHandle | undefined;
+        let metadata = `sqlite:${join(dir, 'metadata.db')}`;
+        let broker: ManagedProcess;
+        let link: Link;
+        let member: Member;
+
+        beforeAll(async () => {
+          if (backend === 'redis') {
+            metadataRedis = await startRedis();
+            metadata = metadataRedis.url;
+          }
+          const env = {
+            CLOUDLET_MQTT_URL: mosquitto.url,
+            CLOUDLET_TOPIC_ROOT: topicRoot,
+            CLOUDLET_LOG_LEVEL: 'info',
+          };
+          broker = await startBroker({ backend, metadata, dir, env });
+          // 2 × 3 MiB of edge: five 1 MiB files (half on each VM) fit, a sixth does not.
+          for (const id of ['vm-a', 'vm-b']) {
+            vms.push(
+              await startVmProcess({
+                mqttUrl: mosquitto.url,
+                topicRoot,
+                id,
+                memory: 3 * MiB,
+                store: 'memory',
+              }),
+            );
+          }
+          link = await connectLink({
+            url: mosquitto.url,
+            id: 'tester',
+            topics: createTopics(topicRoot),
+            log: createLogger('test', 'error'),
+          });
+          member = createMember({ link, log: createLogger('test', 'error'), idleTimeoutMs: 3000 });
+          await until(async () => (await member.vms()).length === 2, 'both VMs have joined');
+        }, 60_000);
+
+        afterAll(async () => {
+          member?.close();
+          await link?.close();
+          await broker?.stop();
+          for (const vm of vms) await vm.stop();
+          await metadataRedis?.[Symbol.asyncDispose]();
+          rmSync(dir, { recursive: true, force: true });
+        }, 60_000);
+
+        test('an old file read before the restart outlives a newer one nobody read', async () => {
+          const names = ['old.bin', 'new.bin', 'fill-1.bin', 'fill-2.bin', 'fill-3.bin'];
+          for (const name of names) await member.put(bufferSource(randomBytes(MiB)), name);
+          // The oldest file is read; the second oldest never is.
+          await member.get('old.bin', memorySink());
+          // The broker writes uses in batches every few seconds: wait until
+          // this one is in the store (as the broker's next self will read it).
+          const store = createMetadataStore(metadata, { namespace: topicRoot });
+          try {
+            await until(
+              async () =>
+                (await store.lastUsed()).map((use) => use.name).join() ===
+                [...names.slice(1), 'old.bin'].join(),
+              'the read of old.bin is recorded',
+              15_000,
+            );
+          } finally {
+            await store.close();
+          }
+
+          await broker.kill();
+          await broker.restart();
+          await until(
+            async () => (await member.vms()).every((vm) => vm.status === 'alive'),
+            'both VMs are alive',
+          );
+          // The edge is full: this upload evicts the least recently used file.
+          await member.put(bufferSource(randomBytes(MiB)), 'next.bin');
+          const residency = Object.fromEntries(
+            (await member.listAll()).map((file) => [file.name, residencyOf(file)]),
+          );
+          // By creation time, old.bin would have gone.
+          expect(residency).toEqual({
+            'old.bin': 'edge',
+            'new.bin': 'core-only',
+            'fill-1.bin': 'edge',
+            'fill-2.bin': 'edge',
+            'fill-3.bin': 'edge',
+            'next.bin': 'edge',
+          });
+        }, 90_000);
       });
     }
   },
