@@ -10,7 +10,8 @@
  * - re-warms a file read from the core back onto the edge, in the background;
  * - repairs: when a VM has been failed for `--repair-after`, re-creates its
  *   chunks on other VMs, from a surviving replica when there is one, else
- *   from the core;
+ *   from the core, evicting files less recently used than the one repaired
+ *   when no VM has room;
  * - copies chunks for read-repair and reconciliation;
  * - rebalances, if asked (`rebalance`): after a VM joins, moves up to that
  *   many chunks from the fullest VMs (placed bytes over capacity) to the
@@ -239,7 +240,6 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     return Math.min(deps.replicas, couldHold(size));
   }
 
-  /** Takes the least recently used file off the edge; false when there is none to take. */
   /**
    * Runs `work` on file `name` alone: every change to where a file's chunks
    * live (eviction, a new replica, a restore) reads the record, moves bytes
@@ -261,18 +261,38 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     return run;
   }
 
-  async function evictColdest(spare: ReadonlySet<string>): Promise<boolean> {
+  /**
+   * Takes the least recently used file off the edge, never one in `spare`,
+   * in transfer or being copied; with `only`, just a file used less recently
+   * than `colderThan` with a chunk on one of `onVms` (where room is wanted).
+   * False when there is none to take.
+   */
+  async function evictColdest(
+    spare: ReadonlySet<string>,
+    only?: { colderThan: string; onVms: ReadonlySet<string> },
+  ): Promise<boolean> {
     const busy = deps.busy();
     const victim = index.coldest(
       (file) =>
         spare.has(file.name) ||
         busy.has(file.name) ||
         inFlight.has(file.fileId) ||
-        locks.has(file.name),
+        locks.has(file.name) ||
+        (only !== undefined &&
+          !file.chunks.some((chunk) => holdersOf(chunk).some((vm) => only.onVms.has(vm)))),
     );
-    if (!victim) return false;
+    if (!victim || (only !== undefined && !usedBefore(victim.name, only.colderThan))) return false;
     await withFile(victim.name, () => evict(victim.name));
     return true;
+  }
+
+  /** Whether `name` comes before `other` in least-recently-used order. */
+  function usedBefore(name: string, other: string) {
+    for (const file of index.files()) {
+      if (file.name === name) return true;
+      if (file.name === other) return false;
+    }
+    return false;
   }
 
   async function evict(name: string) {
@@ -638,11 +658,27 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
         if (file?.fileId !== stale.fileId) break;
         const holders = holdersOf(file.chunks[chunk.index] ?? chunk);
         if (!holders.includes(vm)) continue;
-        const to = target(chunk.size, holders);
+        let to = target(chunk.size, holders);
+        if (to === null) {
+          // A full edge makes room as for a re-warm, but only from files used
+          // less recently than this one (a hotter file is not taken off the
+          // edge to give a colder one back a replica), and only from files on
+          // a VM the copy could go to (any other eviction frees nothing for it).
+          const ids = aliveOf().map((each) => each.id);
+          const only = {
+            colderThan: file.name,
+            onVms: new Set(ids.filter((id) => !holders.includes(id))),
+          };
+          while (to === null && (await evictColdest(new Set([file.name]), only))) {
+            to = target(chunk.size, holders);
+          }
+        }
         if (to === null) {
           deps.log.warn(
             { vm, file: file.name, index: chunk.index },
-            'no VM has room to repair a chunk; it is served from the core meanwhile',
+            holders.length > 1
+              ? 'no VM has room to repair a chunk, nor a colder file to evict; it has a replica fewer meanwhile'
+              : 'no VM has room to repair a chunk, nor a colder file to evict; it is served from the core meanwhile',
           );
           continue;
         }
