@@ -543,12 +543,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     incarnation,
     async close({ announce: say = true } = {}) {
       clearInterval(sweepTimer);
-      keeper.close();
+      // Its last batch of file uses goes to the store; waited for below.
+      const keeperClosed = keeper.close().catch((error: unknown) => {
+        log.warn({ err: (error as Error).message }, 'could not save the last file uses');
+      });
       actor.stop();
       // Said if the server takes it at once; a close never waits on it.
       if (say && link.connected) await Promise.race([announce(false), Bun.sleep(1000)]);
-      // A sweep in progress may finish its entry; it must not outlive the store.
-      await Promise.race([sweeping, Bun.sleep(2000)]);
+      // A sweep in progress may finish its entry, and the last uses be saved;
+      // neither may outlive the store, nor hold the close for long.
+      await Promise.race([Promise.all([sweeping, keeperClosed]), Bun.sleep(2000)]);
       await link.close();
       await metadata.close();
     },

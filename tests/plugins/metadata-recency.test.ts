@@ -14,8 +14,8 @@ import { createRedisLease } from '../../plugins/lease/redis.ts';
 import { createRedisMetadata } from '../../plugins/metadata/redis.ts';
 import { createSqliteMetadata, SCHEMA_VERSION } from '../../plugins/metadata/sqlite.ts';
 import { MetadataError } from '../../plugins/metadata/types.ts';
-import { makeFile, makeVm } from '../plugins/metadata-fixtures.ts';
 import { useRedis } from '../support/services.ts';
+import { makeFile, makeVm } from './metadata-fixtures.ts';
 
 describe('sqlite metadata of schema version 2', () => {
   const scratch = mkdtempSync(join(tmpdir(), 'cloudlet-recency-sqlite-'));
