@@ -215,7 +215,7 @@ try {
 type Report = {
   date: string;
   cache: CacheBench;
-  machine: { cpus: number; memoryGiB: number; bun: string };
+  machine: ReturnType<typeof machineInfo>;
   baseline: {
     rawMqttMBps: number;
     rawMqttRttMs: { p50: number; p99: number };
@@ -237,7 +237,7 @@ function printReport(r: Report, file: string) {
   const f2 = (n: number) => n.toFixed(2);
   const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
   const lines = [
-    `cloudlet benchmark — ${r.date} — ${r.machine.cpus} cores, ${r.machine.memoryGiB} GiB, Bun ${r.machine.bun}`,
+    `cloudlet benchmark — ${r.date} — ${r.machine.cpus} cores, ${r.machine.memoryGiB} GiB, Bun ${r.machine.bun}, MIMALLOC_PURGE_DELAY ${r.machine.mimallocPurgeDelay}`,
     '',
     'baseline, same run, same servers',
     `  raw MQTT publish→subscribe, 1 MiB, QoS 1     ${f1(r.baseline.rawMqttMBps)} MB/s`,

@@ -451,6 +451,7 @@ function openFilesLimit(): number | null {
 }
 
 type Results = {
+  machine: ReturnType<typeof machineInfo>;
   vms: number;
   processes: number;
   files: number;
@@ -540,7 +541,9 @@ function printReport(r: Results, file: string) {
     );
   }
   const width = [0, 1, 2].map((i) => Math.max(...rows.map((row) => row[i]?.length ?? 0)));
-  console.log(`\nscale bench (${f1(r.seconds)} s), heartbeat ${HEARTBEAT_MS} ms, split 2\n`);
+  console.log(
+    `\nscale bench (${f1(r.seconds)} s), heartbeat ${HEARTBEAT_MS} ms, split 2, MIMALLOC_PURGE_DELAY ${r.machine.mimallocPurgeDelay}\n`,
+  );
   for (const row of rows)
     console.log(
       row
