@@ -50,6 +50,18 @@ function stallingSource(bytes: Buffer, stallAt: number, onStall: () => void): By
   };
 }
 
+/** The member the tests speak through (a short idle timeout: a broker killed mid-transfer fails it fast). */
+async function connectTester(mqttUrl: string, topicRoot: string) {
+  const log = createLogger('test', 'error');
+  const link = await connectLink({
+    url: mqttUrl,
+    id: 'tester',
+    topics: createTopics(topicRoot),
+    log,
+  });
+  return { link, member: createMember({ link, log, idleTimeoutMs: 3000 }) };
+}
+
 /** A broker process on `metadata`, ready (with Redis metadata, a short lease: a restarted broker waits for its old one). */
 function startBroker(options: {
   backend: 'sqlite' | 'redis';
@@ -128,13 +140,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
           ] as const) {
             vms.set(id, await startVmProcess({ mqttUrl: mosquitto.url, topicRoot, id, memory }));
           }
-          link = await connectLink({
-            url: mosquitto.url,
-            id: 'tester',
-            topics: createTopics(topicRoot),
-            log: createLogger('test', 'error'),
-          });
-          member = createMember({ link, log: createLogger('test', 'error'), idleTimeoutMs: 3000 });
+          ({ link, member } = await connectTester(mosquitto.url, topicRoot));
           await until(async () => (await member.vms()).length === 2, 'both VMs have joined');
         }, 60_000);
 
@@ -259,13 +265,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
               }),
             );
           }
-          link = await connectLink({
-            url: mosquitto.url,
-            id: 'tester',
-            topics: createTopics(topicRoot),
-            log: createLogger('test', 'error'),
-          });
-          member = createMember({ link, log: createLogger('test', 'error'), idleTimeoutMs: 3000 });
+          ({ link, member } = await connectTester(mosquitto.url, topicRoot));
           await until(async () => (await member.vms()).length === 2, 'both VMs have joined');
         }, 60_000);
 
