@@ -449,8 +449,10 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     bytes: Buffer,
   ) {
     const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
-    const stored = deps.replies.wait({ type: 'chunk.stored', id, from: to }, deps.storeTimeoutMs);
-    const refused = deps.replies.wait({ type: 'error', id, from: to }, deps.storeTimeoutMs);
+    const replied = deps.replies.wait(
+      { type: ['chunk.stored', 'error'], id, from: to },
+      deps.storeTimeoutMs,
+    );
     await deps.send(
       to,
       {
@@ -464,7 +466,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       },
       bytes,
     );
-    const reply = await Promise.race([stored, refused]);
+    const reply = await replied;
     if (reply?.message.type === 'error')
       throw new CloudletError(reply.message.code, `VM ${to}: ${reply.message.message}`, true);
     if (reply?.message.type !== 'chunk.stored')
@@ -502,47 +504,63 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     // lets the source send it: the fetch, then each acknowledgement. A wait
     // registered after the ack could miss a reply that arrives in the same
     // read. The fetch timeout counts from the fetch or the ack, below.
+    // However the copy ends, the wait it registered last goes with it.
+    const copied = new AbortController();
     const registered = deps.storeTimeoutMs + deps.fetchTimeoutMs + 60_000;
     const next = () =>
-      Promise.race([
-        deps.replies.wait({ type: 'chunk.data', id: fetchId, from: source }, registered),
-        deps.replies.wait({ type: 'error', id: fetchId, from: source }, registered),
-      ]);
-    const within = (arriving: Promise<Frame | null>) =>
-      Promise.race([arriving, Bun.sleep(deps.fetchTimeoutMs).then(() => null)]);
-    let arriving = next();
-    await deps.send(source, {
-      type: 'chunk.fetch',
-      id: fetchId,
-      from: deps.brokerId,
-      to: deps.brokerId,
-      fileId: file.fileId,
-      index: chunkIndex,
-      chunkSize: chunk.size,
-      offset: 0,
-      segmentSize: deps.segmentSize,
-      window: 1,
-    });
-    for (;;) {
-      const frame = await within(arriving);
-      if (frame?.message.type === 'error')
-        throw new CloudletError(frame.message.code, `VM ${source}: ${frame.message.message}`);
-      if (frame?.message.type !== 'chunk.data')
-        throw new CloudletError('timeout', `VM ${source} did not send its chunk`);
-      const { offset } = frame.message;
-      if (offset !== expected) throw new CloudletError('bad-request', `segment at ${offset}`);
-      await pace(frame.body.byteLength);
-      sha256 = await storeSegment(file, chunkIndex, to, storeId, offset, frame.body);
-      expected += frame.body.byteLength;
-      if (expected < chunk.size) arriving = next();
+      deps.replies.wait(
+        { type: ['chunk.data', 'error'], id: fetchId, from: source },
+        registered,
+        copied.signal,
+      );
+    const within = async (arriving: Promise<Frame | null>) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), deps.fetchTimeoutMs);
+      });
+      try {
+        return await Promise.race([arriving, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      let arriving = next();
       await deps.send(source, {
-        type: 'chunk.ack',
+        type: 'chunk.fetch',
         id: fetchId,
         from: deps.brokerId,
+        to: deps.brokerId,
+        fileId: file.fileId,
         index: chunkIndex,
-        offset,
+        chunkSize: chunk.size,
+        offset: 0,
+        segmentSize: deps.segmentSize,
+        window: 1,
       });
-      if (expected >= chunk.size) break;
+      for (;;) {
+        const frame = await within(arriving);
+        if (frame?.message.type === 'error')
+          throw new CloudletError(frame.message.code, `VM ${source}: ${frame.message.message}`);
+        if (frame?.message.type !== 'chunk.data')
+          throw new CloudletError('timeout', `VM ${source} did not send its chunk`);
+        const { offset } = frame.message;
+        if (offset !== expected) throw new CloudletError('bad-request', `segment at ${offset}`);
+        await pace(frame.body.byteLength);
+        sha256 = await storeSegment(file, chunkIndex, to, storeId, offset, frame.body);
+        expected += frame.body.byteLength;
+        if (expected < chunk.size) arriving = next();
+        await deps.send(source, {
+          type: 'chunk.ack',
+          id: fetchId,
+          from: deps.brokerId,
+          index: chunkIndex,
+          offset,
+        });
+        if (expected >= chunk.size) break;
+      }
+    } finally {
+      copied.abort();
     }
     if (sha256 !== chunk.sha256)
       throw new CloudletError('integrity', `VM ${to} holds sha256 ${sha256} after the copy`);

@@ -7,10 +7,16 @@ import type { Frame } from '../protocol/frame.ts';
 import type { MessageType } from '../protocol/messages.ts';
 
 export interface ReplyBox {
-  /** Resolves with the matching frame, or `null` after `timeoutMs`. */
+  /**
+   * Resolves with the first frame that matches (of any of the types, from
+   * `from`, answering `id`), or `null` after `timeoutMs` or once `signal`
+   * aborts. However it ends, nothing of the wait is left behind: no timer,
+   * no registration.
+   */
   wait(
-    match: { type: MessageType; id: string; from: string },
+    match: { type: MessageType | readonly MessageType[]; id: string; from: string },
     timeoutMs: number,
+    signal?: AbortSignal,
   ): Promise<Frame | null>;
   /** Takes `frame` if someone waits for it. */
   offer(frame: Frame): boolean;
@@ -20,17 +26,21 @@ export function createReplyBox(): ReplyBox {
   const waiting = new Map<string, (frame: Frame | null) => void>();
   const keyOf = (type: string, id: string, from: string) => `${type}\u0000${id}\u0000${from}`;
   return {
-    wait({ type, id, from }, timeoutMs) {
-      const key = keyOf(type, id, from);
+    wait({ type, id, from }, timeoutMs, signal) {
+      const keys = (typeof type === 'string' ? [type] : type).map((each) => keyOf(each, id, from));
       return new Promise((resolve) => {
         // A later wait for the same reply replaces this one: each removes only itself.
         const take = (frame: Frame | null) => {
           clearTimeout(timer);
-          if (waiting.get(key) === take) waiting.delete(key);
+          signal?.removeEventListener('abort', abandon);
+          for (const key of keys) if (waiting.get(key) === take) waiting.delete(key);
           resolve(frame);
         };
-        const timer = setTimeout(() => take(null), timeoutMs);
-        waiting.set(key, take);
+        const abandon = () => take(null);
+        const timer = setTimeout(abandon, timeoutMs);
+        for (const key of keys) waiting.set(key, take);
+        if (signal?.aborted) abandon();
+        else signal?.addEventListener('abort', abandon, { once: true });
       });
     },
     offer(frame) {
