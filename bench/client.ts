@@ -20,6 +20,11 @@ const url = process.env.CLOUDLET_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const root = process.env.CLOUDLET_TOPIC_ROOT ?? 'cloudlet';
 const [job, ...args] = process.argv.slice(2);
 const print = (result: object) => console.log(JSON.stringify(result));
+/** This process's CPU time (user and system) since `since`, in ms. */
+const cpuSpentMs = (since: NodeJS.CpuUsage) => {
+  const { user, system } = process.cpuUsage(since);
+  return (user + system) / 1000;
+};
 
 if (job === 'raw-sub') {
   const [topic = 'bench/raw', count = '256'] = args;
@@ -76,17 +81,24 @@ if (job === 'raw-sub') {
       const [path = '', name = ''] = args;
       const source = await fileSource(path);
       const started = performance.now();
+      const cpu = process.cpuUsage();
       const file = await member.put(source, name, { overwrite: true });
-      print({ seconds: (performance.now() - started) / 1000, chunks: file.chunks });
+      print({
+        seconds: (performance.now() - started) / 1000,
+        cpuMs: cpuSpentMs(cpu),
+        chunks: file.chunks,
+      });
       await source.close();
     } else if (job === 'get') {
       const [name = '', out = ''] = args;
       const sink = await fileSink(out);
       const started = performance.now();
+      const cpu = process.cpuUsage();
       const result = await member.get(name, sink);
       await sink.commit();
       print({
         seconds: (performance.now() - started) / 1000,
+        cpuMs: cpuSpentMs(cpu),
         sources: result.chunks.map((chunk) => chunk.source),
       });
     } else if (job === 'latency') {

@@ -1,11 +1,14 @@
 /**
- * `bun run bench`: one run, one table. The raw parts underneath — mqtt.js
- * through the same Mosquitto, node-redis against the same redis-server — are
- * measured in the same run, and cloudlet's figures are printed as ratios to
- * them. Broker, VMs and client are separate processes, as in production, so
- * each one's peak RSS is its own. Figures go to bench/results/ as JSON too.
+ * `bun run bench`: one run, one table. cloudlet, with the defaults a user
+ * gets, beside what a user would pick instead (NATS JetStream Object Store,
+ * bench/peer.ts) and the raw parts underneath — mqtt.js through the same
+ * Mosquitto, node-redis against the same redis-server — measured in the same
+ * run, with cloudlet's figures as ratios to both. Broker, VMs and clients
+ * are separate processes, as in production, so each one's peak RSS and CPU
+ * are its own. Transfers are medians of `--runs` (3) runs: the machine is
+ * noisy. Figures go to bench/results/ as JSON too.
  *
- *   bun run bench [--sizes 16,256,1024] [--quick]
+ *   bun run bench [--sizes 16,256,1024] [--runs 3] [--quick] [--no-cache]
  */
 import '../plugins/chunk-store/tracing-channel-polyfill.ts';
 import { randomBytes } from 'node:crypto';
@@ -16,181 +19,145 @@ import mqtt from 'mqtt';
 import { createClient, RESP_TYPES } from 'redis';
 import { hashFile } from '../actors/files.ts';
 import { noDelay } from '../actors/mqtt-link.ts';
-import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
+import type { ManagedProcess } from '../tests/support/process.ts';
 import { peakRssMiB, runCommand } from '../tests/support/run.ts';
-import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
 import { type CacheBench, describeCacheBench, runCacheBench } from './cache.ts';
+import { cpuReadings, resetPeak, startBenchCloudlet } from './cluster.ts';
+import { median, medianBy, type PeerResult, percentile, runNatsPeer } from './peer.ts';
 import { machineInfo, rawMqttRoundTrip } from './raw.ts';
+import { printReport, type Report, type Transfer } from './report.ts';
 
 const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dir, '..');
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
-const sizesArg = argv[argv.indexOf('--sizes') + 1];
-const SIZES_MIB =
-  argv.includes('--sizes') && sizesArg
-    ? sizesArg.split(',').map(Number)
-    : quick
-      ? [16, 64]
-      : [16, 256, 1024];
+const option = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+const SIZES_MIB = option('--sizes')?.split(',').map(Number) ?? (quick ? [16, 64] : [16, 256, 1024]);
+const RUNS = Number(option('--runs') ?? (quick ? 1 : 3));
 const LATENCY_GETS = quick ? 200 : 1000;
 const work = mkdtempSync(join(os.tmpdir(), 'cloudlet-bench-'));
 const started = Date.now();
 
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
-const percentile = (samples: number[], p: number) => {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-};
 const log = (text: string) => process.stderr.write(`${text}\n`);
 
-const services: ServiceHandle[] = [];
-const processes: ManagedProcess[] = [];
 try {
-  log('starting mosquitto and three redis-servers…');
-  const mosquitto = await startMosquitto();
-  services.push(mosquitto);
-  const redises = await Promise.all([startRedis(), startRedis(), startRedis()]);
-  services.push(...redises);
-  const env = {
-    CLOUDLET_MQTT_URL: mosquitto.url,
-    CLOUDLET_TOPIC_ROOT: 'bench',
-    CLOUDLET_LOG_LEVEL: 'info',
-  };
+  log('starting mosquitto, three redis-servers, the broker and three VMs…');
+  await using cloudlet = await startBenchCloudlet({ coreDir: join(work, 'core') });
+  const { broker, vms } = cloudlet;
 
   // ------------------------------------------------------------ baselines
   log('raw MQTT publish→subscribe…');
-  const rawMqtt = await rawMqttThroughput(mosquitto.url, quick ? 128 : 256);
+  const rawRuns: number[] = [];
+  for (let run = 0; run < RUNS; run++)
+    rawRuns.push((await rawMqttThroughput(cloudlet.mosquitto.url, quick ? 128 : 256)).mbps);
+  const rawMqtt = median(rawRuns);
   log('raw MQTT request/reply…');
-  const rawRtt = await rawMqttRoundTrip(mosquitto.url, LATENCY_GETS);
+  const rawRtt = await rawMqttRoundTrip(cloudlet.mosquitto.url, LATENCY_GETS);
   log('raw Redis SET/GET…');
-  const rawRedis = await rawRedisThroughput((redises[0] as ServiceHandle).url, quick ? 128 : 256);
+  const rawRedis = await rawRedisThroughput(
+    (cloudlet.redises[0] as { url: string }).url,
+    quick ? 128 : 256,
+  );
+
+  const files = [];
+  for (const sizeMiB of SIZES_MIB) {
+    const path = join(work, `file-${sizeMiB}.bin`);
+    await writeRandomFile(path, sizeMiB * MiB);
+    files.push({ sizeMiB, path, sha256: (await hashFile(path)).sha256 });
+  }
+  const small = join(work, 'small.bin');
+  writeFileSync(small, randomBytes(4096));
+
+  // ------------------------------------------------------------ the peer
+  const peer: PeerResult = await runNatsPeer({
+    files,
+    small,
+    out: join(work, 'peer-out.bin'),
+    runs: RUNS,
+    latencyGets: LATENCY_GETS,
+    log,
+  });
+  rmSync(join(work, 'peer-out.bin'), { force: true });
 
   // ------------------------------------------------------------ cloudlet
-  log('starting the broker and three VMs…');
-  const coreDir = join(work, 'core');
-  const broker = await startProcess({
-    name: 'broker',
-    command: process.execPath,
-    args: [
-      join(ROOT, 'cli/broker.ts'),
-      '--core',
-      `fs:${coreDir}`,
-      '--split',
-      '2',
-      '--heartbeat-ms',
-      '1000',
-    ],
-    env,
-    ready: { line: /"msg":"broker online"/ },
-  });
-  processes.push(broker);
-  const vmSpecs = [
-    { id: 'vm-1', memory: '3GiB' },
-    { id: 'vm-2', memory: '2GiB' },
-    { id: 'vm-3', memory: '1GiB' },
-  ];
-  const vms = await Promise.all(
-    vmSpecs.map(({ id, memory }, i) =>
-      startProcess({
-        name: id,
-        command: process.execPath,
-        args: [
-          join(ROOT, 'cli/vm.ts'),
-          '--id',
-          id,
-          '--memory',
-          memory,
-          '--store',
-          (redises[i] as ServiceHandle).url,
-        ],
-        env,
-        ready: { line: /"msg":"joined the cloudlet"/ },
-        readyTimeoutMs: 20_000,
-      }),
-    ),
-  );
-  processes.push(...vms);
-
-  const transfers: Array<{
-    sizeMiB: number;
-    upload: { mbps: number; ratio: number };
-    download: { mbps: number; ratio: number };
-    peakRssMiB: Record<string, number>;
-  }> = [];
-  for (const sizeMiB of SIZES_MIB) {
-    const size = sizeMiB * MiB;
-    const path = join(work, `file-${sizeMiB}.bin`);
-    await writeRandomFile(path, size);
-    const expected = await hashFile(path);
-    log(`${sizeMiB} MiB: upload…`);
-    for (const proc of [broker, ...vms]) resetPeak(proc);
-    const put = await runClient(env, ['put', path, `f${sizeMiB}`]);
-    const putPeaks = peaks(broker, vms);
-    log(`${sizeMiB} MiB: download…`);
-    for (const proc of [broker, ...vms]) resetPeak(proc);
-    const out = join(work, `out-${sizeMiB}.bin`);
-    const get = await runClient(env, ['get', `f${sizeMiB}`, out]);
-    const getPeaks = peaks(broker, vms);
-    const actual = await hashFile(out);
-    if (actual.sha256 !== expected.sha256)
-      throw new Error(`${sizeMiB} MiB: the download differs from the upload`);
-    rmSync(out);
-    const up = mbps(size, put.result.seconds);
-    const down = mbps(size, get.result.seconds);
+  const transfers: Transfer[] = [];
+  for (const { sizeMiB, path, sha256 } of files) {
+    const puts: Array<{ mbps: number; cpu: Record<string, number> }> = [];
+    const gets: Array<{ mbps: number; cpu: Record<string, number> }> = [];
+    const peak: Record<string, number> = {};
+    const notePeaks = () => {
+      for (const proc of [broker, ...vms])
+        peak[proc.name] = Math.max(peak[proc.name] ?? 0, peakRssMiB(proc.pid));
+    };
+    for (let run = 1; run <= RUNS; run++) {
+      log(`cloudlet, ${sizeMiB} MiB, run ${run}: put…`);
+      for (const proc of [broker, ...vms]) resetPeak(proc.pid);
+      const put = await runClient(cloudlet, ['put', path, `f${sizeMiB}`], sizeMiB);
+      notePeaks();
+      peak['client (put)'] = Math.max(peak['client (put)'] ?? 0, put.maxRssMiB);
+      puts.push({ mbps: mbps(sizeMiB * MiB, put.result.seconds), cpu: put.cpuMsPerMiB });
+      log(`cloudlet, ${sizeMiB} MiB, run ${run}: get…`);
+      for (const proc of [broker, ...vms]) resetPeak(proc.pid);
+      const out = join(work, `out-${sizeMiB}.bin`);
+      const get = await runClient(cloudlet, ['get', `f${sizeMiB}`, out], sizeMiB);
+      notePeaks();
+      peak['client (get)'] = Math.max(peak['client (get)'] ?? 0, get.maxRssMiB);
+      if ((await hashFile(out)).sha256 !== sha256)
+        throw new Error(`${sizeMiB} MiB: the download differs from the upload`);
+      rmSync(out);
+      gets.push({ mbps: mbps(sizeMiB * MiB, get.result.seconds), cpu: get.cpuMsPerMiB });
+    }
+    const put = medianBy(puts);
+    const get = medianBy(gets);
     transfers.push({
       sizeMiB,
-      upload: { mbps: up, ratio: up / rawMqtt.mbps },
-      download: { mbps: down, ratio: down / rawMqtt.mbps },
-      peakRssMiB: {
-        ...Object.fromEntries(
-          Object.keys(putPeaks).map((name) => [
-            name,
-            Math.max(putPeaks[name] ?? 0, getPeaks[name] ?? 0),
-          ]),
-        ),
-        'client (put)': put.maxRssMiB,
-        'client (get)': get.maxRssMiB,
-      },
+      upload: { mbps: put.mbps, ratio: put.mbps / rawMqtt, runs: puts.map((p) => p.mbps) },
+      download: { mbps: get.mbps, ratio: get.mbps / rawMqtt, runs: gets.map((g) => g.mbps) },
+      cpuMsPerMiB: { put: put.cpu, get: get.cpu },
+      peakRssMiB: peak,
     });
   }
 
   // 4 KiB gets: latency against the raw request/reply round trip.
-  log('4 KiB get latency…');
-  const small = join(work, 'small.bin');
-  writeFileSync(small, randomBytes(4096));
-  await runClient(env, ['put', small, 'small']);
-  const latency = await runClient(env, ['latency', 'small', String(LATENCY_GETS)]);
+  log('cloudlet, 4 KiB gets…');
+  await runClient(cloudlet, ['put', small, 'small'], 0);
+  const latency = await runClient(cloudlet, ['latency', 'small', String(LATENCY_GETS)], 0);
   const getP50 = percentile(latency.result.samplesMs, 50);
   const getP99 = percentile(latency.result.samplesMs, 99);
 
   // Failover: kill -9 the holder of chunk 0 of the middle-sized file.
   const failoverMiB = SIZES_MIB[Math.min(1, SIZES_MIB.length - 1)] as number;
-  log(`failover download of ${failoverMiB} MiB with vm-1 killed…`);
+  log(`cloudlet, failover get of ${failoverMiB} MiB with vm-1 killed…`);
   await (vms[0] as ManagedProcess).kill();
   await Bun.sleep(500);
   const failoverOut = join(work, 'failover.bin');
-  const failover = await runClient(env, ['get', `f${failoverMiB}`, failoverOut]);
+  const failover = await runClient(cloudlet, ['get', `f${failoverMiB}`, failoverOut], failoverMiB);
   rmSync(failoverOut);
   const failoverMbps = mbps(failoverMiB * MiB, failover.result.seconds);
 
   // The edge as a cache: core bytes per download, r = 1 against r = 2.
-  const cache = await runCacheBench(mosquitto.url, { downloads: quick ? 160 : 400, log });
+  const cache: CacheBench | null = argv.includes('--no-cache')
+    ? null
+    : await runCacheBench(cloudlet.mosquitto.url, { downloads: quick ? 160 : 400, log });
 
   // ------------------------------------------------------------ report
-  const results = {
+  const results: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(),
+    runs: RUNS,
     baseline: {
-      rawMqttMBps: rawMqtt.mbps,
+      rawMqttMBps: rawMqtt,
+      rawMqttRuns: rawRuns,
       rawMqttRttMs: { p50: percentile(rawRtt, 50), p99: percentile(rawRtt, 99) },
       rawRedisMBps: rawRedis,
     },
+    peer,
     transfers,
     failover: {
       sizeMiB: failoverMiB,
       mbps: failoverMbps,
-      ratio: failoverMbps / rawMqtt.mbps,
+      ratio: failoverMbps / rawMqtt,
       sources: failover.result.sources,
     },
     smallGet: {
@@ -199,110 +166,39 @@ try {
       p99Ms: getP99,
       p50Ratio: getP50 / percentile(rawRtt, 50),
     },
-    cache,
+    ...(cache ? { cache } : {}),
     seconds: (Date.now() - started) / 1000,
   };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const file = join(ROOT, 'bench/results', `${results.date.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
-  printReport(results, file);
+  printReport(results, file, cache ? describeCacheBench(cache) : []);
 } finally {
-  for (const proc of processes) await proc.stop().catch(() => {});
-  for (const service of services) await service[Symbol.asyncDispose]().catch(() => {});
   rmSync(work, { recursive: true, force: true });
 }
 
-type Report = {
-  date: string;
-  cache: CacheBench;
-  machine: ReturnType<typeof machineInfo>;
-  baseline: {
-    rawMqttMBps: number;
-    rawMqttRttMs: { p50: number; p99: number };
-    rawRedisMBps: { set: number; get: number };
-  };
-  transfers: Array<{
-    sizeMiB: number;
-    upload: { mbps: number; ratio: number };
-    download: { mbps: number; ratio: number };
-    peakRssMiB: Record<string, number>;
-  }>;
-  failover: { sizeMiB: number; mbps: number; ratio: number; sources: string[] };
-  smallGet: { count: number; p50Ms: number; p99Ms: number; p50Ratio: number };
-  seconds: number;
-};
-
-function printReport(r: Report, file: string) {
-  const f1 = (n: number) => n.toFixed(1);
-  const f2 = (n: number) => n.toFixed(2);
-  const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
-  const lines = [
-    `cloudlet benchmark — ${r.date} — ${r.machine.cpus} cores, ${r.machine.memoryGiB} GiB, Bun ${r.machine.bun}, MIMALLOC_PURGE_DELAY ${r.machine.mimallocPurgeDelay}`,
-    '',
-    'baseline, same run, same servers',
-    `  raw MQTT publish→subscribe, 1 MiB, QoS 1     ${f1(r.baseline.rawMqttMBps)} MB/s`,
-    `  raw Redis SET / GET, 1 MiB                    ${f1(r.baseline.rawRedisMBps.set)} / ${f1(r.baseline.rawRedisMBps.get)} MB/s`,
-    `  raw MQTT request/reply, 4 KiB                 p50 ${f2(r.baseline.rawMqttRttMs.p50)} ms, p99 ${f2(r.baseline.rawMqttRttMs.p99)} ms`,
-    '',
-    'cloudlet: 3 VMs with Redis stores, split 2, fs core; broker, VMs and client in their own processes',
-    '  size       upload MB/s (× raw MQTT)   download MB/s (× raw MQTT)',
-    ...r.transfers.map(
-      (t) =>
-        `  ${`${t.sizeMiB} MiB`.padEnd(10)} ${`${f1(t.upload.mbps)} (${f2(t.upload.ratio)}×)`.padEnd(26)} ${f1(t.download.mbps)} (${f2(t.download.ratio)}×)`,
-    ),
-    `  failover download, ${r.failover.sizeMiB} MiB, chunk holder killed: ${f1(r.failover.mbps)} MB/s (${f2(r.failover.ratio)}×); chunks from ${r.failover.sources.join(', ')}`,
-    `  4 KiB get, ${r.smallGet.count} gets: p50 ${f2(r.smallGet.p50Ms)} ms (${f2(r.smallGet.p50Ratio)}× the raw round trip), p99 ${f2(r.smallGet.p99Ms)} ms`,
-    '',
-    'peak RSS (MiB) while moving each size',
-    `  ${'process'.padEnd(14)}${r.transfers.map((t) => `${t.sizeMiB} MiB`.padStart(10)).join('')}`,
-    ...Object.keys(r.transfers[0]?.peakRssMiB ?? {}).map(
-      (name) =>
-        `  ${name.padEnd(14)}${r.transfers.map((t) => f1(t.peakRssMiB[name] ?? Number.NaN).padStart(10)).join('')}`,
-    ),
-    '',
-  ];
-  const largest = r.transfers.at(-1);
-  if (largest) {
-    const rss = Math.max(...Object.values(largest.peakRssMiB));
-    lines.push(
-      'targets (figures, not tests)',
-      `  download ≥ 0.7× raw MQTT: ${f2(largest.download.ratio)}× at ${largest.sizeMiB} MiB — ${mark(largest.download.ratio >= 0.7)}`,
-      `  upload ≥ 0.4× raw MQTT: ${f2(largest.upload.ratio)}× — ${mark(largest.upload.ratio >= 0.4)}`,
-      `  failover download ≥ 0.5×: ${f2(r.failover.ratio)}× — ${mark(r.failover.ratio >= 0.5)}`,
-      `  4 KiB get p50 ≤ 3× raw round trip: ${f2(r.smallGet.p50Ratio)}× — ${mark(r.smallGet.p50Ratio <= 3)}`,
-      `  peak RSS ≤ 150 MiB at ${largest.sizeMiB} MiB: ${f1(rss)} MiB — ${mark(rss <= 150)}`,
-      '',
-    );
-  }
-  lines.push(...describeCacheBench(r.cache), '');
-  lines.push(`${f1(r.seconds)} s; figures in ${file}`);
-  console.log(lines.join('\n'));
-}
-
-async function runClient(env: Record<string, string>, args: string[]) {
+/** One measured job of bench/client.ts, with every cloudlet process's CPU per MiB around it. */
+async function runClient(
+  cloudlet: Awaited<ReturnType<typeof startBenchCloudlet>>,
+  args: string[],
+  sizeMiB: number,
+) {
+  const before = cpuReadings(cloudlet.processes());
   const run = await runCommand([process.execPath, join(ROOT, 'bench/client.ts'), ...args], {
-    env: { ...env, CLOUDLET_LOG_LEVEL: 'error' },
+    env: { ...cloudlet.env, CLOUDLET_LOG_LEVEL: 'error' },
   });
+  const after = cpuReadings(cloudlet.processes());
   if (run.code !== 0)
     throw new Error(`bench client ${args.join(' ')} failed (${run.code}): ${run.stderr.trim()}`);
   const line = run.stdout.trim().split('\n').at(-1) ?? '{}';
-  return { result: JSON.parse(line), maxRssMiB: run.peakRssMiB };
-}
-
-/** Linux keeps a peak RSS per process; writing 5 to clear_refs resets it. */
-function resetPeak(proc: ManagedProcess) {
-  try {
-    writeFileSync(`/proc/${proc.pid}/clear_refs`, '5');
-  } catch {
-    // Not permitted here: the peak then covers the process's whole life.
+  const result = JSON.parse(line);
+  const cpuMsPerMiB: Record<string, number> = {};
+  if (sizeMiB > 0) {
+    cpuMsPerMiB.client = (result.cpuMs ?? 0) / sizeMiB;
+    for (const name of Object.keys(after))
+      cpuMsPerMiB[name] = ((after[name] ?? 0) - (before[name] ?? 0)) / sizeMiB;
   }
-}
-
-function peaks(broker: ManagedProcess, vms: ManagedProcess[]): Record<string, number> {
-  return {
-    broker: peakRssMiB(broker.pid),
-    ...Object.fromEntries(vms.map((vm) => [vm.name, peakRssMiB(vm.pid)])),
-  };
+  return { result, maxRssMiB: run.peakRssMiB, cpuMsPerMiB };
 }
 
 async function writeRandomFile(path: string, size: number) {

@@ -1,14 +1,18 @@
 import { describe, expect, test } from 'bun:test';
 import { readdirSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { Objm, StorageType, setSha256Backend } from '@nats-io/obj';
+import { connect as connectNats } from '@nats-io/transport-node';
 import mqtt from 'mqtt';
 import { createClient } from 'redis';
 import { canConnect, freePort, ProcessStartError, startProcess } from './process.ts';
 import {
   mqttAnswers,
+  natsAnswers,
   redisAnswers,
   serviceSkipReason,
   startMosquitto,
+  startNats,
   startRedis,
   useMosquitto,
   useRedis,
@@ -16,6 +20,29 @@ import {
 
 const SERVICES_MODULE = new URL('./services.ts', import.meta.url).pathname;
 const PAUSED_PROBE_MS = 300;
+
+// The benchmark's peer (bench/peer.ts): JetStream on, payloads above 1 MiB.
+describe.skipIf(serviceSkipReason('nats-server') !== undefined)('nats-server', () => {
+  test('serves a memory Object Store bucket with 1 MiB chunks, byte for byte', async () => {
+    await using nats = await startNats();
+    expect(await natsAnswers(nats.port)).toBe(true);
+    setSha256Backend('native');
+    const nc = await connectNats({ servers: `127.0.0.1:${nats.port}` });
+    try {
+      const store = await new Objm(nc).create('harness', { storage: StorageType.Memory });
+      const bytes = crypto.getRandomValues(new Uint8Array(3 * 1024 * 1024 + 5));
+      const info = await store.putBlob(
+        { name: 'f', options: { max_chunk_size: 1024 * 1024 } },
+        bytes,
+      );
+      expect(info.size).toBe(bytes.byteLength);
+      expect(info.chunks).toBe(4);
+      expect(Buffer.from((await store.getBlob('f')) ?? []).equals(Buffer.from(bytes))).toBe(true);
+    } finally {
+      await nc.close();
+    }
+  });
+});
 
 describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('mosquitto', () => {
   const mosquitto = useMosquitto();

@@ -40,11 +40,19 @@ export interface RedisOptions {
   readyTimeoutMs?: number;
 }
 
-export type ServiceName = 'mosquitto' | 'redis-server';
+export interface NatsOptions {
+  /** Lines appended to the generated nats-server.conf. */
+  extraConfig?: string[];
+  /** How long to wait for its INFO line; default 10 s. */
+  readyTimeoutMs?: number;
+}
+
+export type ServiceName = 'mosquitto' | 'redis-server' | 'nats-server';
 
 const INSTALL_COMMAND: Record<ServiceName, string> = {
   mosquitto: 'apt-get install mosquitto',
   'redis-server': 'apt-get install redis-server',
+  'nats-server': 'apt-get install nats-server',
 };
 // Debian puts mosquitto in /usr/sbin, which is not on every user's PATH.
 const EXTRA_BIN_DIRS = ['/usr/sbin', '/usr/local/sbin', '/usr/bin'];
@@ -102,6 +110,45 @@ export async function startRedis(options: RedisOptions = {}): Promise<ServiceHan
     ready: { probe: () => redisAnswers(port) },
     readyTimeoutMs: options.readyTimeoutMs,
   }));
+}
+
+/**
+ * nats-server with JetStream (memory and file stores under its temp dir) and
+ * a `max_payload` of 8 MiB, so that 1 MiB Object Store chunks and their
+ * headers fit: the peer the benchmark measures cloudlet against.
+ */
+export async function startNats(options: NatsOptions = {}): Promise<ServiceHandle> {
+  const command = requireBinary('nats-server');
+  return startService('nats-server', 'nats', (port, dir) => {
+    const configPath = join(dir, 'nats-server.conf');
+    writeFileSync(configPath, natsConfig(port, dir, options.extraConfig ?? []));
+    return {
+      command,
+      args: ['-c', configPath],
+      ready: { probe: () => natsAnswers(port) },
+      readyTimeoutMs: options.readyTimeoutMs,
+    };
+  });
+}
+
+/** Whether a NATS server on the port greets a client with its INFO line. */
+export async function natsAnswers(port: number, timeoutMs = 1_000): Promise<boolean> {
+  const reply = await tcpExchange(port, Buffer.alloc(0), (received) => received.includes('\r\n'), {
+    timeoutMs,
+  });
+  return reply?.toString('latin1').startsWith('INFO ') ?? false;
+}
+
+function natsConfig(port: number, dir: string, extraConfig: string[]): string {
+  return [
+    '# Written by tests/support/services.ts for one run.',
+    `listen: "127.0.0.1:${port}"`,
+    `server_name: "cloudlet-${port}"`,
+    'max_payload: 8MB',
+    `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))}, max_memory_store: 4GB, max_file_store: 8GB }`,
+    ...extraConfig,
+    '',
+  ].join('\n');
 }
 
 /**
