@@ -9,7 +9,12 @@ import {
   chunkFetchMachine,
   type SinkCommand,
 } from '../machines/chunkFetch.ts';
-import { type DownloadOutput, type DownloadPlan, downloadMachine } from '../machines/download.ts';
+import {
+  type DownloadEvent,
+  type DownloadOutput,
+  type DownloadPlan,
+  downloadMachine,
+} from '../machines/download.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
 import type { ErrorCode } from '../protocol/messages.ts';
@@ -38,6 +43,9 @@ export interface DownloadOptions {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
 }
+
+/** Messages of a download held until its plan comes (a window's worth per chunk is plenty). */
+const MAX_EARLY = 1024;
 
 interface Transfer {
   sink: ByteSink;
@@ -130,12 +138,22 @@ export function createDownloader(options: DownloaderOptions) {
         coreTimeoutMs: options.idleTimeoutMs,
       },
     });
+    // Segments travel at QoS 0 and the plan at QoS 1: MQTT does not order
+    // one against the other, so bytes (or a source's error) that come before
+    // the plan wait for it.
+    const early: DownloadEvent[] = [];
+    const deliver = (event: DownloadEvent) => {
+      if (transfer.plan || event.type === 'PLAN') actor.send(event);
+      else if (early.length < MAX_EARLY) early.push(event);
+    };
     const unroute = options.route(transferId, ({ message, body }) => {
       if (message.type === 'download.plan' && message.from === brokerId) {
+        if (transfer.plan) return;
         transfer.plan = message;
         actor.send({ type: 'PLAN', plan: message });
+        for (const event of early.splice(0)) actor.send(event);
       } else if (message.type === 'chunk.data') {
-        actor.send({
+        deliver({
           type: 'DATA',
           from: message.from,
           index: message.index,
@@ -143,12 +161,15 @@ export function createDownloader(options: DownloaderOptions) {
           bytes: body,
         });
       } else if (message.type === 'error') {
-        actor.send({
+        const event: DownloadEvent = {
           type: 'ERROR',
           from: message.from,
           ...(message.index !== undefined ? { index: message.index } : {}),
           failure: { code: message.code, message: message.message, retryable: message.retryable },
-        });
+        };
+        // The broker's own refusal (no such file) needs no plan to be heard.
+        if (message.from === brokerId && message.index === undefined) actor.send(event);
+        else deliver(event);
       }
     });
     const cancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });

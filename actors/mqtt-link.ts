@@ -1,15 +1,18 @@
 /**
- * One member's connection to the MQTT server: it publishes frames (QoS 1),
- * decodes every inbound payload, rejects malformed ones with a logged and
- * counted reason (answering the sender when it can be named), and hands valid
- * frames to the node. Handlers that throw are logged, never fatal.
+ * One member's connection to the MQTT server: it publishes frames (segment
+ * traffic at QoS 0 through the fast lane of actors/mqtt-wire.ts, everything
+ * else at QoS 1), decodes every inbound payload, rejects malformed ones with
+ * a logged and counted reason (answering the sender when it can be named),
+ * and hands valid frames to the node. Handlers that throw are logged, never
+ * fatal.
  */
 import { randomBytes } from 'node:crypto';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, MqttClient } from 'mqtt';
 import {
   DEFAULT_MAX_HEADER_BYTES,
   decodeFrame,
   encodeFrame,
+  encodeFrameParts,
   type Frame,
   FrameError,
   type FrameErrorReason,
@@ -22,6 +25,7 @@ import {
 } from '../protocol/index.ts';
 import type { Logger } from './log.ts';
 import { createMemoryGovernor } from './memory.ts';
+import { createFastWire, type FastWire } from './mqtt-wire.ts';
 
 export interface LinkOptions {
   /** `mqtt://host:port` (or `mqtts://`, `ws://`). */
@@ -50,6 +54,12 @@ export interface LinkOptions {
   /** Give up on the first connection after this long (default 5000 ms). */
   connectTimeoutMs?: number;
   maxHeaderBytes?: number;
+  /**
+   * Segment traffic through the fast lane (actors/mqtt-wire.ts): default on
+   * for `mqtt://` and `mqtts://` where the runtime has `Bun.connect`; off,
+   * every message goes through mqtt.js (segments still at QoS 0).
+   */
+  fastLane?: boolean;
   log: Logger;
 }
 
@@ -84,6 +94,21 @@ export interface Link {
    */
   close(options?: { abrupt?: boolean }): Promise<void>;
 }
+
+/**
+ * Messages sent once per segment: bytes and their acknowledgements. They go
+ * at QoS 0, as the protocol's own window, acknowledgements and timeouts
+ * already cover them (a lost one fails its transfer, retryable); an MQTT
+ * acknowledgement on top doubled the packets.
+ */
+export const SEGMENT_TRAFFIC: ReadonlySet<MessageType> = new Set([
+  'upload.segment',
+  'upload.ack',
+  'chunk.store',
+  'chunk.stored',
+  'chunk.data',
+  'chunk.ack',
+]);
 
 /** Messages only the broker sends: they must come on a member's broker channel. */
 export const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
@@ -182,12 +207,24 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     ...(options.password !== undefined ? { password: options.password } : {}),
     ...(options.ca ? { ca: options.ca } : {}),
   };
-  const client = await connectFirst(options.url, clientOptions, options.connectTimeoutMs ?? 5000);
+  const wire = fastWireFor(options.url, clientOptions, options.fastLane ?? true);
+  const client = await connectFirst(
+    () =>
+      wire
+        ? new MqttClient(() => wire.fast.build(), { ...clientOptions, ...wire.credentials })
+        : mqtt.connect(options.url, clientOptions),
+    options.url,
+    options.connectTimeoutMs ?? 5000,
+  );
+  /** A QoS 0 payload that came through the fast lane arrives at mqtt.js as a token. */
+  const payloadOf = (payload: Buffer, packet: { qos?: number }) =>
+    wire && packet.qos === 0 ? (wire.fast.take(payload) ?? payload) : payload;
   // Retained messages (statuses) come right after the subscription is
   // granted, in the same read, before the code below has its handler on:
   // they are held until it has.
   const early: [string, Buffer][] = [];
-  const hold = (topic: string, payload: Buffer) => early.push([topic, payload]);
+  const hold = (topic: string, payload: Buffer, packet: { qos?: number }) =>
+    early.push([topic, payloadOf(payload, packet)]);
   client.on('message', hold);
   if (filters.length > 0) {
     const grants = await client.subscribeAsync(filters, { qos: 1 });
@@ -233,6 +270,25 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         else resolve();
       });
     });
+  /** Segment traffic: QoS 0, its body written as it is when the fast lane is there. */
+  const publishSegment = (topic: string, parts: Uint8Array[]) => {
+    memory.moved(parts.reduce((sum, part) => sum + part.byteLength, 0));
+    if (wire && client.connected)
+      return wire.fast.publish(topic, parts).catch((error: Error) => {
+        throw new LinkError(`publish to ${topic} failed: ${error.message}`);
+      });
+    return new Promise<void>((resolve, reject) => {
+      const payload = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+      client.publish(topic, payload, { qos: 0 }, (error) => {
+        if (error) reject(new LinkError(`publish to ${topic} failed: ${error.message}`));
+        else resolve();
+      });
+    });
+  };
+  const sendFrame = (topic: string, message: Message, body?: Uint8Array) =>
+    SEGMENT_TRAFFIC.has(message.type)
+      ? publishSegment(topic, encodeFrameParts(message, body))
+      : publish(topic, encodeFrame(message, body));
 
   const reject = (error: FrameError, topic: string) => {
     rejected[error.reason] = (rejected[error.reason] ?? 0) + 1;
@@ -283,7 +339,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     for (const handler of frameHandlers) safely(log, () => handler(result.frame, parsed));
   };
   client.off('message', hold);
-  client.on('message', receive);
+  client.on('message', (topic, payload, packet) => receive(topic, payloadOf(payload, packet)));
   for (const [topic, payload] of early.splice(0)) receive(topic, payload);
 
   const subscribe = <T>(set: Set<T>, handler: T) => {
@@ -299,8 +355,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     get connected() {
       return client.connected;
     },
-    send: (to, message, body) => publish(topicTo(to), encodeFrame(message, body)),
-    sendToBroker: (message, body) => publish(topicTo(brokerId), encodeFrame(message, body)),
+    send: (to, message, body) => sendFrame(topicTo(to), message, body),
+    sendToBroker: (message, body) => sendFrame(topicTo(brokerId), message, body),
     sendEncoded: (to, frame) => publish(topicTo(to), frame),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
@@ -349,14 +405,59 @@ const CLOSE_GRACE_MS = 2000;
 const TLS_FAILURE = /CERT|SIGNATURE|ISSUER|ERR_TLS|ERR_SSL|^EPROTO$/;
 
 /**
+ * The fast lane for `url`, when it can have one: a TCP or TLS URL, a runtime
+ * with `Bun.connect`, and not turned off. With it come the credentials the
+ * URL carries (mqtt.connect would have read them from the URL).
+ */
+function fastWireFor(
+  url: string,
+  options: IClientOptions,
+  wanted: boolean,
+): { fast: FastWire; credentials: IClientOptions } | null {
+  if (!wanted || typeof Bun === 'undefined' || typeof Bun.connect !== 'function') return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null; // mqtt.connect says what is wrong with it
+  }
+  const secure =
+    parsed.protocol === 'mqtts:' || parsed.protocol === 'ssl:' || parsed.protocol === 'tls:';
+  if (!secure && parsed.protocol !== 'mqtt:' && parsed.protocol !== 'tcp:') return null;
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  const credentials: IClientOptions = {};
+  if (options.username === undefined && parsed.username)
+    credentials.username = decodeURIComponent(parsed.username);
+  if (options.password === undefined && parsed.password)
+    credentials.password = decodeURIComponent(parsed.password);
+  const fast = createFastWire({
+    host,
+    port: Number(parsed.port || (secure ? 8883 : 1883)),
+    tls: secure
+      ? {
+          ...(options.ca ? { ca: options.ca as Buffer } : {}),
+          rejectUnauthorized: options.rejectUnauthorized !== false,
+          ...(isIpAddress(host) ? {} : { serverName: host }),
+        }
+      : null,
+    protocolVersion: options.protocolVersion === 5 ? 5 : 4,
+  });
+  return { fast, credentials };
+}
+
+function isIpAddress(host: string) {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}
+
+/**
  * Waits for the first CONNACK: a member that cannot reach its server at
  * start says so instead of retrying silently. Later losses are retried.
  */
-function connectFirst(url: string, options: IClientOptions, timeoutMs: number) {
+function connectFirst(create: () => MqttClient, url: string, timeoutMs: number) {
   return new Promise<MqttClient>((resolve, reject) => {
     let client: MqttClient;
     try {
-      client = mqtt.connect(url, options);
+      client = create();
     } catch (error) {
       reject(new LinkError(`cannot use MQTT URL ${redact(url)}: ${(error as Error).message}`));
       return;

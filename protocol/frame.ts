@@ -83,6 +83,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * the caller, so it throws) and, for data messages, `body`.
  */
 export function encodeFrame(message: Message, body?: Uint8Array): Buffer {
+  const parts = encodeFrameParts(message, body);
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+}
+
+/**
+ * The same frame as `encodeFrame`, in two parts when it has a body: the
+ * prefix and header, then the body itself, not copied (a link can write them
+ * one after the other).
+ */
+export function encodeFrameParts(message: Message, body?: Uint8Array): Uint8Array[] {
   const schema: z.ZodType = messageSchemas[message.type];
   const checked = schema.safeParse(message);
   if (!checked.success) {
@@ -91,7 +101,8 @@ export function encodeFrame(message: Message, body?: Uint8Array): Buffer {
   if (body && body.byteLength > 0 && !DATA_MESSAGE_TYPES.has(message.type)) {
     throw new TypeError(`cannot encode ${message.type}: it carries no body`);
   }
-  return framed([Buffer.from(JSON.stringify(message), 'utf8')], body);
+  const head = framed([Buffer.from(JSON.stringify(message), 'utf8')], body?.byteLength ?? 0);
+  return body && body.byteLength > 0 ? [head, body] : [head];
 }
 
 /**
@@ -115,7 +126,7 @@ export function encodeListPage(
   }
   const json = JSON.stringify(empty);
   const joined = Buffer.isBuffer(records) ? records : joinListRecords(records);
-  return framed([Buffer.from(json.slice(0, -2), 'utf8'), joined, LIST_END]);
+  return framed([Buffer.from(json.slice(0, -2), 'utf8'), joined, LIST_END], 0);
 }
 
 /** JSON records (text, or its UTF-8) as one list page's `files` holds them, without the brackets. */
@@ -135,8 +146,8 @@ const COMMA = Buffer.from(',', 'utf8');
 
 const LIST_END = Buffer.from(']}', 'utf8');
 
-/** The prefix, then the header (its parts one after another), then the body. */
-function framed(header: readonly Buffer[], body?: Uint8Array): Buffer {
+/** The prefix, then the header (its parts one after another); `bodyLength` bytes of body follow. */
+function framed(header: readonly Buffer[], bodyLength: number): Buffer {
   const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);
   FRAME_MAGIC.copy(prefix, 0);
   prefix.writeUInt8(FRAME_VERSION, 2);
@@ -144,10 +155,8 @@ function framed(header: readonly Buffer[], body?: Uint8Array): Buffer {
     header.reduce((sum, part) => sum + part.byteLength, 0),
     3,
   );
-  prefix.writeUInt32BE(body?.byteLength ?? 0, 7);
-  return body && body.byteLength > 0
-    ? Buffer.concat([prefix, ...header, body])
-    : Buffer.concat([prefix, ...header]);
+  prefix.writeUInt32BE(bodyLength, 7);
+  return Buffer.concat([prefix, ...header]);
 }
 
 export function decodeFrame(bytes: Uint8Array, options: DecodeOptions = {}): DecodeResult {

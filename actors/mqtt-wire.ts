@@ -1,0 +1,476 @@
+/**
+ * The socket under a member's mqtt.js client, with a fast lane for bulk data.
+ *
+ * mqtt.js stays the MQTT client: it connects (will, credentials, keep-alive),
+ * subscribes, reconnects, and sends and receives every QoS 1 message. But it
+ * moves each payload through Node streams and, on receipt, copies every
+ * payload into one new buffer; for 1 MiB segments that was most of a
+ * process's CPU per byte. So this module owns the socket (Bun's native one,
+ * `Bun.connect`) and hands mqtt.js a stream over it (its documented
+ * `streamBuilder` hook), and:
+ *
+ * - **out**: `publish()` writes a QoS 0 PUBLISH straight to the socket, its
+ *   payload in parts (frame header, then the body as it is: no copy), in
+ *   order with what mqtt.js wrote before it;
+ * - **in**: every QoS 0 PUBLISH is cut out of the byte stream here, its
+ *   payload kept aside, and mqtt.js is given a PUBLISH with the same topic
+ *   and a small token instead: it still delivers every message, in the order
+ *   they came, and `take(token)` gives back the real payload.
+ *
+ * Segments and their acknowledgements travel at QoS 0 (the protocol has its
+ * own window, acknowledgements and timeouts); control messages at QoS 1
+ * through mqtt.js. Where `Bun.connect` is missing (another runtime) or for
+ * WebSocket URLs, the link uses mqtt.js alone (actors/mqtt-link.ts).
+ */
+import { Duplex } from 'node:stream';
+
+export interface WireTarget {
+  host: string;
+  port: number;
+  /** For `mqtts://`. */
+  tls: { ca?: Buffer; rejectUnauthorized: boolean; serverName?: string } | null;
+  /** MQTT protocol level: 5 adds a properties length to every PUBLISH. */
+  protocolVersion: 4 | 5;
+}
+
+export interface FastWire {
+  /** mqtt.js's stream builder: a new socket for every (re)connection. */
+  build(): Duplex;
+  /**
+   * Publishes at QoS 0 on the current connection, after whatever mqtt.js
+   * wrote before; the payload is `parts` one after another. Resolves once
+   * the socket has taken every byte (the parts may then be reused).
+   */
+  publish(topic: string, parts: readonly Uint8Array[]): Promise<void>;
+  /** The real payload behind a token mqtt.js delivered; undefined for any other payload. */
+  take(token: Buffer): Buffer | undefined;
+}
+
+/** A QoS 0 publish to a connection that is gone or not up yet. */
+export class WireClosedError extends Error {
+  override readonly name = 'WireClosedError';
+}
+
+/** Payloads up to this size are written in one piece with their packet header. */
+const COALESCE_BYTES = 64 * 1024;
+const TOKEN_MAGIC = 0xfa57;
+const TOKEN_BYTES = 10;
+
+export function createFastWire(target: WireTarget): FastWire {
+  let current: Connection | null = null;
+  let generation = 0;
+  return {
+    build() {
+      current?.retire();
+      current = new Connection(target, ++generation);
+      return current.stream;
+    },
+    publish(topic, parts) {
+      const connection = current;
+      if (!connection) return Promise.reject(new WireClosedError('not connected'));
+      return connection.publish(topic, parts);
+    },
+    take(token) {
+      if (token.byteLength !== TOKEN_BYTES || token.readUInt16BE(0) !== TOKEN_MAGIC) return;
+      if (!current || token.readUInt32BE(2) !== current.generation) return;
+      return current.take(token.readUInt32BE(6));
+    },
+  };
+}
+
+interface NativeSocket {
+  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
+  end(): void;
+  terminate?(): void;
+  setNoDelay?(on: boolean): void;
+}
+
+interface Pending {
+  data: Uint8Array;
+  offset: number;
+  /** Called once every byte of `data` is written (or with an error when it never will be). */
+  done?: (error?: Error) => void;
+}
+
+/** One socket, the stream mqtt.js sees over it, and the fast lane's queues. */
+class Connection {
+  readonly stream: Duplex;
+  private socket: NativeSocket | null = null;
+  private closed = false;
+  private readonly queue: Pending[] = [];
+  private waitingForDrain = false;
+  private readonly splitter: PacketSplitter;
+  /** Payloads cut out of the stream, by token sequence. */
+  private readonly held = new Map<number, Buffer>();
+  private sequence = 0;
+
+  constructor(
+    private readonly target: WireTarget,
+    readonly generation: number,
+  ) {
+    const self = this;
+    this.splitter = new PacketSplitter(target.protocolVersion, {
+      passOn: (packet) => self.stream.push(packet),
+      publish: (topic, payload) => self.hold(topic, payload),
+    });
+    this.stream = new Duplex({
+      // mqtt.js corks a packet's pieces and writes them on the next tick.
+      writev(chunks, callback) {
+        const pieces = chunks.map(({ chunk }) => chunk as Uint8Array);
+        self.enqueue(
+          pieces.length === 1 ? (pieces[0] as Uint8Array) : Buffer.concat(pieces),
+          callback,
+        );
+      },
+      write(chunk, _encoding, callback) {
+        self.enqueue(chunk as Uint8Array, callback);
+      },
+      read() {},
+      final(callback) {
+        self.enqueue(new Uint8Array(0), (error) => {
+          self.socket?.end();
+          callback(error);
+        });
+      },
+      destroy(error, callback) {
+        self.shut(error ?? undefined);
+        callback(error);
+      },
+    });
+    // Our noDelay() (actors/mqtt-link.ts) asks the stream; the socket has it on already.
+    Object.assign(this.stream, { setNoDelay: () => this.stream });
+    this.connect();
+  }
+
+  /** Stops taking part: mqtt.js built a new connection. */
+  retire() {
+    if (!this.stream.destroyed) this.stream.destroy();
+  }
+
+  publish(topic: string, parts: readonly Uint8Array[]): Promise<void> {
+    if (this.closed) return Promise.reject(new WireClosedError('the MQTT connection is closed'));
+    return new Promise<void>((resolve, reject) => {
+      // On the next tick, like mqtt.js's own writes: a packet it wrote before
+      // this one is uncorked first, so the socket sees them in order.
+      process.nextTick(() => {
+        if (this.closed) {
+          reject(new WireClosedError('the MQTT connection is closed'));
+          return;
+        }
+        const head = publishHead(topic, parts, this.target.protocolVersion);
+        const payloadBytes = parts.reduce((sum, part) => sum + part.byteLength, 0);
+        const settle = (error?: Error) => (error ? reject(error) : resolve());
+        if (payloadBytes <= COALESCE_BYTES) {
+          this.enqueue(Buffer.concat([head, ...parts]), settle);
+          return;
+        }
+        this.enqueue(head);
+        parts.forEach((part, i) => {
+          this.enqueue(part, i === parts.length - 1 ? settle : undefined);
+        });
+      });
+    });
+  }
+
+  take(sequence: number): Buffer | undefined {
+    const payload = this.held.get(sequence);
+    this.held.delete(sequence);
+    return payload;
+  }
+
+  private hold(topic: string, payload: Buffer): Buffer {
+    const sequence = this.sequence++ >>> 0;
+    this.held.set(sequence, payload);
+    const token = Buffer.allocUnsafe(TOKEN_BYTES);
+    token.writeUInt16BE(TOKEN_MAGIC, 0);
+    token.writeUInt32BE(this.generation, 2);
+    token.writeUInt32BE(sequence, 6);
+    return publishPacket(topic, token, this.target.protocolVersion);
+  }
+
+  private connect() {
+    const { host, port, tls } = this.target;
+    const fail = (error: Error) => {
+      if (!this.stream.destroyed) this.stream.destroy(error);
+    };
+    Bun.connect({
+      hostname: host,
+      port,
+      ...(tls
+        ? {
+            tls: {
+              ...(tls.ca ? { ca: tls.ca } : {}),
+              rejectUnauthorized: tls.rejectUnauthorized,
+              ...(tls.serverName ? { serverName: tls.serverName } : {}),
+            },
+          }
+        : {}),
+      socket: {
+        open: (socket) => {
+          if (this.closed) {
+            socket.end();
+            return;
+          }
+          socket.setNoDelay(true);
+          if (!tls) this.opened(socket);
+        },
+        handshake: (socket, success, authorizationError) => {
+          if (this.closed) return;
+          if (!success || (authorizationError && tls?.rejectUnauthorized)) {
+            socket.end();
+            fail(tlsError(authorizationError));
+            return;
+          }
+          this.opened(socket);
+        },
+        data: (_socket, data) => {
+          if (!this.closed) this.splitter.feed(data);
+        },
+        drain: () => {
+          this.waitingForDrain = false;
+          this.flush();
+        },
+        end: () => {
+          this.stream.push(null);
+          fail(new Error('the MQTT server closed the connection'));
+        },
+        close: (_socket, error) => fail(error ?? new Error('the MQTT connection closed')),
+        error: (_socket, error) => fail(error),
+        connectError: (_socket, error) => fail(connectError(error, host, port)),
+      },
+    }).catch((error: Error) => fail(connectError(error, host, port)));
+  }
+
+  private opened(socket: NativeSocket) {
+    this.socket = socket;
+    this.flush();
+  }
+
+  private enqueue(data: Uint8Array, done?: (error?: Error) => void) {
+    if (this.closed) {
+      done?.(new WireClosedError('the MQTT connection is closed'));
+      return;
+    }
+    this.queue.push({ data, offset: 0, ...(done ? { done } : {}) });
+    if (this.queue.length === 1) this.flush();
+  }
+
+  private flush() {
+    const socket = this.socket;
+    if (!socket || this.waitingForDrain) return;
+    while (this.queue.length > 0) {
+      const head = this.queue[0] as Pending;
+      const left = head.data.byteLength - head.offset;
+      if (left > 0) {
+        const written = socket.write(head.data, head.offset, left);
+        if (written < 0) return; // closed: close() fails what is queued
+        head.offset += written;
+        if (written < left) {
+          this.waitingForDrain = true;
+          return;
+        }
+      }
+      this.queue.shift();
+      head.done?.();
+    }
+  }
+
+  private shut(error?: Error) {
+    if (this.closed) return;
+    this.closed = true;
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      if (socket.terminate) socket.terminate();
+      else socket.end();
+    }
+    const failure = new WireClosedError(
+      `the MQTT connection closed${error ? `: ${error.message}` : ''}`,
+    );
+    for (const pending of this.queue.splice(0)) pending.done?.(failure);
+    this.held.clear();
+  }
+}
+
+/** Says what Node's sockets say (`connect ECONNREFUSED 127.0.0.1:1883`), code included. */
+function connectError(error: Error, host: string, port: number): Error {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && !error.message.includes(code))
+    error.message = `connect ${code} ${host}:${port}`;
+  return error;
+}
+
+function tlsError(authorizationError: Error | null): Error {
+  const error = authorizationError ?? new Error('TLS handshake failed');
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') Object.assign(error, { code: 'ERR_TLS_HANDSHAKE' });
+  return error;
+}
+
+// ------------------------------------------------------------------ MQTT
+
+/** MQTT's variable-length integer (§1.5.5 in 5.0, §2.2.3 in 3.1.1). */
+function varint(value: number): number[] {
+  const bytes: number[] = [];
+  do {
+    let byte = value % 128;
+    value = Math.floor(value / 128);
+    if (value > 0) byte |= 0x80;
+    bytes.push(byte);
+  } while (value > 0);
+  return bytes;
+}
+
+/** A QoS 0 PUBLISH's fixed header, topic and (MQTT 5) empty properties, for a payload of `parts`. */
+export function publishHead(
+  topic: string,
+  parts: readonly Uint8Array[],
+  protocolVersion: 4 | 5,
+): Buffer {
+  const topicLength = Buffer.byteLength(topic, 'utf8');
+  const properties = protocolVersion === 5 ? 1 : 0;
+  const payload = parts.reduce((sum, part) => sum + part.byteLength, 0);
+  const remaining = 2 + topicLength + properties + payload;
+  const length = varint(remaining);
+  const head = Buffer.allocUnsafe(1 + length.length + 2 + topicLength + properties);
+  let at = head.writeUInt8(0x30, 0);
+  for (const byte of length) at = head.writeUInt8(byte, at);
+  at = head.writeUInt16BE(topicLength, at);
+  at += head.write(topic, at, 'utf8');
+  if (properties) head.writeUInt8(0, at);
+  return head;
+}
+
+function publishPacket(topic: string, payload: Buffer, protocolVersion: 4 | 5): Buffer {
+  return Buffer.concat([publishHead(topic, [payload], protocolVersion), payload]);
+}
+
+export interface SplitterSink {
+  /** A packet mqtt.js should see (returned as is, or rebuilt). */
+  passOn(packet: Buffer): void;
+  /** A QoS 0 PUBLISH's topic and payload; returns the packet mqtt.js should see instead. */
+  publish(topic: string, payload: Buffer): Buffer;
+}
+
+/**
+ * Cuts the bytes from the server into MQTT packets (§2: a type byte, a
+ * remaining length, that many bytes). QoS 0 PUBLISH packets are parsed here
+ * (topic, MQTT 5 properties skipped, payload); every other packet goes on
+ * to mqtt.js whole. A payload that arrived in one read is a view of it;
+ * one spread over several reads is copied once into its own buffer.
+ */
+export class PacketSplitter {
+  private chunks: Buffer[] = [];
+  /** Bytes held in `chunks`, from `offset` in the first. */
+  private held = 0;
+  private offset = 0;
+
+  constructor(
+    private readonly protocolVersion: 4 | 5,
+    private readonly sink: SplitterSink,
+  ) {}
+
+  feed(data: Buffer) {
+    if (data.byteLength === 0) return;
+    this.chunks.push(data);
+    this.held += data.byteLength;
+    for (;;) {
+      const header = this.fixedHeader();
+      if (!header) return;
+      const total = header.headerLength + header.remaining;
+      if (this.held < total) return;
+      const packet = this.takeBytes(total);
+      this.deliver(packet, header.headerLength);
+    }
+  }
+
+  /** The packet's type byte and remaining length, once enough bytes are here to read them. */
+  private fixedHeader(): { headerLength: number; remaining: number } | null {
+    if (this.held < 2) return null;
+    let remaining = 0;
+    let multiplier = 1;
+    for (let i = 1; i <= 4; i++) {
+      if (i >= this.held) return null;
+      const byte = this.byteAt(i);
+      remaining += (byte & 0x7f) * multiplier;
+      if ((byte & 0x80) === 0) return { headerLength: i + 1, remaining };
+      multiplier *= 128;
+    }
+    // A fifth length byte: not MQTT. mqtt.js is given it and reports the error.
+    return { headerLength: 5, remaining: 0 };
+  }
+
+  private byteAt(index: number): number {
+    let at = this.offset + index;
+    for (const chunk of this.chunks) {
+      if (at < chunk.byteLength) return chunk[at] as number;
+      at -= chunk.byteLength;
+    }
+    return 0;
+  }
+
+  /** Removes `length` bytes from the front: a view when they lie in one read, else a copy. */
+  private takeBytes(length: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    let bytes: Buffer;
+    if (first.byteLength - this.offset >= length) {
+      bytes = first.subarray(this.offset, this.offset + length);
+      this.offset += length;
+      if (this.offset === first.byteLength) {
+        this.chunks.shift();
+        this.offset = 0;
+      }
+    } else {
+      bytes = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const chunk = this.chunks[0] as Buffer;
+        const take = Math.min(length - filled, chunk.byteLength - this.offset);
+        chunk.copy(bytes, filled, this.offset, this.offset + take);
+        filled += take;
+        this.offset += take;
+        if (this.offset === chunk.byteLength) {
+          this.chunks.shift();
+          this.offset = 0;
+        }
+      }
+    }
+    this.held -= length;
+    return bytes;
+  }
+
+  private deliver(packet: Buffer, headerLength: number) {
+    const type = (packet[0] as number) >> 4;
+    const qos = ((packet[0] as number) >> 1) & 0x03;
+    if (type !== 3 || qos !== 0 || packet.byteLength < headerLength + 2) {
+      this.sink.passOn(packet);
+      return;
+    }
+    let at = headerLength;
+    const topicLength = packet.readUInt16BE(at);
+    at += 2;
+    if (at + topicLength > packet.byteLength) {
+      this.sink.passOn(packet);
+      return;
+    }
+    const topic = packet.toString('utf8', at, at + topicLength);
+    at += topicLength;
+    if (this.protocolVersion === 5) {
+      // Properties: a variable-length integer, then that many bytes.
+      let length = 0;
+      let multiplier = 1;
+      for (let i = 0; i < 4 && at < packet.byteLength; i++) {
+        const byte = packet[at++] as number;
+        length += (byte & 0x7f) * multiplier;
+        if ((byte & 0x80) === 0) break;
+        multiplier *= 128;
+      }
+      at += length;
+      if (at > packet.byteLength) {
+        this.sink.passOn(packet);
+        return;
+      }
+    }
+    this.sink.passOn(this.sink.publish(topic, packet.subarray(at)));
+  }
+}
