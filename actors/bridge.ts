@@ -6,18 +6,19 @@
 import { type EventObject, fromCallback } from 'xstate';
 import type { SendCommand } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
+import type { ParsedTopic } from '../protocol/topics.ts';
 import type { Logger } from './log.ts';
 import type { Link } from './mqtt-link.ts';
 
 export interface BridgeOptions {
-  /** Frames for which this returns true are handled elsewhere (replies). */
-  intercept?: (frame: Frame) => boolean;
+  /** Frames for which this returns true are handled elsewhere (replies, segments). */
+  intercept?: (frame: Frame, topic: ParsedTopic) => boolean;
 }
 
 export function linkBridge(link: Link, options: BridgeOptions = {}) {
   return fromCallback<EventObject, void>(({ sendBack }) => {
     const offFrame = link.onFrame((frame, topic) => {
-      if (options.intercept?.(frame)) return;
+      if (options.intercept?.(frame, topic)) return;
       sendBack({ type: 'FRAME', frame, topic, at: Date.now() });
     });
     const offConnection = link.onConnection((connected) =>

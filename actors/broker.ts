@@ -31,9 +31,9 @@ import { uploadMachine } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
-import { encodeFrame } from '../protocol/frame.ts';
+import { encodeFrame, type Frame } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
-import { createTopics } from '../protocol/topics.ts';
+import { createTopics, type ParsedTopic } from '../protocol/topics.ts';
 import { linkBridge, sendThrough } from './bridge.ts';
 import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './broker-requests.ts';
 import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
@@ -205,6 +205,19 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     if (connected) void announce(true);
   });
   const replies = createReplyBox();
+  // Each upload's segments and their confirmations go straight to its chunk
+  // writer, by transfer id: no statechart sees a segment.
+  const transferRoutes = new Map<string, (frame: Frame) => void>();
+  const routeTransfer = (frame: Frame, topic: ParsedTopic) => {
+    const { message } = frame;
+    const segmentTraffic =
+      (message.type === 'upload.segment' && topic.kind === 'upload') ||
+      (message.type === 'chunk.stored' && topic.kind === 'to-broker');
+    if (!segmentTraffic) return false;
+    const handler = transferRoutes.get(message.id);
+    handler?.(frame);
+    return handler !== undefined;
+  };
   const send = sendThrough(link, log);
   const sendTo = (to: string, message: Parameters<Link['send']>[1], body?: Uint8Array) =>
     link.send(to, message, body);
@@ -279,7 +292,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       },
     },
     actors: {
-      mqttBridge: linkBridge(link, { intercept: (frame) => replies.offer(frame) }),
+      mqttBridge: linkBridge(link, {
+        intercept: (frame, topic) => replies.offer(frame) || routeTransfer(frame, topic),
+      }),
       membership: membershipMachine.provide({ actions: { send } }),
       repairChunk: fromPromise(async ({ input }) => {
         const source = await keeper.restore(input.file, input.index, input.vm);
@@ -328,6 +343,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             brokerId: config.brokerId,
             core,
             send: sendTo,
+            route: (transferId, handler) => {
+              transferRoutes.set(transferId, handler);
+              return () => {
+                if (transferRoutes.get(transferId) === handler) transferRoutes.delete(transferId);
+              };
+            },
             storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
             log,
             settling: coreSettling,

@@ -5,12 +5,19 @@
  * (§V.F step 6) and the broker serving one from the core (§V.G step 7) both
  * use it, so memory stays bounded by window × segment whatever the size.
  */
+import { crc32 } from 'node:zlib';
 import type { Message } from '../protocol/messages.ts';
 
 export interface Segment {
   /** Offset within the chunk. */
   offset: number;
   bytes: Buffer;
+  /**
+   * The bytes' CRC-32 as kept beside them (a VM's store), so that the
+   * requester checks them as they were stored; absent, it is computed here
+   * as they are sent (the core), and covers the trip only.
+   */
+  crc32?: number;
 }
 
 export type SendResult = 'sent' | 'stopped' | 'timeout' | 'missing' | 'failed';
@@ -64,12 +71,18 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
     settle(result);
   };
 
-  const fail = (code: 'not-found' | 'internal', message: string) => {
+  const fail = (code: 'not-found' | 'internal' | 'integrity', message: string) => {
     options
-      .send(to, { type: 'error', id, from, index, code, message, retryable: code === 'internal' })
+      .send(to, { type: 'error', id, from, index, code, message, retryable: code !== 'not-found' })
       .catch(() => {});
     finish(code === 'not-found' ? 'missing' : 'failed');
   };
+  /** A read that found the bytes damaged says so (the requester then repairs them). */
+  const failedReading = (what: string, error: unknown) =>
+    fail(
+      (error as { code?: unknown }).code === 'integrity' ? 'integrity' : 'internal',
+      `${what} chunk ${index} failed: ${(error as Error).message}`,
+    );
 
   const pump = async () => {
     if (pumping || finished) return;
@@ -84,14 +97,15 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
         }
         const { offset, bytes } = next.value;
         inFlight.add(offset);
+        const checksum = next.value.crc32 ?? crc32(bytes);
         // Not awaited: the window, not the MQTT acknowledgement, paces us.
         options
-          .send(to, { type: 'chunk.data', id, from, index, offset }, bytes)
+          .send(to, { type: 'chunk.data', id, from, index, offset, crc32: checksum }, bytes)
           .catch((error) => fail('internal', `sending chunk ${index} failed: ${error.message}`));
       }
       if (exhausted && inFlight.size === 0) finish('sent');
     } catch (error) {
-      fail('internal', `reading chunk ${index} failed: ${(error as Error).message}`);
+      failedReading('reading', error);
     } finally {
       pumping = false;
     }
@@ -109,9 +123,7 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
       segments = opened;
       void pump();
     })
-    .catch((error) =>
-      fail('internal', `opening chunk ${index} failed: ${(error as Error).message}`),
-    );
+    .catch((error) => failedReading('opening', error));
 
   return {
     ack(offset) {

@@ -23,6 +23,7 @@
  * downloads in the foreground. Every placement change is written to the
  * metadata store (compare-and-set on the fileId) before the index believes it.
  */
+import { crc32 } from 'node:zlib';
 import {
   bytesByVm,
   chunkFootprint,
@@ -447,6 +448,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     id: string,
     offset: number,
     bytes: Buffer,
+    checksum: number,
   ) {
     const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
     const replied = deps.replies.wait(
@@ -463,6 +465,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
         index: chunkIndex,
         chunkSize: chunk.size,
         offset,
+        crc32: checksum,
       },
       bytes,
     );
@@ -486,7 +489,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       if (!bytes || bytes.byteLength !== length)
         throw new CloudletError('not-found', `core object ${key} is missing or short`);
       stats.coreBytes += bytes.byteLength;
-      sha256 = await storeSegment(file, chunkIndex, to, id, offset, bytes);
+      sha256 = await storeSegment(file, chunkIndex, to, id, offset, bytes, crc32(bytes));
       if (chunk.size === 0) break;
     }
     if (sha256 !== chunk.sha256)
@@ -546,8 +549,19 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
           throw new CloudletError('timeout', `VM ${source} did not send its chunk`);
         const { offset } = frame.message;
         if (offset !== expected) throw new CloudletError('bad-request', `segment at ${offset}`);
+        // The source sends each segment with the CRC-32 it stored it with.
+        if (crc32(frame.body) !== frame.message.crc32)
+          throw new CloudletError('integrity', `VM ${source}'s segment at ${offset} is damaged`);
         await pace(frame.body.byteLength);
-        sha256 = await storeSegment(file, chunkIndex, to, storeId, offset, frame.body);
+        sha256 = await storeSegment(
+          file,
+          chunkIndex,
+          to,
+          storeId,
+          offset,
+          frame.body,
+          frame.message.crc32,
+        );
         expected += frame.body.byteLength;
         if (expected < chunk.size) arriving = next();
         await deps.send(source, {

@@ -10,7 +10,12 @@ import { newId } from './ids.ts';
 
 export interface ByteSource {
   readonly size: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * `length` bytes from `offset` — into `into` when it is given and large
+   * enough (so a caller can reuse buffers), or a view of bytes the source
+   * holds, or a new buffer.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -37,8 +42,9 @@ export async function fileSource(path: string): Promise<ByteSource> {
   const { size } = await handle.stat();
   return {
     size,
-    async read(offset, length) {
-      const buffer = Buffer.allocUnsafe(length);
+    async read(offset, length, into) {
+      const buffer =
+        into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let filled = 0;
       while (filled < length) {
         const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);

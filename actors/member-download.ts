@@ -2,7 +2,7 @@
  * A member's downloads (§V.F, §V.G): the download statechart, provided once
  * per member, with each transfer's sink and hashes looked up by transfer id.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { createActor, fromCallback, fromPromise, toPromise } from 'xstate';
 import {
   type ChunkSinkInput,
@@ -60,12 +60,16 @@ export function createDownloader(options: DownloaderOptions) {
   const transfers = new Map<string, Transfer>();
   const send = sendThrough(link, options.log);
 
-  /** Writes a chunk's bytes in order, hashes them, and acknowledges each segment. */
+  /**
+   * Writes a chunk's bytes in order, each segment once it matches the CRC-32
+   * it came with, and acknowledges it. A segment that does not is reported,
+   * and nothing more is written until the chunk starts over (RESET).
+   */
   const chunkSink = fromCallback<SinkCommand, ChunkSinkInput>(({ input, receive, sendBack }) => {
     const transfer = transfers.get(input.transferId);
     const start = transfer?.plan?.file.chunks[input.index]?.offset ?? 0;
-    let hash: Hash = createHash('sha256');
     let count = 0;
+    let corrupt = false;
     let queue = Promise.resolve();
     receive((command) => {
       queue = queue
@@ -73,14 +77,19 @@ export function createDownloader(options: DownloaderOptions) {
           if (!transfer) throw new Error(`no download ${input.transferId}`);
           if (command.type === 'RESET') {
             transfer.written -= count;
-            hash = createHash('sha256');
             count = 0;
+            corrupt = false;
             await transfer.fileHash.discard(start, start + input.size);
+            return;
+          }
+          if (corrupt) return;
+          if (crc32(command.bytes) !== command.crc32) {
+            corrupt = true;
+            sendBack({ type: 'CORRUPT', offset: command.offset });
             return;
           }
           await transfer.sink.write(start + command.offset, command.bytes);
           await transfer.fileHash.written(start + command.offset, command.bytes);
-          hash.update(command.bytes);
           count += command.bytes.byteLength;
           transfer.written += command.bytes.byteLength;
           transfer.onProgress?.(transfer.written, transfer.plan?.file.size ?? 0);
@@ -95,7 +104,7 @@ export function createDownloader(options: DownloaderOptions) {
               offset: command.offset,
             },
           });
-          if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+          if (count === input.size) sendBack({ type: 'COMPLETE' });
         })
         .catch((error: Error) => sendBack({ type: 'SINK_FAILED', message: error.message }));
     });
@@ -159,6 +168,7 @@ export function createDownloader(options: DownloaderOptions) {
           index: message.index,
           offset: message.offset,
           bytes: body,
+          crc32: message.crc32,
         });
       } else if (message.type === 'error') {
         const event: DownloadEvent = {

@@ -4,11 +4,13 @@
  * delete files, and to show the VM table.
  */
 import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import type { DownloadOutput } from '../machines/download.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
 import {
   type FileInfo,
+  holdersOf,
   MAX_PAGE,
   type Message,
   type MessageOf,
@@ -387,8 +389,11 @@ export function createMember(options: MemberOptions): Member {
         overwrite: opts.overwrite ?? false,
       });
       const ready = await expectFrame(inbox, 'upload.ready', requestTimeoutMs, opts.signal);
+      // One sha256 pass over the file; each segment carries its CRC-32, which
+      // the VMs and the broker check as they take it (and the VMs hash each
+      // chunk as they store it).
       const hash = createHash('sha256');
-      const chunkHashes: string[] = [];
+      const buffers = createBufferRing(ready.segmentSize);
       let inFlight = 0;
       let acked = 0;
       const awaitAck = async () => {
@@ -397,8 +402,14 @@ export function createMember(options: MemberOptions): Member {
         acked += segmentLength(ready, ack.index, ack.offset);
         opts.onProgress?.(acked, source.size);
       };
+      const failed = (error: Error) =>
+        inbox.fail(new CloudletError('unavailable', error.message, true));
       for (const chunk of ready.chunks) {
-        const chunkHash = createHash('sha256');
+        // Once to each VM holding the chunk; the first copy reaches the
+        // broker too, for the core (to the broker alone when no VM holds it).
+        const holders = holdersOf(chunk);
+        const targets: Array<[string, boolean]> =
+          holders.length > 0 ? holders.map((vm, i) => [vm, i === 0]) : [[brokerId, true]];
         // An empty chunk is sent as one empty segment.
         for (
           let offset = 0;
@@ -407,25 +418,28 @@ export function createMember(options: MemberOptions): Member {
         ) {
           while (inFlight >= ready.window) await awaitAck();
           const length = Math.min(ready.segmentSize, chunk.size - offset);
+          const buffer = buffers.take();
           const bytes =
             length > 0
-              ? await abortable(source.read(chunk.offset + offset, length), opts.signal)
+              ? await abortable(source.read(chunk.offset + offset, length, buffer), opts.signal)
               : Buffer.alloc(0);
           hash.update(bytes);
-          chunkHash.update(bytes);
-          // Not awaited: the broker's acknowledgements pace the upload.
-          link
-            .sendToBroker(
-              { type: 'upload.segment', id, from: link.id, index: chunk.index, offset },
-              bytes,
-            )
-            .catch((error: Error) =>
-              inbox.fail(new CloudletError('unavailable', error.message, true)),
-            );
+          const segment = {
+            type: 'upload.segment' as const,
+            id,
+            from: link.id,
+            index: chunk.index,
+            offset,
+            crc32: crc32(bytes),
+          };
+          // Not awaited: the broker's acknowledgements pace the upload. The
+          // buffer is read again once the socket has taken every copy.
+          Promise.all(
+            targets.map(([holder, core]) => link.sendUpload(holder, core, segment, bytes)),
+          ).then(() => buffers.give(buffer), failed);
           inFlight++;
           if (chunk.size === 0) break;
         }
-        chunkHashes.push(chunkHash.digest('hex'));
       }
       while (inFlight > 0) await awaitAck();
       await link.sendToBroker({
@@ -433,7 +447,6 @@ export function createMember(options: MemberOptions): Member {
         id,
         from: link.id,
         sha256: hash.digest('hex'),
-        chunks: chunkHashes,
       });
       return (await expectFrame(inbox, 'upload.done', idleTimeoutMs, opts.signal)).file;
     } finally {
@@ -461,6 +474,20 @@ export function createMember(options: MemberOptions): Member {
     }
     return frame.message as MessageOf<T>;
   }
+}
+
+/**
+ * Segment buffers an upload reads into and reuses once sent: a fresh buffer
+ * per segment made the allocator fault in new pages for every one.
+ */
+function createBufferRing(size: number) {
+  const free: Buffer[] = [];
+  return {
+    take: () => free.pop() ?? Buffer.allocUnsafe(size),
+    give: (buffer: Buffer) => {
+      if (free.length < 32) free.push(buffer);
+    },
+  };
 }
 
 /** `work`, or an `aborted` error as soon as `signal` fires (a stuck source must not hold an abort). */

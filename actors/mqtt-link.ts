@@ -76,6 +76,16 @@ export interface Link {
   sendToBroker(message: Message, body?: Uint8Array): Promise<void>;
   /** Publishes a frame encoded already (protocol/frame) to member `to`'s inbox. */
   sendEncoded(to: string, frame: Buffer): Promise<void>;
+  /**
+   * Publishes an upload's segment to VM `holder` (and, with `core`, to the
+   * broker as well): `<root>/up/<this member>/<holder>[/core]`.
+   */
+  sendUpload(
+    holder: string,
+    core: boolean,
+    message: MessageOf<'upload.segment'>,
+    body: Uint8Array,
+  ): Promise<void>;
   /** Publishes raw bytes (tests, status topics). */
   publishRaw(topic: string, payload: Buffer, options?: { retain?: boolean }): Promise<void>;
   onFrame(handler: FrameHandler): () => void;
@@ -113,6 +123,7 @@ export const SEGMENT_TRAFFIC: ReadonlySet<MessageType> = new Set([
 /** Messages only the broker sends: they must come on a member's broker channel. */
 export const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
   'join.ack',
+  'chunk.expect',
   'rejoin',
   'stop',
   'chunk.store',
@@ -159,6 +170,15 @@ export function channelProblem(
       return BROKER_ONLY.has(message.type)
         ? { reason: 'not-from-broker', message: `only the broker may send ${message.type}` }
         : undefined;
+    case 'upload':
+      if (message.type !== 'upload.segment')
+        return { reason: 'wrong-sender', message: `an upload topic carries only segments` };
+      return message.from === topic.sender
+        ? undefined
+        : {
+            reason: 'wrong-sender',
+            message: `a segment from "${message.from}" came on ${topic.sender}'s upload topic`,
+          };
   }
 }
 
@@ -185,7 +205,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   const connectionHandlers = new Set<ConnectionHandler>();
   const rejected: Record<string, number> = {};
   const filters = isBroker
-    ? [topics.allToBroker, topics.allStatus]
+    ? [topics.allToBroker, topics.allStatus, topics.allUploadsToCore]
     : [
         topics.node(options.id),
         topics.fromBroker(options.id),
@@ -358,6 +378,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     send: (to, message, body) => sendFrame(topicTo(to), message, body),
     sendToBroker: (message, body) => sendFrame(topicTo(brokerId), message, body),
     sendEncoded: (to, frame) => publish(topicTo(to), frame),
+    sendUpload: (holder, core, message, body) =>
+      publishSegment(topics.upload(options.id, holder, core), encodeFrameParts(message, body)),
     publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
     lastStatus: (id) => statuses.get(id) ?? null,

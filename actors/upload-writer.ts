@@ -1,22 +1,34 @@
 /**
- * The upload machine's chunk writer (§V.D steps 4–6, §IV.2.g): each segment
- * goes to its VM — to every replica's VM, with `--replicas` — (`chunk.store`,
- * acknowledged by `chunk.stored`) and into the chunk's core object at the
- * same time; the segment counts as stored when all are done. On SEAL every core object is committed and every checksum
- * compared: the broker's, the VM's, and (in the machine) the uploader's.
+ * The upload machine's chunk writer (§V.D steps 4–6, §IV.2.g). The uploader
+ * sends each segment once to the VMs holding its chunk and to the broker
+ * (protocol/topics.ts, `up/…`): the writer takes the broker's copy straight
+ * from the link — segments never pass through a statechart — checks its
+ * CRC-32, streams it into the chunk's core object, and acknowledges it to
+ * the uploader once the core and every replica's VM (`chunk.stored`) have
+ * it. The statechart hears progress (at most every PROGRESS_MS) and the end.
+ * On SEAL every core object is committed and the VMs' sha256 of each chunk
+ * compared (a chunk kept in the core alone is hashed here).
  */
 import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { fromCallback } from 'xstate';
+import { SegmentLedger } from '../machines/segment-ledger.ts';
 import { CloudletError, toFailure } from '../machines/shared.ts';
 import type { UploadEvent, UploadPlan, WriterCommand } from '../machines/upload.ts';
 import type { CoreCloud, CoreWriter } from '../plugins/core-cloud/types.ts';
-import type { Message } from '../protocol/messages.ts';
+import type { Frame } from '../protocol/frame.ts';
+import type { Message, MessageOf } from '../protocol/messages.ts';
 import type { Logger } from './log.ts';
 
 export interface UploadWriterDeps {
   brokerId: string;
   core: CoreCloud;
   send(to: string, message: Message, body?: Uint8Array): Promise<void>;
+  /**
+   * Hands this transfer's segments (on the broker's upload topic) and the
+   * VMs' `chunk.stored` to `handler` until the returned function is called.
+   */
+  route(transferId: string, handler: (frame: Frame) => void): () => void;
   /** A VM that does not confirm a segment within this fails the upload. */
   storeTimeoutMs: number;
   log: Logger;
@@ -29,6 +41,9 @@ export interface UploadWriterDeps {
 }
 
 export const coreKeyOf = (fileId: string, index: number) => `${fileId}/${index}`;
+
+/** The statechart hears how far each chunk has come at most this often (it only resets a timer). */
+const PROGRESS_MS = 250;
 
 interface ChunkState {
   writer: Promise<CoreWriter> | null;
@@ -48,10 +63,11 @@ interface PendingStore {
 }
 
 export function uploadWriter(deps: UploadWriterDeps) {
-  return fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(
+  return fromCallback<WriterCommand, { plan: UploadPlan; transferId: string; requester: string }>(
     ({ input, receive, sendBack }) => {
-      const { plan, transferId } = input;
+      const { plan, transferId, requester } = input;
       const report = (event: UploadEvent) => sendBack(event);
+      const ledger = new SegmentLedger(plan.chunks.map((chunk) => chunk.size));
       const chunks: ChunkState[] = plan.chunks.map((chunk) => ({
         writer: null,
         coreQueue: Promise.resolve(),
@@ -59,21 +75,38 @@ export function uploadWriter(deps: UploadWriterDeps) {
         vmSha256: new Map(),
         committed: false,
       }));
+      /** Segments waited for from VMs, by `vm\0index:offset`. */
       const pending = new Map<string, PendingStore>();
+      /** Confirmations that came before the broker's own copy of their segment. */
+      const storedEarly = new Set<string>();
       let failed = false;
       let stopped = false;
+      let ended = false;
+      let lastProgress = Number.NEGATIVE_INFINITY;
+      let progressTimer: ReturnType<typeof setTimeout> | undefined;
 
       const failWith = (error: unknown) => {
         if (failed || stopped) return;
         failed = true;
         report({ type: 'WRITE_FAILED', ...toFailure(error) });
       };
+      const progress = () => {
+        if (progressTimer) return;
+        const wait = Math.max(0, lastProgress + PROGRESS_MS - performance.now());
+        progressTimer = setTimeout(() => {
+          progressTimer = undefined;
+          lastProgress = performance.now();
+          if (!failed && !stopped) report({ type: 'PROGRESS', next: [...ledger.next] });
+        }, wait);
+      };
+      const drainedIfEnded = () => {
+        if (ended && ledger.pending === 0 && !failed && !stopped) report({ type: 'DRAINED' });
+      };
 
-      const storeOnVm = (vm: string, index: number, offset: number, bytes: Buffer) => {
-        const chunk = plan.chunks[index];
-        if (!chunk) return Promise.reject(new CloudletError('internal', `no chunk ${index}`));
+      const storedOn = (vm: string, index: number, offset: number) => {
         const key = `${vm}\u0000${index}:${offset}`;
-        const stored = new Promise<void>((resolve, reject) => {
+        if (storedEarly.delete(key)) return Promise.resolve();
+        return new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => {
             pending.delete(key);
             reject(
@@ -86,29 +119,6 @@ export function uploadWriter(deps: UploadWriterDeps) {
           }, deps.storeTimeoutMs);
           pending.set(key, { resolve, reject, timer });
         });
-        deps
-          .send(
-            vm,
-            {
-              type: 'chunk.store',
-              id: transferId,
-              from: deps.brokerId,
-              fileId: plan.fileId,
-              index,
-              chunkSize: chunk.size,
-              offset,
-            },
-            bytes,
-          )
-          .catch((error) => {
-            const waiter = pending.get(key);
-            pending.delete(key);
-            if (waiter) clearTimeout(waiter.timer);
-            waiter?.reject(
-              new CloudletError('unavailable', `cannot reach VM ${vm}: ${error.message}`, true),
-            );
-          });
-        return stored;
       };
 
       const writeToCore = (index: number, bytes: Buffer) => {
@@ -120,6 +130,66 @@ export function uploadWriter(deps: UploadWriterDeps) {
         state.coreQueue = state.coreQueue.then(async () => (await writer).write(bytes));
         return state.coreQueue;
       };
+
+      const segment = (message: MessageOf<'upload.segment'>, bytes: Buffer) => {
+        const { index, offset } = message;
+        const verdict = ledger.receive(index, offset, bytes.byteLength);
+        if (!verdict.ok) {
+          failWith(new CloudletError('bad-request', verdict.reason));
+          return;
+        }
+        if (crc32(bytes) !== message.crc32) {
+          failWith(
+            new CloudletError(
+              'integrity',
+              `chunk ${index} at offset ${offset} came with CRC-32 ${message.crc32}, but its bytes have ${crc32(bytes)}; try again`,
+              true,
+            ),
+          );
+          return;
+        }
+        const chunk = plan.chunks[index] as UploadPlan['chunks'][number];
+        (chunks[index] as ChunkState).hash?.update(bytes);
+        progress();
+        const onVms = chunk.replicas.map((vm) => storedOn(vm, index, offset));
+        Promise.all([...onVms, writeToCore(index, bytes)]).then(() => {
+          if (failed || stopped) return;
+          ledger.stored();
+          deps
+            .send(requester, {
+              type: 'upload.ack',
+              id: transferId,
+              from: deps.brokerId,
+              index,
+              offset,
+            })
+            .catch(failWith);
+          drainedIfEnded();
+        }, failWith);
+      };
+
+      const vmStored = (message: MessageOf<'chunk.stored'>) => {
+        const chunk = plan.chunks[message.index];
+        if (!chunk?.replicas.includes(message.from)) return;
+        if (message.sha256)
+          (chunks[message.index] as ChunkState).vmSha256.set(message.from, message.sha256);
+        const key = `${message.from}\u0000${message.index}:${message.offset}`;
+        const waiter = pending.get(key);
+        if (!waiter) {
+          // On one MQTT server the broker's copy comes first; on a cluster it may not.
+          storedEarly.add(key);
+          return;
+        }
+        pending.delete(key);
+        clearTimeout(waiter.timer);
+        waiter.resolve();
+      };
+
+      const unroute = deps.route(transferId, ({ message, body }) => {
+        if (failed || stopped) return;
+        if (message.type === 'upload.segment' && message.from === requester) segment(message, body);
+        else if (message.type === 'chunk.stored') vmStored(message);
+      });
 
       let sealing: Promise<unknown> = Promise.resolve();
       const seal = async () => {
@@ -142,9 +212,9 @@ export function uploadWriter(deps: UploadWriterDeps) {
               true,
             );
           }
-          // The VMs hashed what they stored, from the very buffers the core
-          // got; the machine compares that with the uploader's hash. Only a
-          // chunk with no VM is hashed here.
+          // The VMs hashed what they stored: the very bytes the core got,
+          // every segment's CRC-32 checked on both sides. Only a chunk with
+          // no VM is hashed here.
           if (chunk.replicas.length === 0) {
             chunkSha256.push(state.hash?.digest('hex') as string);
             continue;
@@ -173,33 +243,16 @@ export function uploadWriter(deps: UploadWriterDeps) {
       receive((command) => {
         if (failed || stopped) return;
         switch (command.type) {
-          case 'WRITE': {
-            const { index, offset, bytes } = command;
-            const chunk = plan.chunks[index];
-            const state = chunks[index];
-            if (!chunk || !state) return;
-            state.hash?.update(bytes);
-            const onVm = Promise.all(
-              chunk.replicas.map((vm) => storeOnVm(vm, index, offset, bytes)),
-            );
-            Promise.all([onVm, writeToCore(index, bytes)]).then(() => {
-              if (!failed && !stopped) report({ type: 'SEGMENT_STORED', index, offset });
-            }, failWith);
+          case 'END':
+            if (!ledger.complete) {
+              failWith(
+                new CloudletError('bad-request', 'the upload ended before every chunk was sent'),
+              );
+              return;
+            }
+            ended = true;
+            drainedIfEnded();
             return;
-          }
-          case 'VM_STORED': {
-            const chunk = plan.chunks[command.index];
-            if (!chunk?.replicas.includes(command.from)) return;
-            if (command.sha256)
-              (chunks[command.index] as ChunkState).vmSha256.set(command.from, command.sha256);
-            const key = `${command.from}\u0000${command.index}:${command.offset}`;
-            const waiter = pending.get(key);
-            if (!waiter) return;
-            pending.delete(key);
-            clearTimeout(waiter.timer);
-            waiter.resolve();
-            return;
-          }
           case 'VM_ERROR': {
             const holds = plan.chunks.some((chunk) => chunk.replicas.includes(command.from));
             if (holds) {
@@ -223,6 +276,8 @@ export function uploadWriter(deps: UploadWriterDeps) {
 
       return () => {
         stopped = true;
+        unroute();
+        clearTimeout(progressTimer);
         for (const waiter of pending.values()) clearTimeout(waiter.timer);
         pending.clear();
         // Uncommitted core objects are discarded; committed ones are the

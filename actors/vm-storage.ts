@@ -8,16 +8,23 @@
  *
  *   c/<fileId>/<index>/<offset, 16 digits>   the segment's bytes
  *   m/<fileId>/<index>                       manifest, written last:
- *                                            { size, sha256, offsets }
+ *                                            { size, sha256, offsets, crcs }
  *
- * A chunk without a manifest is incomplete and is never served.
+ * A chunk without a manifest is incomplete and is never served. `crcs` is
+ * each segment's CRC-32 as it arrived (checked then against the sender's):
+ * a segment is sent with it, so the requester checks the bytes as they were
+ * stored — at rest and on the way — without hashing them again. A manifest
+ * written before `crcs` existed has its chunk checked against its sha256
+ * when it is first read, and gets them.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { fromCallback } from 'xstate';
 import { chunkFootprint } from '../machines/edge-index.ts';
+import { CloudletError } from '../machines/shared.ts';
 import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
-import type { ErrorCode, InventoryEntry, Message } from '../protocol/messages.ts';
+import type { ErrorCode, InventoryEntry, Message, MessageOf } from '../protocol/messages.ts';
 import { type ChunkSender, type Segment, startChunkSender } from './chunk-sender.ts';
 import type { Logger } from './log.ts';
 
@@ -38,6 +45,8 @@ interface Manifest {
   size: number;
   sha256: string;
   offsets: number[];
+  /** Each segment's CRC-32, in the order of `offsets` (absent in manifests of older versions). */
+  crcs?: number[];
 }
 
 const chunkPrefix = (fileId: string, index?: number) =>
@@ -49,6 +58,14 @@ const manifestKey = (fileId: string, index?: number) =>
 
 /** How long a VM refuses segments of a file it deleted whole. */
 const TOMBSTONE_MS = 60_000;
+/**
+ * An uploader's segments that come before the broker's `chunk.expect` (on a
+ * cluster of MQTT servers they may) wait this long, up to this many bytes.
+ */
+const PARK_MS = 5_000;
+const PARK_BYTES = 64 * 1024 * 1024;
+/** An expected chunk that hears nothing for this long is forgotten. */
+const EXPECT_IDLE_MS = 10 * 60_000;
 
 /** The most the store may hold: the budget, or less if the store showed it is smaller. */
 const storeCapacity = (budget: number, space?: StoreSpace) =>
@@ -91,6 +108,7 @@ export function chunkStorer(deps: VmStorageDeps) {
         hash: Hash;
         received: number;
         offsets: number[];
+        crcs: number[];
         footprint: number;
         /** Segments the footprint has room for in the manifest. */
         segments: number;
@@ -162,6 +180,20 @@ export function chunkStorer(deps: VmStorageDeps) {
         await refuse(from, id, index, 'aborted', `file ${fileId} was deleted from VM ${deps.id}`);
         return;
       }
+      const checksum = crc32(body);
+      if (checksum !== message.crc32) {
+        const key = `${fileId}/${index}`;
+        if (writing.get(key)?.id === id) writing.delete(key);
+        await refuse(
+          from,
+          id,
+          index,
+          'integrity',
+          `chunk ${index} at offset ${offset} came with CRC-32 ${message.crc32}, but its bytes have ${checksum}; try again`,
+          true,
+        );
+        return;
+      }
       const key = `${fileId}/${index}`;
       if (offset === 0 && writing.get(key)?.id !== id) {
         // A fresh chunk, or one written again by another request (a retried
@@ -184,6 +216,7 @@ export function chunkStorer(deps: VmStorageDeps) {
             hash: createHash('sha256'),
             received: 0,
             offsets: [],
+            crcs: [],
             footprint,
             segments: Math.max(1, Math.ceil(chunkSize / segmentSize)),
           }),
@@ -269,12 +302,19 @@ export function chunkStorer(deps: VmStorageDeps) {
       state.hash.update(body);
       state.received += body.byteLength;
       state.offsets.push(offset);
+      state.crcs.push(checksum);
       let sha256: string | undefined;
       if (state.received === chunkSize) {
         sha256 = state.hash.digest('hex');
-        const manifest: Manifest = { size: chunkSize, sha256, offsets: state.offsets };
+        const manifest: Manifest = {
+          size: chunkSize,
+          sha256,
+          offsets: state.offsets,
+          crcs: state.crcs,
+        };
         await deps.store.put(manifestKey(fileId, index), Buffer.from(JSON.stringify(manifest)));
         writing.delete(key);
+        expected.delete(`${id}/${index}`);
       }
       await deps.send(from, {
         type: 'chunk.stored',
@@ -287,6 +327,58 @@ export function chunkStorer(deps: VmStorageDeps) {
         ...(sha256 ? { sha256 } : {}),
       });
     };
+
+    /**
+     * Chunks the broker said an uploader will send here (`chunk.expect`), by
+     * transfer id and index; and segments that came before their
+     * announcement, held a moment.
+     */
+    const expected = new Map<string, { message: MessageOf<'chunk.expect'>; touched: number }>();
+    const parked = new Map<string, Array<{ message: MessageOf<'upload.segment'>; body: Buffer }>>();
+    const parkedAt = new Map<string, number>();
+    let parkedBytes = 0;
+    const unpark = (key: string) => {
+      const segments = parked.get(key) ?? [];
+      parked.delete(key);
+      parkedAt.delete(key);
+      for (const { body } of segments) parkedBytes -= body.byteLength;
+      return segments;
+    };
+    /** An uploader's segment, stored as the broker announced its chunk. */
+    const storeSegment = (
+      announced: MessageOf<'chunk.expect'>,
+      message: MessageOf<'upload.segment'>,
+      body: Buffer,
+    ) =>
+      enqueue(announced.fileId, () =>
+        storeOrGiveUp(
+          {
+            type: 'chunk.store',
+            id: announced.id,
+            from: announced.from,
+            fileId: announced.fileId,
+            index: announced.index,
+            chunkSize: announced.chunkSize,
+            offset: message.offset,
+            crc32: message.crc32,
+          },
+          body,
+        ),
+      );
+    const sweep = setInterval(() => {
+      const now = Date.now();
+      for (const [key, entry] of expected)
+        if (now - entry.touched > EXPECT_IDLE_MS) expected.delete(key);
+      for (const [key, at] of parkedAt) {
+        if (now - at <= PARK_MS) continue;
+        const dropped = unpark(key);
+        deps.log.warn(
+          { transfer: key, segments: dropped.length },
+          'dropped segments of an upload the broker never announced',
+        );
+      }
+    }, 1000);
+    (sweep as { unref?: () => void }).unref?.();
 
     const remove = async (message: Extract<StorerCommand, { type: 'DELETE' }>['message']) => {
       const { id, from, fileId, index } = message;
@@ -316,14 +408,60 @@ export function chunkStorer(deps: VmStorageDeps) {
     // One queue per file: a delete of the whole file then runs after every
     // store of it that arrived before, never in between.
     receive((command) => {
-      const { fileId } = command.message;
-      if (command.type === 'STORE') {
-        enqueue(fileId, () => storeOrGiveUp(command.message, command.body));
-      } else {
-        if (command.message.index === undefined) bury(fileId);
-        enqueue(fileId, () => remove(command.message));
+      switch (command.type) {
+        case 'STORE':
+          enqueue(command.message.fileId, () => storeOrGiveUp(command.message, command.body));
+          return;
+        case 'DELETE': {
+          const { fileId, index } = command.message;
+          if (index === undefined) {
+            bury(fileId);
+            for (const [key, entry] of expected)
+              if (entry.message.fileId === fileId) expected.delete(key);
+          }
+          enqueue(fileId, () => remove(command.message));
+          return;
+        }
+        case 'EXPECT': {
+          const key = `${command.message.id}/${command.message.index}`;
+          expected.set(key, { message: command.message, touched: Date.now() });
+          for (const early of unpark(key)) storeSegment(command.message, early.message, early.body);
+          return;
+        }
+        case 'SEGMENT': {
+          const { message, body } = command;
+          const key = `${message.id}/${message.index}`;
+          const entry = expected.get(key);
+          if (entry) {
+            // Only the uploader the broker named may fill the chunk.
+            if (entry.message.uploader !== message.from) {
+              deps.log.warn(
+                { transfer: message.id, from: message.from, uploader: entry.message.uploader },
+                'a segment from a member that is not the uploader: dropped',
+              );
+              return;
+            }
+            entry.touched = Date.now();
+            storeSegment(entry.message, message, body);
+            return;
+          }
+          if (parkedBytes + body.byteLength > PARK_BYTES) {
+            deps.log.warn(
+              { transfer: message.id, index: message.index },
+              'a segment of an upload the broker has not announced, and no room to hold it: dropped',
+            );
+            return;
+          }
+          const held = parked.get(key) ?? [];
+          held.push({ message, body });
+          parked.set(key, held);
+          if (!parkedAt.has(key)) parkedAt.set(key, Date.now());
+          parkedBytes += body.byteLength;
+          return;
+        }
       }
     });
+    return () => clearInterval(sweep);
   });
 }
 
@@ -363,7 +501,13 @@ export function chunkServer(deps: VmStorageDeps) {
   });
 }
 
-/** The chunk's segments from `start`, or `null` when it is not (fully) here. */
+/**
+ * The chunk's segments from `start`, each with the CRC-32 it was stored with,
+ * or `null` when the chunk is not (fully) here. A segment cut at `start` is
+ * checked against its stored CRC-32 here and sent with its own. A chunk whose
+ * manifest predates CRC-32s is first read whole against its sha256 (an
+ * `integrity` error if it fails) and its manifest given them.
+ */
 export async function openChunk(
   store: ChunkStore,
   fileId: string,
@@ -373,17 +517,51 @@ export async function openChunk(
   const raw = await store.get(manifestKey(fileId, index));
   if (!raw) return null;
   const manifest = JSON.parse(raw.toString('utf8')) as Manifest;
+  const crcs =
+    manifest.crcs?.length === manifest.offsets.length
+      ? manifest.crcs
+      : await checkAndKeepCrcs(store, fileId, index, manifest);
   return (async function* () {
     for (const [position, offset] of manifest.offsets.entries()) {
       const end = manifest.offsets[position + 1] ?? manifest.size;
       if (end <= start && !(manifest.size === 0 && offset === 0)) continue;
       const bytes = await store.get(segmentKey(fileId, index, offset));
       if (!bytes) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
-      yield offset >= start
-        ? { offset, bytes }
-        : { offset: start, bytes: bytes.subarray(start - offset) };
+      const stored = crcs[position] as number;
+      if (offset >= start) {
+        yield { offset, bytes, crc32: stored };
+        continue;
+      }
+      if (crc32(bytes) !== stored)
+        throw new CloudletError('integrity', `segment at ${offset} of chunk ${index} is damaged`);
+      const part = bytes.subarray(start - offset);
+      yield { offset: start, bytes: part, crc32: crc32(part) };
     }
   })();
+}
+
+/** Reads a chunk of an older manifest whole, checks its sha256, and keeps its CRC-32s in it. */
+async function checkAndKeepCrcs(
+  store: ChunkStore,
+  fileId: string,
+  index: number,
+  manifest: Manifest,
+): Promise<number[]> {
+  const hash = createHash('sha256');
+  const crcs: number[] = [];
+  for (const offset of manifest.offsets) {
+    const bytes = await store.get(segmentKey(fileId, index, offset));
+    if (!bytes) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
+    hash.update(bytes);
+    crcs.push(crc32(bytes));
+  }
+  if (hash.digest('hex') !== manifest.sha256)
+    throw new CloudletError('integrity', `chunk ${index} does not match its sha256`);
+  await store.put(
+    manifestKey(fileId, index),
+    Buffer.from(JSON.stringify({ ...manifest, crcs } satisfies Manifest)),
+  );
+  return crcs;
 }
 
 /**

@@ -83,6 +83,8 @@ export async function createVm(options: VmOptions): Promise<Vm> {
     brokerId,
     topics,
     will: { topic: topics.status(options.id), payload: status(false), retain: true },
+    // Uploaders send this VM's chunks straight to it (protocol/topics.ts).
+    subscriptions: [topics.uploadsTo(options.id)],
     log,
     ...options.mqtt,
   });

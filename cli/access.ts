@@ -4,15 +4,19 @@
  * (protocol/topics.ts) then say who may write where:
  *
  *   every member   reads  <root>/node/<self> and <root>/node/<self>/broker,
- *                         and the broker's status <root>/node/<broker>/status
+ *                         the broker's status <root>/node/<broker>/status,
+ *                         and segments uploaded to it, <root>/up/+/<self>/#
  *                  writes <root>/broker/<self>, <root>/node/<self>/status,
- *                         and any peer inbox <root>/node/<id>
- *   the broker     reads  <root>/broker/+ and every status
+ *                         any peer inbox <root>/node/<id>, and its own
+ *                         uploads <root>/up/<self>/#
+ *   the broker     reads  <root>/broker/+, every status, and the uploads'
+ *                         copies for the core, <root>/up/+/+/core
  *                  writes every member's <root>/node/<id>/broker
  *
- * So a VM cannot read another's chunks (its broker channel), cannot speak
- * as the broker (nobody else writes a broker channel), and cannot speak as
- * another member to the broker (each writes only its own topic there).
+ * So a VM cannot read another's chunks (its broker channel, its uploads),
+ * cannot speak as the broker (nobody else writes a broker channel), and
+ * cannot speak as another member to the broker or upload as another
+ * member (each writes only its own topics there).
  */
 import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { isMemberId } from '../protocol/topics.ts';
@@ -66,6 +70,9 @@ export function generateAccess(options: AccessOptions): Access {
     `pattern write ${root}/broker/%u`,
     `pattern write ${root}/node/%u/status`,
     `pattern write ${root}/node/+`,
+    // Uploads: each member sends its own segments straight to the VMs holding them.
+    `pattern write ${root}/up/%u/#`,
+    `pattern read ${root}/up/+/%u/#`,
     // Whether the broker is online, and which process it is (a standby may take over).
     `pattern read ${root}/node/${options.brokerUser}/status`,
     '',
@@ -73,6 +80,7 @@ export function generateAccess(options: AccessOptions): Access {
     `user ${options.brokerUser}`,
     `topic read ${root}/broker/+`,
     `topic read ${root}/node/+/status`,
+    `topic read ${root}/up/+/+/core`,
     `topic write ${root}/node/+/broker`,
     '',
   ].join('\n');

@@ -652,27 +652,21 @@ export function route(
       });
       break;
     }
-    // Late messages of a transfer that already ended find no actor: dropped.
+    // Segments and the VMs' confirmations go straight to the upload's chunk
+    // writer (actors/upload-writer.ts); late ones of a transfer that already
+    // ended find none, and are dropped here.
     case 'upload.segment':
-      tell(uploadKey(message.id), {
-        type: 'SEGMENT',
-        index: message.index,
-        offset: message.offset,
-        bytes: body,
-      });
+    case 'chunk.stored':
       break;
     case 'upload.end':
       tell(uploadKey(message.id), {
         type: 'END',
         sha256: message.sha256,
-        chunkSha256: message.chunks,
+        chunkSha256: message.chunks ?? [],
       });
       break;
     case 'upload.abort':
       tell(uploadKey(message.id), { type: 'ABORT', reason: message.reason });
-      break;
-    case 'chunk.stored':
-      tell(uploadKey(message.id), { ...message, type: 'VM_STORED' });
       break;
     case 'error':
       // §IV.2.b: a VM out of space is no candidate until its next report.

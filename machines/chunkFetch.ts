@@ -2,17 +2,19 @@
  * Fetching one chunk for a download, with the paper's failover (§IV.3.b,
  * §V.G):
  *
- *   edge ──(VM failed, silent for fetchTimeout, error, or bytes that fail
- *           their sha256)──▶ core ──▶ done | failed
+ *   edge ──(VM failed, silent for fetchTimeout, error, or a segment that
+ *           fails its CRC-32)──▶ core ──▶ done | failed
  *     └──(same, and another replica is left: beyond the paper)──▶ edge,
  *        from the next replica
  *
  * A chunk whose VM the broker already knows failed starts at `core`. Bytes
- * are written as they arrive (by the `chunkSink` actor, which also hashes
- * them and acknowledges each segment to its sender); a switch to the core
- * after a timeout resumes at the next byte, a checksum failure from byte 0.
+ * are written as they arrive (by the `chunkSink` actor, which first checks
+ * each segment against the CRC-32 it came with — a VM's is the one it stored
+ * the bytes with — and acknowledges it to its sender); a switch to the core
+ * after a timeout resumes at the next byte, damaged bytes from byte 0. The
+ * whole file's sha256 is checked by the download once every chunk is in.
  */
-import { assign, enqueueActions, fromCallback, setup } from 'xstate';
+import { and, assign, enqueueActions, fromCallback, setup } from 'xstate';
 import type { Failure, SendCommand } from './shared.ts';
 
 export interface ChunkFetchInput {
@@ -25,7 +27,6 @@ export interface ChunkFetchInput {
   self: string;
   index: number;
   size: number;
-  sha256: string;
   source: 'edge' | 'core';
   /** The VM holding the chunk; `null` when it lives in the core only. */
   vm: string | null;
@@ -46,15 +47,18 @@ export interface ChunkSinkInput {
 
 /** Commands to the sink that writes this chunk's bytes. */
 export type SinkCommand =
-  | { type: 'WRITE'; offset: number; bytes: Buffer; ackTo: string }
-  /** Discard the hash so far: the chunk is fetched again from byte 0. */
+  | { type: 'WRITE'; offset: number; bytes: Buffer; crc32: number; ackTo: string }
+  /** Discard what was written: the chunk is fetched again from byte 0. */
   | { type: 'RESET' };
 
 export type ChunkFetchEvent =
-  | { type: 'DATA'; from: string; offset: number; bytes: Buffer }
-  | { type: 'SOURCE_ERROR'; from: string; message: string }
+  | { type: 'DATA'; from: string; offset: number; bytes: Buffer; crc32: number }
+  /** The source could not send (`integrity`: it found its own bytes damaged). */
+  | { type: 'SOURCE_ERROR'; from: string; message: string; code?: string }
   // from the sink
-  | { type: 'COMPLETE'; sha256: string }
+  | { type: 'COMPLETE' }
+  /** A segment did not match its CRC-32: nothing more is written until RESET. */
+  | { type: 'CORRUPT'; offset: number }
   | { type: 'SINK_FAILED'; message: string };
 
 export interface ChunkFetchContext extends ChunkFetchInput {
@@ -113,6 +117,23 @@ const askNextReplica = {
     fallbackRequest(context, context.tried.at(-1) ?? null, context.vm ?? undefined),
 };
 
+/** Damaged bytes: the whole chunk again, from the next replica… */
+const redoFromNextReplica = {
+  target: 'edge',
+  reenter: true,
+  actions: [
+    { type: 'leaveEdge', params: 'integrity' },
+    'restartFromZero',
+    'switchReplica',
+    askNextReplica,
+  ],
+} as const;
+/** …or from the core. */
+const redoFromCore = {
+  target: 'core',
+  actions: [{ type: 'leaveEdge', params: 'integrity' }, 'restartFromZero'],
+} as const;
+
 export const chunkFetchMachine = setup({
   types: {
     input: {} as ChunkFetchInput,
@@ -139,7 +160,9 @@ export const chunkFetchMachine = setup({
     fromEdge: ({ context, event }) => 'from' in event && event.from === context.vm,
     fromCore: ({ context, event }) => 'from' in event && event.from === context.brokerId,
     anotherReplica: ({ context }) => nextReplica(context) !== undefined,
-    intact: ({ context, event }) => event.type === 'COMPLETE' && event.sha256 === context.sha256,
+    /** The VM says its own copy is damaged. */
+    damagedAtSource: ({ context, event }) =>
+      event.type === 'SOURCE_ERROR' && event.from === context.vm && event.code === 'integrity',
   },
   actions: {
     send: (_, _command: SendCommand) => {
@@ -157,6 +180,7 @@ export const chunkFetchMachine = setup({
         type: 'WRITE',
         offset: event.offset,
         bytes: event.bytes,
+        crc32: event.crc32,
         ackTo: event.from,
       } satisfies SinkCommand);
     }),
@@ -238,6 +262,9 @@ export const chunkFetchMachine = setup({
       },
       on: {
         SOURCE_ERROR: [
+          // Its copy is damaged: start over elsewhere, and say why (read-repair).
+          { guard: and(['damagedAtSource', 'anotherReplica']), ...redoFromNextReplica },
+          { guard: 'damagedAtSource', ...redoFromCore },
           {
             guard: ({ context, event }) =>
               event.from === context.vm && nextReplica(context) !== undefined,
@@ -251,25 +278,9 @@ export const chunkFetchMachine = setup({
             actions: { type: 'leaveEdge', params: 'error' },
           },
         ],
-        COMPLETE: [
-          { guard: 'intact', target: 'done' },
-          // Bad bytes on the edge: start over from the next replica, or the core.
-          {
-            guard: 'anotherReplica',
-            target: 'edge',
-            reenter: true,
-            actions: [
-              { type: 'leaveEdge', params: 'integrity' },
-              'restartFromZero',
-              'switchReplica',
-              askNextReplica,
-            ],
-          },
-          {
-            target: 'core',
-            actions: [{ type: 'leaveEdge', params: 'integrity' }, 'restartFromZero'],
-          },
-        ],
+        COMPLETE: 'done',
+        // Bad bytes on the edge: start over from the next replica, or the core.
+        CORRUPT: [{ guard: 'anotherReplica', ...redoFromNextReplica }, redoFromCore],
       },
     },
     // §V.G steps 4 and 7: the broker sends the chunk from the core.
@@ -314,20 +325,18 @@ export const chunkFetchMachine = setup({
             }),
           },
         },
-        COMPLETE: [
-          { guard: 'intact', target: 'done' },
-          {
-            target: 'failed',
-            actions: {
-              type: 'fail',
-              params: ({ context }) => ({
-                code: 'integrity',
-                message: `chunk ${context.index} from the core does not match its sha256`,
-                retryable: false,
-              }),
-            },
+        COMPLETE: 'done',
+        CORRUPT: {
+          target: 'failed',
+          actions: {
+            type: 'fail',
+            params: ({ context, event }) => ({
+              code: 'integrity',
+              message: `chunk ${context.index} from the core: the segment at ${event.offset} does not match its CRC-32`,
+              retryable: true,
+            }),
           },
-        ],
+        },
       },
     },
     done: { type: 'final' },

@@ -25,7 +25,7 @@ export type DownloadPlan = MessageOf<'download.plan'>;
 
 export type DownloadEvent =
   | { type: 'PLAN'; plan: DownloadPlan }
-  | { type: 'DATA'; from: string; index: number; offset: number; bytes: Buffer }
+  | { type: 'DATA'; from: string; index: number; offset: number; bytes: Buffer; crc32: number }
   | { type: 'ERROR'; from: string; index?: number; failure: Failure }
   | { type: 'CANCEL'; reason: string }
   /**
@@ -157,7 +157,6 @@ export const downloadMachine = setup({
               self: context.self,
               index: chunk.index,
               size: chunk.size,
-              sha256: chunk.sha256,
               source: source?.source ?? 'core',
               vm: source?.vm ?? null,
               ...(source?.replicas ? { replicas: source.replicas } : {}),
@@ -182,6 +181,7 @@ export const downloadMachine = setup({
                 type: 'SOURCE_ERROR',
                 from: event.from,
                 message: event.failure.message,
+                code: event.failure.code,
               });
             }),
           },

@@ -39,11 +39,11 @@ export interface EdgeIndex {
 
 /**
  * What a chunk of `size` costs a VM: its bytes and its manifest (a JSON
- * record of ~100 bytes plus up to 17 per segment), which the VM's store
- * counts against its budget too.
+ * record of ~110 bytes plus, per segment, up to 17 for its offset and 11
+ * for its CRC-32), which the VM's store counts against its budget too.
  */
 export function chunkFootprint(size: number, segmentSize: number): number {
-  return size + 160 + 17 * Math.max(1, Math.ceil(size / segmentSize));
+  return size + 160 + 28 * Math.max(1, Math.ceil(size / segmentSize));
 }
 
 /** Bytes one placement puts on each VM, manifests included. */

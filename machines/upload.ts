@@ -2,18 +2,23 @@
  * One upload, on the broker (§IV.2, §V.D):
  *
  *   planning ──▶ placing ──▶ transferring.receiving ──(end)──▶ transferring.draining
- *     │            (each segment stored on its VM and streamed into the core,
- *     │             then acknowledged to the uploader: a bounded window)
+ *     │            (each VM told what to expect; the uploader sends each
+ *     │             segment once to the chunk's VMs and the broker, which
+ *     │             streams it into the core and acknowledges it when all
+ *     │             have it: a bounded window)
  *     │          ──(all stored)──▶ transferring.sealing (core objects
  *     │             committed, checksums compared) ──▶ committing ──▶ committed
  *     ▼
  *   rejected            any failure in transferring/committing ──▶ aborting
  *                       (partial chunks removed everywhere) ──▶ aborted
  *
- * The upload is committed only when every chunk is acknowledged by its VM
- * and stored in the core; the uploader always learns the outcome.
+ * Segments are counted by the chunk writer (machines/segment-ledger.ts), not
+ * here: the statechart hears their progress (which keeps the uploader's
+ * idle timer from running out) and when every one is in. The upload is
+ * committed only when every chunk is acknowledged by its VMs and stored in
+ * the core; the uploader always learns the outcome.
  */
-import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
+import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import type { ErrorCode, FileInfo } from '../protocol/messages.ts';
 import { type PlacementCandidate, type PlannedChunk, planPlacement } from './placement.ts';
 import { type Failure, type SendCommand, toFailure } from './shared.ts';
@@ -77,48 +82,37 @@ export interface SealedChunks {
 export interface DeclaredChecksums {
   /** sha256 of the whole file. */
   sha256: string;
-  /** sha256 of each chunk, by index. */
+  /** sha256 of each chunk, by index; empty when the uploader did not say. */
   chunkSha256: string[];
 }
 
 export type UploadEvent =
-  | { type: 'SEGMENT'; index: number; offset: number; bytes: Buffer }
   | ({ type: 'END' } & DeclaredChecksums)
   | { type: 'ABORT'; reason: string }
   /** The broker lost its MQTT connection: segments and replies are being lost. */
   | { type: 'LINK_LOST' }
   | { type: 'VM.STATUS'; id: string; status: 'alive' | 'suspect' | 'failed' }
   // from the chunk writer
-  | { type: 'SEGMENT_STORED'; index: number; offset: number }
+  /** Segments are coming: bytes received of each chunk so far. */
+  | { type: 'PROGRESS'; next: number[] }
+  /** After END: every segment came and is stored everywhere. */
+  | { type: 'DRAINED' }
   | ({ type: 'WRITE_FAILED' } & UploadFailure)
   | ({ type: 'SEALED' } & SealedChunks)
   // forwarded to the chunk writer
-  | {
-      type: 'VM_STORED';
-      from: string;
-      index: number;
-      offset: number;
-      length: number;
-      sha256?: string;
-    }
   | ({ type: 'VM_ERROR'; from: string; index?: number } & UploadFailure);
 
 /** Commands the machine sends to its chunk writer. */
 export type WriterCommand =
-  | { type: 'WRITE'; index: number; offset: number; bytes: Buffer }
-  | { type: 'SEAL' }
-  | Extract<UploadEvent, { type: 'VM_STORED' | 'VM_ERROR' }>;
+  /** The uploader says it sent everything: DRAINED once all is stored, or a failure. */
+  { type: 'END' } | { type: 'SEAL' } | Extract<UploadEvent, { type: 'VM_ERROR' }>;
 
 export interface UploadContext extends UploadInput {
   /** Named by reserveName, before the chunks are placed. */
   fileId: string | null;
   plan: UploadPlan | null;
-  /** Next expected offset within each chunk. */
+  /** Bytes received of each chunk, as the writer last reported. */
   next: number[];
-  /** Segments received per chunk (an empty chunk is one empty segment). */
-  segments: number[];
-  /** Segments received but not yet stored on VM and core. */
-  pending: number;
   /** The uploader's checksums, from its `upload.end`. */
   declared: DeclaredChecksums | null;
   sealed: SealedChunks | null;
@@ -160,7 +154,10 @@ export const uploadMachine = setup({
       chunks: planPlacement(input.candidates, input.size, input.split, input.replicas),
     })),
     /** §V.D steps 4–6 and §IV.2.g: store segments on VMs and in the core. */
-    chunkWriter: fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(() => {
+    chunkWriter: fromCallback<
+      WriterCommand,
+      { plan: UploadPlan; transferId: string; requester: string }
+    >(() => {
       throw new Error('chunkWriter is provided by the runtime');
     }),
     /** §IV.2.e: record the metadata, replacing an overwritten file. */
@@ -176,34 +173,18 @@ export const uploadMachine = setup({
     idleTimeout: ({ context }) => context.idleTimeoutMs,
   },
   guards: {
-    segmentInOrder: ({ context, event }) => {
-      if (event.type !== 'SEGMENT' || !context.plan) return false;
-      const { chunks } = context.plan;
-      const chunk = chunks[event.index];
-      if (!chunk || event.offset !== context.next[event.index]) return false;
-      // Chunks come in file order, so the whole file hashes as it passes.
-      const earlierIncomplete = chunks
-        .slice(0, event.index)
-        .some((c) => context.next[c.index] !== c.size || context.segments[c.index] === 0);
-      if (earlierIncomplete) return false;
-      if (chunk.size === 0)
-        return event.bytes.byteLength === 0 && context.segments[event.index] === 0;
-      return event.bytes.byteLength > 0 && event.offset + event.bytes.byteLength <= chunk.size;
-    },
-    allReceived: ({ context }) =>
-      context.plan?.chunks.every(
-        (chunk, index) => context.next[index] === chunk.size && (context.segments[index] ?? 0) > 0,
-      ) ?? false,
-    allStored: ({ context }) => context.pending === 0,
     plannedVmFailed: ({ context, event }) =>
       event.type === 'VM.STATUS' &&
       event.status === 'failed' &&
       (context.plan?.chunks.some((chunk) => chunk.replicas.includes(event.id)) ?? false),
+    // The uploader's chunk hashes are compared when it sent them; without
+    // them every segment's CRC-32 was checked on the way in.
     checksumsMatch: ({ context, event }) =>
       event.type === 'SEALED' &&
       context.declared !== null &&
-      event.chunkSha256.length === context.declared.chunkSha256.length &&
-      event.chunkSha256.every((sha, index) => sha === context.declared?.chunkSha256[index]),
+      (context.declared.chunkSha256.length === 0 ||
+        (event.chunkSha256.length === context.declared.chunkSha256.length &&
+          event.chunkSha256.every((sha, index) => sha === context.declared?.chunkSha256[index]))),
   },
   actions: {
     send: sendTo(
@@ -223,8 +204,6 @@ export const uploadMachine = setup({
     fileId: null,
     plan: null,
     next: [],
-    segments: [],
-    pending: 0,
     declared: null,
     sealed: null,
     failure: null,
@@ -330,8 +309,12 @@ export const uploadMachine = setup({
               return {
                 plan: { fileId: context.fileId as string, chunks },
                 next: chunks.map(() => 0),
-                segments: chunks.map(() => 0),
               };
+            }),
+            // Each VM first, so that it knows the segments it is about to get.
+            enqueueActions(({ context, enqueue }) => {
+              for (const command of expectations(context))
+                enqueue({ type: 'send', params: command });
             }),
             {
               type: 'send',
@@ -364,10 +347,10 @@ export const uploadMachine = setup({
         input: ({ context }) => ({
           plan: context.plan as UploadPlan,
           transferId: context.transferId,
+          requester: context.requester,
         }),
       },
       on: {
-        VM_STORED: { actions: sendTo('writer', ({ event }) => event) },
         VM_ERROR: { actions: sendTo('writer', ({ event }) => event) },
         WRITE_FAILED: {
           target: 'aborting',
@@ -376,32 +359,13 @@ export const uploadMachine = setup({
             params: ({ event }) => failure(event.code, event.message, event.retryable),
           },
         },
-        SEGMENT_STORED: {
-          actions: [
-            assign({ pending: ({ context }) => context.pending - 1 }),
-            {
-              type: 'send',
-              params: ({ context, event }) => ({
-                type: 'SEND',
-                to: context.requester,
-                message: {
-                  type: 'upload.ack',
-                  id: context.transferId,
-                  from: context.brokerId,
-                  index: event.index,
-                  offset: event.offset,
-                },
-              }),
-            },
-          ],
-        },
       },
       initial: 'receiving',
       states: {
         receiving: {
           initial: 'waiting',
           states: {
-            // Each segment restarts the timer: the uploader must not go silent.
+            // Progress restarts the timer: the uploader must not go silent.
             waiting: {
               after: {
                 idleTimeout: {
@@ -413,64 +377,34 @@ export const uploadMachine = setup({
                 },
               },
               on: {
-                SEGMENT: [
-                  {
-                    guard: 'segmentInOrder',
-                    target: 'waiting',
-                    reenter: true,
-                    actions: [
-                      assign(({ context, event }) => ({
-                        next: context.next.map((offset, index) =>
-                          index === event.index ? offset + event.bytes.byteLength : offset,
-                        ),
-                        segments: context.segments.map((count, index) =>
-                          index === event.index ? count + 1 : count,
-                        ),
-                        pending: context.pending + 1,
-                      })),
-                      sendTo('writer', ({ event }) => ({ ...event, type: 'WRITE' as const })),
-                    ],
-                  },
-                  {
-                    target: '#upload.aborting',
-                    actions: {
-                      type: 'fail',
-                      params: ({ context, event }) =>
-                        failure(
-                          'bad-request',
-                          `unexpected segment: chunk ${event.index} offset ${event.offset} ` +
-                            `(${event.bytes.byteLength} bytes); expected offset ${context.next[event.index] ?? 'none'}`,
-                        ),
-                    },
-                  },
-                ],
+                PROGRESS: {
+                  target: 'waiting',
+                  reenter: true,
+                  actions: assign({ next: ({ event }) => event.next }),
+                },
               },
             },
           },
           on: {
-            END: [
-              {
-                guard: 'allReceived',
-                target: 'draining',
-                actions: assign({
+            END: {
+              target: 'draining',
+              actions: [
+                assign({
                   declared: ({ event }) => ({
                     sha256: event.sha256,
                     chunkSha256: event.chunkSha256,
                   }),
                 }),
-              },
-              {
-                target: '#upload.aborting',
-                actions: {
-                  type: 'fail',
-                  params: failure('bad-request', 'the upload ended before every chunk was sent'),
-                },
-              },
-            ],
+                sendTo('writer', { type: 'END' }),
+              ],
+            },
           },
         },
         draining: {
-          always: { guard: 'allStored', target: 'sealing' },
+          on: {
+            PROGRESS: { actions: assign({ next: ({ event }) => event.next }) },
+            DRAINED: 'sealing',
+          },
         },
         // The last step of backing up to the core (§IV.2.g): core objects are
         // committed and every checksum compared.
@@ -586,6 +520,26 @@ export const uploadMachine = setup({
           failure: context.failure ?? failure('internal', 'upload failed'),
         },
 });
+
+/** `chunk.expect` to every VM the plan puts a chunk on (§V.D steps 4–6). */
+function expectations(context: UploadContext): SendCommand[] {
+  const plan = context.plan as UploadPlan;
+  return plan.chunks.flatMap((chunk) =>
+    chunk.replicas.map((vm) => ({
+      type: 'SEND' as const,
+      to: vm,
+      message: {
+        type: 'chunk.expect' as const,
+        id: context.transferId,
+        from: context.brokerId,
+        fileId: plan.fileId,
+        index: chunk.index,
+        chunkSize: chunk.size,
+        uploader: context.requester,
+      },
+    })),
+  );
+}
 
 function errorReply(context: UploadContext): SendCommand {
   const problem = context.failure ?? failure('internal', 'upload failed');

@@ -9,8 +9,9 @@
  *   and again whenever its chunk store's server comes back (it may be empty)
  *   any ──(the broker: another process has this id, and this one is younger)──▶ stopped
  *
- * Whatever the state, it stores chunks the broker sends (§V.D step 6),
- * serves them to requesters (§V.F step 6) and deletes them on request.
+ * Whatever the state, it stores the chunks uploaders send it as the broker
+ * announced them, and those the broker sends itself (§V.D step 6), serves
+ * them to requesters (§V.F step 6) and deletes them on request.
  */
 import { assign, type EventObject, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
 import type { Frame } from '../protocol/frame.ts';
@@ -30,7 +31,11 @@ export interface VmInput {
 
 export type StorerCommand =
   | { type: 'STORE'; message: MessageOf<'chunk.store'>; body: Buffer }
-  | { type: 'DELETE'; message: MessageOf<'chunk.delete'> };
+  | { type: 'DELETE'; message: MessageOf<'chunk.delete'> }
+  /** The broker: an uploader will send this chunk's segments straight here. */
+  | { type: 'EXPECT'; message: MessageOf<'chunk.expect'> }
+  /** An uploader's segment (on this VM's upload topic). */
+  | { type: 'SEGMENT'; message: MessageOf<'upload.segment'>; body: Buffer };
 
 export type ServerCommand =
   | { type: 'FETCH'; message: MessageOf<'chunk.fetch'> }
@@ -126,6 +131,11 @@ export const vmMachine = setup({
           enqueue.sendTo('server', { type: 'ACK', message });
           return;
         }
+        // The link let it through only on this VM's upload topic, from its sender.
+        if (message.type === 'upload.segment') {
+          enqueue.sendTo('storer', { type: 'SEGMENT', message, body });
+          return;
+        }
         if (!BROKER_ONLY.has(message.type)) return; // a member's reply, not the VM's business
         if (message.from !== context.brokerId) {
           // Only the broker may tell a VM to store, delete or send a chunk.
@@ -165,6 +175,9 @@ export const vmMachine = setup({
             break;
           case 'chunk.store':
             enqueue.sendTo('storer', { type: 'STORE', message, body });
+            break;
+          case 'chunk.expect':
+            enqueue.sendTo('storer', { type: 'EXPECT', message });
             break;
           case 'chunk.delete':
             enqueue.sendTo('storer', { type: 'DELETE', message });
@@ -251,6 +264,7 @@ export const vmMachine = setup({
 
 const BROKER_ONLY: ReadonlySet<string> = new Set([
   'join.ack',
+  'chunk.expect',
   'rejoin',
   'stop',
   'chunk.store',

@@ -44,6 +44,15 @@ export const segmentSize = z
   .int()
   .min(1)
   .max(64 * 1024 * 1024);
+/**
+ * A segment's CRC-32 (IEEE, as zlib computes it): every segment carries one,
+ * checked by whoever takes it in — a VM storing it (which keeps it beside
+ * the bytes, and sends it with them when they are read), the broker writing
+ * it to the core, a requester. A chunk's bytes are thus checked at rest and
+ * on every hop at a fraction of a sha256's cost; the whole file's sha256 is
+ * still checked by the requester, end to end.
+ */
+export const crc32 = z.number().int().min(0).max(0xffffffff);
 /** Segments allowed in flight per transfer. */
 export const windowSize = z.number().int().min(1).max(1024);
 const shortText = z.string().max(1024);
@@ -336,7 +345,25 @@ export const messageSchemas = {
     size: byteCount,
     overwrite: z.boolean(),
   }),
-  /** §V.D step 3: the placement; the member sends each chunk's segments. */
+  /**
+   * §V.D steps 4–6, before the uploader is told to go: the uploader
+   * `uploader` will send this chunk's segments straight to this VM, on
+   * `<root>/up/<uploader>/<vm>[/core]` (protocol/topics.ts); store them,
+   * and confirm each to the broker (`chunk.stored`).
+   */
+  'chunk.expect': z.strictObject({
+    ...request,
+    type: z.literal('chunk.expect'),
+    fileId: opaqueId,
+    index: chunkIndex,
+    chunkSize: byteCount,
+    uploader: memberId,
+  }),
+  /**
+   * §V.D step 3: the placement; the member sends each chunk's segments, once
+   * to each VM holding it (the first copy also reaches the broker, which
+   * writes it to the core), or to the broker alone for a chunk with none.
+   */
   'upload.ready': z.strictObject({
     ...request,
     type: z.literal('upload.ready'),
@@ -351,6 +378,7 @@ export const messageSchemas = {
     type: z.literal('upload.segment'),
     index: chunkIndex,
     offset: byteCount,
+    crc32,
   }),
   /** The segment is stored on its VM and in the core: one more may be sent. */
   'upload.ack': z.strictObject({
@@ -359,12 +387,16 @@ export const messageSchemas = {
     index: chunkIndex,
     offset: byteCount,
   }),
-  /** Every segment is sent; the member's sha256 of the file and of each chunk. */
+  /**
+   * Every segment is sent and acknowledged; the member's sha256 of the file.
+   * (`chunks`, each chunk's sha256, is compared with the VMs' when given;
+   * members of this version leave it out: every segment's CRC-32 was checked.)
+   */
   'upload.end': z.strictObject({
     ...request,
     type: z.literal('upload.end'),
     sha256: sha256Hex,
-    chunks: z.array(sha256Hex).max(MAX_CHUNKS),
+    chunks: z.array(sha256Hex).max(MAX_CHUNKS).optional(),
   }),
   /** The member gives up (interrupted); the broker cleans up. */
   'upload.abort': z.strictObject({
@@ -379,7 +411,10 @@ export const messageSchemas = {
     file: fileInfo,
   }),
 
-  /** §V.D steps 4–6: the broker hands a VM bytes of a chunk. Carries a body. */
+  /**
+   * The broker hands a VM bytes of a chunk: copies (repair, re-warming,
+   * rebalancing, restores) and read-repair. Carries a body.
+   */
   'chunk.store': z.strictObject({
     ...request,
     type: z.literal('chunk.store'),
@@ -387,6 +422,7 @@ export const messageSchemas = {
     index: chunkIndex,
     chunkSize: byteCount,
     offset: byteCount,
+    crc32,
   }),
   /** The VM stored them; `sha256` once the whole chunk is in. */
   'chunk.stored': z.strictObject({
@@ -416,6 +452,7 @@ export const messageSchemas = {
     type: z.literal('chunk.data'),
     index: chunkIndex,
     offset: byteCount,
+    crc32,
   }),
   /** The requester took a segment: its sender may send one more. */
   'chunk.ack': z.strictObject({

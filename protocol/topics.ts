@@ -12,6 +12,12 @@
  *                              answers; only the broker may write here
  *   <root>/node/<id>/status    retained online/offline status of a VM; its
  *                              offline value is the VM's MQTT will
+ *   <root>/up/<sender>/<vm>    an uploader's segments of a chunk that VM
+ *                              <vm> holds (§V.D); only <sender> writes here
+ *   <root>/up/<sender>/<vm>/core  the same, for the chunk's first holder:
+ *                              the broker reads these too, for the core
+ *                              (<vm> is the broker's id for a chunk no VM
+ *                              holds), so one publish reaches both
  *
  * (§V.A step 2: the paper used the VM's IP address as its topic.)
  */
@@ -25,7 +31,8 @@ export type ParsedTopic =
   | { kind: 'to-broker'; sender: string }
   | { kind: 'peer'; id: string }
   | { kind: 'from-broker'; id: string }
-  | { kind: 'status'; id: string };
+  | { kind: 'status'; id: string }
+  | { kind: 'upload'; sender: string; holder: string; core: boolean };
 
 export interface Topics {
   readonly root: string;
@@ -41,6 +48,12 @@ export interface Topics {
   fromBroker(id: string): string;
   /** A VM's retained status topic (carries its will). */
   status(id: string): string;
+  /** Where `sender` sends segments of a chunk `holder` keeps (and, with `core`, the broker). */
+  upload(sender: string, holder: string, core: boolean): string;
+  /** Subscription filter: every segment sent to `holder`. */
+  uploadsTo(holder: string): string;
+  /** Subscription filter: every segment the broker writes to the core. */
+  readonly allUploadsToCore: string;
   /** What a topic is, or `null` when it is not one of ours. */
   parse(topic: string): ParsedTopic | null;
 }
@@ -69,9 +82,20 @@ export function createTopics(root: string = DEFAULT_TOPIC_ROOT): Topics {
     node: (id) => `${root}/node/${checked(id)}`,
     fromBroker: (id) => `${root}/node/${checked(id)}/broker`,
     status: (id) => `${root}/node/${checked(id)}/status`,
+    upload: (sender, holder, core) =>
+      `${root}/up/${checked(sender)}/${checked(holder)}${core ? '/core' : ''}`,
+    uploadsTo: (holder) => `${root}/up/+/${checked(holder)}/#`,
+    allUploadsToCore: `${root}/up/+/+/core`,
     parse(topic) {
       if (!topic.startsWith(prefix)) return null;
       const [first, id, channel, ...rest] = topic.slice(prefix.length).split('/');
+      if (first === 'up') {
+        const [more, ...beyond] = rest;
+        if (id === undefined || !isMemberId(id) || channel === undefined || !isMemberId(channel))
+          return null;
+        if (beyond.length > 0 || (more !== undefined && more !== 'core')) return null;
+        return { kind: 'upload', sender: id, holder: channel, core: more === 'core' };
+      }
       if (id === undefined || !isMemberId(id) || rest.length > 0) return null;
       if (first === 'broker')
         return channel === undefined ? { kind: 'to-broker', sender: id } : null;

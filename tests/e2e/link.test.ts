@@ -8,6 +8,7 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { silentLogger } from '../../actors/log.ts';
 import { connectLink, type Link } from '../../actors/mqtt-link.ts';
 import type { Frame } from '../../protocol/frame.ts';
@@ -63,7 +64,18 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('the MQTT link', (
         const body = randomBytes(size);
         bodies.push(body);
         sent.push(
-          a.send(b.id, { type: 'chunk.data', id: `d${i}`, from: a.id, index: 0, offset: i }, body),
+          a.send(
+            b.id,
+            {
+              type: 'chunk.data',
+              id: `d${i}`,
+              from: a.id,
+              index: 0,
+              offset: i,
+              crc32: crc32(body),
+            },
+            body,
+          ),
         );
       }
     }

@@ -289,7 +289,7 @@ describe('broker routing (§V)', () => {
   test('request actors answer through the broker, then go; late transfer messages are dropped quietly', async () => {
     const { actor, frame, replies } = start();
     frame({ type: 'delete.request', id: 'd1', from: 'cli-1', name: 'x' });
-    frame({ type: 'upload.segment', id: 'gone', from: 'cli-1', index: 0, offset: 0 });
+    frame({ type: 'upload.segment', id: 'gone', from: 'cli-1', index: 0, offset: 0, crc32: 0 });
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(replies('delete.done')).toHaveLength(1);
     expect(replies('error')).toEqual([]);

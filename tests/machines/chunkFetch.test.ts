@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { createActor, fromCallback, SimulatedClock, toPromise } from 'xstate';
 import {
   type ChunkFetchInput,
@@ -9,25 +9,33 @@ import {
 } from '../../machines/chunkFetch.ts';
 import type { SendCommand } from '../../machines/shared.ts';
 
-const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 const chunk = Buffer.from('0123456789abcdef');
 
-/** A sink that keeps bytes in memory and reports COMPLETE like the real one. */
+/**
+ * A sink that keeps bytes in memory and reports as the real one does: a
+ * segment that fails its CRC-32 is CORRUPT and nothing more is written until
+ * RESET; COMPLETE once every byte is in.
+ */
 function memorySink(written: Buffer[]) {
   return fromCallback<SinkCommand, ChunkSinkInput>(({ input, receive, sendBack }) => {
-    let hash = createHash('sha256');
     let count = 0;
+    let corrupt = false;
     receive((command) => {
       if (command.type === 'RESET') {
-        hash = createHash('sha256');
         count = 0;
+        corrupt = false;
         written.length = 0;
         return;
       }
-      hash.update(command.bytes);
+      if (corrupt) return;
+      if (crc32(command.bytes) !== command.crc32) {
+        corrupt = true;
+        sendBack({ type: 'CORRUPT', offset: command.offset });
+        return;
+      }
       written.push(command.bytes);
       count += command.bytes.byteLength;
-      if (count === input.size) sendBack({ type: 'COMPLETE', sha256: hash.digest('hex') });
+      if (count === input.size) sendBack({ type: 'COMPLETE' });
     });
   });
 }
@@ -50,7 +58,6 @@ function start(overrides: Partial<ChunkFetchInput> = {}) {
       self: 'cli-1',
       index: 0,
       size: chunk.byteLength,
-      sha256: sha(chunk),
       source: 'edge',
       vm: 'vm-a',
       fetchTimeoutMs: 2000,
@@ -58,8 +65,9 @@ function start(overrides: Partial<ChunkFetchInput> = {}) {
       ...overrides,
     },
   }).start();
-  const data = (from: string, offset: number, bytes: Buffer) =>
-    actor.send({ type: 'DATA', from, offset, bytes });
+  /** Bytes as a source sends them: with the CRC-32 of what it stored there (by default, `bytes`'). */
+  const data = (from: string, offset: number, bytes: Buffer, stored = bytes) =>
+    actor.send({ type: 'DATA', from, offset, bytes, crc32: crc32(stored) });
   return { clock, actor, sent, written, data };
 }
 
@@ -106,11 +114,11 @@ describe('chunkFetch (§V.G failover)', () => {
     expect(Buffer.concat(written).equals(chunk)).toBe(true);
   });
 
-  test('bytes that fail their checksum → the whole chunk again from the core', async () => {
+  test('a segment that fails its CRC-32 → the whole chunk again from the core', async () => {
     const { actor, data, sent, written } = start();
     const corrupt = Buffer.from(chunk);
     corrupt[3] = 0xff - (corrupt[3] ?? 0);
-    data('vm-a', 0, corrupt);
+    data('vm-a', 0, corrupt, chunk);
     expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
     expect(sent[0]?.message).toMatchObject({
       type: 'download.fallback',
@@ -124,6 +132,34 @@ describe('chunkFetch (§V.G failover)', () => {
       fallback: 'integrity',
     });
     expect(Buffer.concat(written).equals(chunk)).toBe(true);
+  });
+
+  test('the VM found its own copy damaged → the whole chunk from the core, said as integrity', async () => {
+    const { actor, data, sent, written } = start();
+    data('vm-a', 0, chunk.subarray(0, 10));
+    actor.send({
+      type: 'SOURCE_ERROR',
+      from: 'vm-a',
+      code: 'integrity',
+      message: 'segment at 10 of chunk 0 is damaged',
+    });
+    expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
+    expect(sent[0]?.message).toMatchObject({ reason: 'integrity', offset: 0, failed: 'vm-a' });
+    expect(written).toEqual([]);
+    data('broker', 0, chunk);
+    expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'core', coreBytes: 16 });
+  });
+
+  test('a segment from the core that fails its CRC-32 → failed, integrity, retryable', async () => {
+    const { actor, data, written } = start({ source: 'core' });
+    const corrupt = Buffer.from(chunk);
+    corrupt[0] = 0xff - (corrupt[0] ?? 0);
+    data('broker', 0, corrupt, chunk);
+    expect(await toPromise(actor)).toMatchObject({
+      ok: false,
+      failure: { code: 'integrity', retryable: true },
+    });
+    expect(written).toEqual([]);
   });
 
   test('the VM says it lacks the chunk → core', () => {
@@ -160,7 +196,7 @@ describe('chunkFetch (§V.G failover)', () => {
   });
 
   test('an empty chunk is one empty segment', async () => {
-    const { actor, data } = start({ size: 0, sha256: sha(Buffer.alloc(0)) });
+    const { actor, data } = start({ size: 0 });
     data('vm-a', 0, Buffer.alloc(0));
     expect(await toPromise(actor)).toMatchObject({ ok: true, source: 'edge' });
   });
@@ -272,12 +308,12 @@ describe('chunkFetch with replicas (beyond the paper)', () => {
     expect(fallbacks(sent)[1]).not.toHaveProperty('vm');
   });
 
-  test('bytes that fail their checksum on replica 1 → the whole chunk from replica 2', async () => {
+  test('bytes that fail their CRC-32 on replica 1 → the whole chunk from replica 2', async () => {
     const { actor, data, sent, written } = replicas('vm-a', 'vm-b');
+    data('vm-a', 0, chunk.subarray(0, 10));
     const corrupt = Buffer.from(chunk);
-    corrupt[3] = 0xff - (corrupt[3] ?? 0);
-    data('vm-a', 0, corrupt.subarray(0, 10));
-    data('vm-a', 10, corrupt.subarray(10));
+    corrupt[13] = 0xff - (corrupt[13] ?? 0);
+    data('vm-a', 10, corrupt.subarray(10), chunk.subarray(10));
     expect(actor.getSnapshot().value).toEqual({ edge: 'waiting' });
     expect(actor.getSnapshot().context).toMatchObject({ vm: 'vm-b', next: 0 });
     expect(fallbacks(sent)).toEqual([
@@ -299,8 +335,8 @@ describe('chunkFetch with replicas (beyond the paper)', () => {
     const { actor, data, sent, written } = replicas('vm-a', 'vm-b');
     const corrupt = Buffer.from(chunk);
     corrupt[0] = 0xff - (corrupt[0] ?? 0);
-    data('vm-a', 0, corrupt);
-    data('vm-b', 0, corrupt);
+    data('vm-a', 0, corrupt, chunk);
+    data('vm-b', 0, corrupt, chunk);
     expect(actor.getSnapshot().value).toEqual({ core: 'waiting' });
     expect(fallbacks(sent)[1]).toMatchObject({ offset: 0, reason: 'integrity', failed: 'vm-b' });
     expect(fallbacks(sent)[1]).not.toHaveProperty('vm');

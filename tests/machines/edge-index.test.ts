@@ -27,11 +27,28 @@ const names = (files: Iterable<FileInfo>) => [...files].map((f) => f.name);
 const never = () => false;
 
 describe('chunkFootprint', () => {
-  test('bytes, a manifest record, and 17 bytes per segment (at least one)', () => {
-    expect(chunkFootprint(0, SEGMENT)).toBe(0 + 160 + 17);
-    expect(chunkFootprint(4, SEGMENT)).toBe(4 + 160 + 17);
-    expect(chunkFootprint(5, SEGMENT)).toBe(5 + 160 + 2 * 17);
-    expect(chunkFootprint(6, SEGMENT)).toBe(6 + 160 + 2 * 17);
+  test('bytes, a manifest record, and 28 bytes per segment (at least one): its offset and CRC-32', () => {
+    expect(chunkFootprint(0, SEGMENT)).toBe(0 + 160 + 28);
+    expect(chunkFootprint(4, SEGMENT)).toBe(4 + 160 + 28);
+    expect(chunkFootprint(5, SEGMENT)).toBe(5 + 160 + 2 * 28);
+    expect(chunkFootprint(6, SEGMENT)).toBe(6 + 160 + 2 * 28);
+  });
+
+  test('a manifest of the largest offsets and CRC-32s fits in the room it is given', () => {
+    const size = 3 * 2 ** 40; // 3 TiB: 16-digit offsets
+    const segment = 2 ** 20;
+    const segments = Math.ceil(size / segment);
+    const offsets = Array.from({ length: 1000 }, (_, i) => (segments - 1000 + i) * segment);
+    const manifest = JSON.stringify({
+      size,
+      sha256: 'f'.repeat(64),
+      offsets,
+      crcs: offsets.map(() => 0xffffffff),
+    });
+    const perSegment =
+      chunkFootprint(2 * segment, segment) - chunkFootprint(segment, segment) - segment;
+    // The record's fixed part, then per segment at most its share.
+    expect(manifest.length - 1000 * perSegment).toBeLessThanOrEqual(160);
   });
 
   test('bytesByVm counts every replica, and nothing for core-only chunks', () => {

@@ -29,9 +29,17 @@ const input: UploadInput = {
   startedAt: '2026-01-01T00:00:00.000Z',
 };
 
-/** A fake world: records what the machine sends, writes and cleans up. */
+/**
+ * A fake world: records what the machine sends, tells its writer and cleans
+ * up. The writer drains at END (or fails, when told to) and seals with the
+ * VMs' hashes c0 and c1; segments are its business (tests/unit/upload-writer).
+ */
 function start(
-  overrides: { reserve?: () => Promise<{ fileId: string }>; commit?: () => Promise<never> } = {},
+  overrides: {
+    reserve?: () => Promise<{ fileId: string }>;
+    commit?: () => Promise<never>;
+    failAtEnd?: string;
+  } = {},
 ) {
   const clock = new SimulatedClock();
   const sent: SendCommand[] = [];
@@ -43,20 +51,29 @@ function start(
     actions: { send: (_, command) => void sent.push(command) },
     actors: {
       reserveName: fromPromise(overrides.reserve ?? (async () => ({ fileId: 'f1' }))),
-      chunkWriter: fromCallback<WriterCommand, { plan: UploadPlan; transferId: string }>(
-        ({ receive, sendBack }) => {
-          receive((command) => {
-            writes.push(command);
-            if (command.type === 'WRITE')
-              sendBack({ type: 'SEGMENT_STORED', index: command.index, offset: command.offset });
-            if (command.type === 'SEAL')
-              sendBack({ type: 'SEALED', chunkSha256: ['c0', 'c1'], sha256: 'file-sha' });
-          });
-          return () => {
-            writerStopped = true;
-          };
-        },
-      ),
+      chunkWriter: fromCallback<
+        WriterCommand,
+        { plan: UploadPlan; transferId: string; requester: string }
+      >(({ receive, sendBack }) => {
+        receive((command) => {
+          writes.push(command);
+          if (command.type === 'END')
+            sendBack(
+              overrides.failAtEnd
+                ? {
+                    type: 'WRITE_FAILED',
+                    code: 'bad-request',
+                    message: overrides.failAtEnd,
+                    retryable: false,
+                  }
+                : { type: 'DRAINED' },
+            );
+          if (command.type === 'SEAL') sendBack({ type: 'SEALED', chunkSha256: ['c0', 'c1'] });
+        });
+        return () => {
+          writerStopped = true;
+        };
+      }),
       commitFile: fromPromise(
         overrides.commit ??
           (async ({ input: request }: { input: CommitRequest }): Promise<FileInfo> => {
@@ -82,8 +99,8 @@ function start(
     },
   });
   const actor = createActor(machine, { clock, input }).start();
-  const segment = (index: number, offset: number, length: number) =>
-    actor.send({ type: 'SEGMENT', index, offset, bytes: Buffer.alloc(length, 7) });
+  /** The writer reports how far each chunk has come. */
+  const progress = (...next: number[]) => actor.send({ type: 'PROGRESS', next });
   return {
     clock,
     actor,
@@ -91,7 +108,7 @@ function start(
     writes,
     cleaned,
     committed,
-    segment,
+    progress,
     writerStopped: () => writerStopped,
   };
 }
@@ -99,10 +116,25 @@ function start(
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 describe('upload (§V.D)', () => {
-  test('plans by memory fraction, acks each stored segment, commits when sealed and matching', async () => {
-    const { actor, sent, segment, committed } = start();
+  test('plans by memory fraction, tells each VM what to expect before the uploader, commits when drained and sealed', async () => {
+    const { actor, sent, writes, progress, committed } = start();
     await settle();
-    expect(sent[0]?.message).toMatchObject({
+    expect(sent.map((c) => [c.to, c.message.type])).toEqual([
+      ['vm-a', 'chunk.expect'],
+      ['vm-b', 'chunk.expect'],
+      ['cli-1', 'upload.ready'],
+    ]);
+    expect(sent[0]?.message).toEqual({
+      type: 'chunk.expect',
+      id: 't1',
+      from: 'broker',
+      fileId: 'f1',
+      index: 0,
+      chunkSize: 6,
+      uploader: 'cli-1',
+    });
+    expect(sent[1]?.message).toMatchObject({ index: 1, chunkSize: 4, uploader: 'cli-1' });
+    expect(sent[2]?.message).toMatchObject({
       type: 'upload.ready',
       fileId: 'f1',
       chunks: [
@@ -110,27 +142,20 @@ describe('upload (§V.D)', () => {
         { index: 1, offset: 6, size: 4, vm: 'vm-b' },
       ],
     });
-    segment(0, 0, 4);
-    segment(0, 4, 2);
-    segment(1, 0, 4);
-    expect(sent.filter((c) => c.message.type === 'upload.ack').map((c) => c.message)).toMatchObject(
-      [
-        { index: 0, offset: 0 },
-        { index: 0, offset: 4 },
-        { index: 1, offset: 0 },
-      ],
-    );
-    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
+    progress(6, 4);
+    expect(actor.getSnapshot().context.next).toEqual([6, 4]);
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: [] });
     const output = await toPromise(actor);
     expect(output.result).toBe('committed');
+    expect(writes.map((w) => w.type)).toEqual(['END', 'SEAL']);
     expect(committed[0]).toMatchObject({ sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
     expect(sent.at(-1)?.message).toMatchObject({ type: 'upload.done', id: 't1' });
   });
 
   test('an abort mid-transfer cleans up every partial chunk and tells the uploader why', async () => {
-    const { actor, sent, segment, cleaned, writerStopped } = start();
+    const { actor, sent, progress, cleaned, writerStopped } = start();
     await settle();
-    segment(0, 0, 4);
+    progress(4, 0);
     actor.send({ type: 'ABORT', reason: 'ctrl-c' });
     const output = await toPromise(actor);
     expect(output).toMatchObject({ result: 'aborted', failure: { code: 'aborted' } });
@@ -154,10 +179,11 @@ describe('upload (§V.D)', () => {
     expect(cleaned).toHaveLength(1);
   });
 
-  test('an uploader that goes silent is aborted after the idle timeout', async () => {
-    const { actor, clock, segment, cleaned } = start();
+  test('progress keeps an upload alive; an uploader silent for the idle timeout is aborted', async () => {
+    const { actor, clock, progress, cleaned } = start();
     await settle();
-    segment(0, 0, 4);
+    clock.increment(20_000);
+    progress(4, 0);
     clock.increment(29_999);
     expect(actor.getSnapshot().status).toBe('active');
     clock.increment(1);
@@ -166,36 +192,36 @@ describe('upload (§V.D)', () => {
     expect(cleaned).toHaveLength(1);
   });
 
-  test('segments out of order, past the chunk, or ahead of an unfinished chunk abort the upload', async () => {
-    const cases: Array<[number, number, number]> = [
-      [0, 4, 2],
-      [0, 0, 7],
-      [1, 0, 4],
-      [5, 0, 1],
-    ];
-    for (const [index, offset, length] of cases) {
-      const { actor, segment } = start();
-      await settle();
-      segment(index, offset, length);
-      expect(await toPromise(actor)).toMatchObject({
-        result: 'aborted',
-        failure: { code: 'bad-request' },
-      });
-    }
+  test('what the writer refuses (a segment out of order, an end before every byte) aborts with its reason', async () => {
+    const { actor, cleaned, sent } = start({
+      failAtEnd: 'the upload ended before every chunk was sent',
+    });
+    await settle();
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: [] });
+    expect(await toPromise(actor)).toMatchObject({
+      result: 'aborted',
+      failure: { code: 'bad-request', message: 'the upload ended before every chunk was sent' },
+    });
+    expect(cleaned).toHaveLength(1);
+    expect(sent.at(-1)?.message).toMatchObject({ type: 'error', code: 'bad-request' });
   });
 
-  test('a chunk checksum that differs from the uploader’s aborts with an integrity error', async () => {
-    const { actor, segment, cleaned } = start();
+  test('chunk hashes the uploader sent are compared: one that differs aborts with an integrity error', async () => {
+    const { actor, cleaned } = start();
     await settle();
-    segment(0, 0, 4);
-    segment(0, 4, 2);
-    segment(1, 0, 4);
     actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'something-else'] });
     expect(await toPromise(actor)).toMatchObject({
       result: 'aborted',
       failure: { code: 'integrity' },
     });
     expect(cleaned).toHaveLength(1);
+  });
+
+  test('chunk hashes the uploader sent that match are taken', async () => {
+    const { actor } = start();
+    await settle();
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
+    expect(await toPromise(actor)).toMatchObject({ result: 'committed' });
   });
 
   test('an existing name is rejected before anything is stored', async () => {
@@ -213,16 +239,13 @@ describe('upload (§V.D)', () => {
   });
 
   test('a failed commit cleans up too', async () => {
-    const { actor, segment, cleaned } = start({
+    const { actor, cleaned } = start({
       commit: async () => {
         throw new CloudletError('unavailable', 'metadata store down', true);
       },
     });
     await settle();
-    segment(0, 0, 4);
-    segment(0, 4, 2);
-    segment(1, 0, 4);
-    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: ['c0', 'c1'] });
+    actor.send({ type: 'END', sha256: 'file-sha', chunkSha256: [] });
     expect(await toPromise(actor)).toMatchObject({
       result: 'aborted',
       failure: { code: 'unavailable' },

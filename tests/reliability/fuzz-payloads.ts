@@ -69,6 +69,8 @@ export function topicOf(topics: Topics, topic: ParsedTopic): string {
       return topics.fromBroker(topic.id);
     case 'status':
       return topics.status(topic.id);
+    case 'upload':
+      return topics.upload(topic.sender, topic.holder, topic.core);
   }
 }
 
@@ -115,6 +117,18 @@ export const FUZZ_TARGETS: ReadonlyArray<{ target: FuzzTarget; weight: number }>
   { target: { node: 'broker', topic: { kind: 'status', id: GHOST_VM } }, weight: 5 },
   { target: { node: 'vm', topic: { kind: 'peer', id: VM_ID } }, weight: 30 },
   { target: { node: 'vm', topic: { kind: 'from-broker', id: VM_ID } }, weight: 20 },
+  // Uploads: segments straight to a VM, and the first copy to the broker too.
+  {
+    target: { node: 'vm', topic: { kind: 'upload', sender: 'fz-2', holder: VM_ID, core: false } },
+    weight: 10,
+  },
+  {
+    target: {
+      node: 'broker',
+      topic: { kind: 'upload', sender: 'fz-3', holder: GHOST_VM, core: true },
+    },
+    weight: 10,
+  },
 ];
 
 const targetArb = fc.oneof(
@@ -152,6 +166,8 @@ function rightFrom(topic: ParsedTopic): fc.Arbitrary<string> {
       return fc.constant(BROKER_ID);
     case 'peer':
       return fc.oneof(memberIdArb, fc.constantFrom(BROKER_ID, ...FUZZ_SENDERS));
+    case 'upload':
+      return fc.constant(topic.sender);
   }
 }
 
@@ -575,6 +591,18 @@ function misplaced(target: FuzzTarget): fc.Arbitrary<Made> {
       return baseArb(typesArb(BROKER_ONLY), someFromArb).map((base) =>
         made(encoded(base), 'not-from-broker'),
       );
+    case 'upload':
+      return fc
+        .oneof(
+          baseArb(anyMessageArb, someFromArb).filter(
+            ({ message }) => message.type !== 'upload.segment',
+          ),
+          baseArb(
+            messageArbitraries['upload.segment'] as fc.Arbitrary<Message>,
+            someFromArb.filter((from) => from !== topic.sender),
+          ),
+        )
+        .map((base) => made(encoded(base), 'wrong-sender'));
   }
 }
 
@@ -586,7 +614,9 @@ function acceptable(target: FuzzTarget): fc.Arbitrary<Made> {
       ? types.filter((type) => !KEPT_OUT_OF_THE_BROKER.has(type))
       : target.topic.kind === 'status'
         ? (['status'] as MessageType[])
-        : types.filter((type) => !BROKER_ONLY.has(type));
+        : target.topic.kind === 'upload'
+          ? (['upload.segment'] as MessageType[])
+          : types.filter((type) => !BROKER_ONLY.has(type));
   return baseArb(typesArb(allowed), rightFrom(target.topic)).map((base) => ({
     kind: 'valid frame',
     payload: encoded(base),

@@ -23,6 +23,7 @@ export const sha256Arb = fc
   .map((bytes) => Buffer.from(bytes).toString('hex'));
 export const byteCountArb = fc.maxSafeNat();
 export const chunkIndexArb = fc.nat({ max: MAX_CHUNKS - 1 });
+export const crc32Arb = fc.nat({ max: 0xffffffff });
 export const segmentSizeArb = fc.integer({ min: 1, max: 64 * 1024 * 1024 });
 export const windowArb = fc.integer({ min: 1, max: 1024 });
 export const shortTextArb = fc.string({ maxLength: 200 });
@@ -135,11 +136,20 @@ export const messageArbitraries: MessageArbitraries = {
       { maxLength: 5 },
     ),
   }),
+  'chunk.expect': fc.record({
+    ...request,
+    type: fc.constant('chunk.expect'),
+    fileId: opaqueIdArb,
+    index: chunkIndexArb,
+    chunkSize: byteCountArb,
+    uploader: memberIdArb,
+  }),
   'upload.segment': fc.record({
     ...request,
     type: fc.constant('upload.segment'),
     index: chunkIndexArb,
     offset: byteCountArb,
+    crc32: crc32Arb,
   }),
   'upload.ack': fc.record({
     ...request,
@@ -147,12 +157,15 @@ export const messageArbitraries: MessageArbitraries = {
     index: chunkIndexArb,
     offset: byteCountArb,
   }),
-  'upload.end': fc.record({
-    ...request,
-    type: fc.constant('upload.end'),
-    sha256: sha256Arb,
-    chunks: fc.array(sha256Arb, { maxLength: 5 }),
-  }),
+  'upload.end': fc.record(
+    {
+      ...request,
+      type: fc.constant('upload.end'),
+      sha256: sha256Arb,
+      chunks: fc.array(sha256Arb, { maxLength: 5 }),
+    },
+    { requiredKeys: ['id', 'from', 'type', 'sha256'] },
+  ),
   'upload.abort': fc.record({
     ...request,
     type: fc.constant('upload.abort'),
@@ -166,6 +179,7 @@ export const messageArbitraries: MessageArbitraries = {
     index: chunkIndexArb,
     chunkSize: byteCountArb,
     offset: byteCountArb,
+    crc32: crc32Arb,
   }),
   'chunk.stored': fc.record(
     {
@@ -195,6 +209,7 @@ export const messageArbitraries: MessageArbitraries = {
     type: fc.constant('chunk.data'),
     index: chunkIndexArb,
     offset: byteCountArb,
+    crc32: crc32Arb,
   }),
   'chunk.ack': fc.record({
     ...request,

@@ -6,6 +6,7 @@ import { describe, expect, test } from 'bun:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { createActor } from 'xstate';
 import { silentLogger } from '../../actors/log.ts';
 import { coreKeyOf, uploadWriter } from '../../actors/upload-writer.ts';
@@ -13,6 +14,7 @@ import { chunkStorer } from '../../actors/vm-storage.ts';
 import { createMemoryChunkStore } from '../../plugins/chunk-store/memory.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import type { Frame } from '../../protocol/frame.ts';
 import type { Message } from '../../protocol/messages.ts';
 
 describe('an aborted upload leaves nothing behind', () => {
@@ -33,11 +35,21 @@ describe('an aborted upload leaves nothing behind', () => {
     return { store, replies, actor };
   }
   const base = { id: 't1', from: 'broker', fileId: 'F1' } as const;
-  const segment = (offset: number, chunkSize = 28_000) => ({
-    type: 'STORE' as const,
-    message: { ...base, type: 'chunk.store' as const, index: 2, chunkSize, offset },
-    body: Buffer.alloc(Math.min(14_000, chunkSize - offset), 7),
-  });
+  const segment = (offset: number, chunkSize = 28_000) => {
+    const body = Buffer.alloc(Math.min(14_000, chunkSize - offset), 7);
+    return {
+      type: 'STORE' as const,
+      message: {
+        ...base,
+        type: 'chunk.store' as const,
+        index: 2,
+        chunkSize,
+        offset,
+        crc32: crc32(body),
+      },
+      body,
+    };
+  };
 
   test('a VM: a whole-file delete right after a store runs after it, not before', async () => {
     const { store, replies, actor } = storer();
@@ -85,26 +97,48 @@ describe('an aborted upload leaves nothing behind', () => {
       fileId: 'F2',
       chunks: [{ index: 0, offset: 0, size: 4096, vm: 'vm-1', replicas: ['vm-1'] }],
     };
+    let route: (frame: Frame) => void = () => {};
     const writer = createActor(
       uploadWriter({
         brokerId: 'broker',
         core,
         send: async () => {},
+        route: (_id, handler) => {
+          route = handler;
+          return () => {};
+        },
         storeTimeoutMs: 10_000,
         log: silentLogger(),
         settling,
       }),
-      { input: { plan, transferId: 't2' } },
+      { input: { plan, transferId: 't2', requester: 'cli-1' } },
     ).start();
-    writer.send({ type: 'WRITE', index: 0, offset: 0, bytes: Buffer.alloc(4096, 1) });
-    writer.send({
-      type: 'VM_STORED',
-      from: 'vm-1',
-      index: 0,
-      offset: 0,
-      length: 4096,
-      sha256: 'a'.repeat(64),
+    const bytes = Buffer.alloc(4096, 1);
+    route({
+      message: {
+        type: 'upload.segment',
+        id: 't2',
+        from: 'cli-1',
+        index: 0,
+        offset: 0,
+        crc32: crc32(bytes),
+      },
+      body: bytes,
     });
+    route({
+      message: {
+        type: 'chunk.stored',
+        id: 't2',
+        from: 'vm-1',
+        fileId: 'F2',
+        index: 0,
+        offset: 0,
+        length: 4096,
+        sha256: 'a'.repeat(64),
+      },
+      body: Buffer.alloc(0),
+    });
+    writer.send({ type: 'END' });
     await Bun.sleep(20);
     writer.send({ type: 'SEAL' });
     await commitStarted;

@@ -218,17 +218,15 @@ describe('the live state', () => {
   });
 
   test('includes the eventless transitions taken on the way', () => {
-    const upload = graph('upload');
+    // A plan with nothing to fetch (an empty file): fetching is left at once.
+    const download = graph('download');
     const taken = edgesTaken(
-      upload,
-      ['upload', 'upload.transferring', 'upload.transferring.receiving'],
-      ['upload', 'upload.transferring', 'upload.transferring.sealing'],
-      'END',
+      download,
+      ['download', 'download.locating'],
+      ['download', 'download.verifying'],
+      'PLAN',
     );
-    expect(taken).toEqual([
-      'upload.transferring.receiving:END:0',
-      'upload.transferring.draining:always:0',
-    ]);
+    expect(taken).toEqual(['download.locating:PLAN:0', 'download.fetching:always:0']);
   });
 });
 

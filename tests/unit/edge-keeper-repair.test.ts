@@ -6,8 +6,10 @@
  * to — never the file repaired, one in transfer, a hotter one, or one whose
  * eviction frees nothing there.
  */
+
 import { describe, expect, test } from 'bun:test';
 import { createHash, randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { createEdgeKeeper } from '../../actors/edge-keeper.ts';
 import { silentLogger } from '../../actors/log.ts';
 import { createReplyBox } from '../../actors/replies.ts';
@@ -50,9 +52,17 @@ function fakeVms() {
   const sendSegment = (id: string, offset: number) => {
     const fetch = fetches.get(id);
     if (!fetch || offset >= fetch.bytes.byteLength) return;
+    const bytes = fetch.bytes.subarray(offset, offset + SEGMENT);
     reply(
-      { type: 'chunk.data', id, from: fetch.vm, index: fetch.index, offset } as Message,
-      fetch.bytes.subarray(offset, offset + SEGMENT),
+      {
+        type: 'chunk.data',
+        id,
+        from: fetch.vm,
+        index: fetch.index,
+        offset,
+        crc32: crc32(bytes),
+      } as Message,
+      bytes,
     );
   };
   async function send(to: string, message: Message, body?: Uint8Array) {

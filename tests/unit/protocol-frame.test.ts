@@ -60,7 +60,7 @@ describe('frame codec: round trips', () => {
   test('data messages carry bytes raw, not encoded in the header', () => {
     const body = Buffer.from([0, 255, 1, 254, 0x43, 0x4c]);
     const bytes = encodeFrame(
-      { type: 'chunk.data', id: 't1', from: 'vm-1', index: 0, offset: 0 },
+      { type: 'chunk.data', id: 't1', from: 'vm-1', index: 0, offset: 0, crc32: 0 },
       body,
     );
     expect(bytes.subarray(bytes.byteLength - body.byteLength).equals(body)).toBe(true);
@@ -138,7 +138,7 @@ describe('frame codec: malformed input is rejected with a reason, never thrown',
 
   test('truncated: every cut of a valid frame', () => {
     const bytes = encodeFrame(
-      { type: 'chunk.data', id: 't1', from: 'vm-1', index: 0, offset: 0 },
+      { type: 'chunk.data', id: 't1', from: 'vm-1', index: 0, offset: 0, crc32: 0 },
       Buffer.from('0123456789'),
     );
     for (let cut = 0; cut < bytes.byteLength; cut++) {

@@ -7,6 +7,7 @@
  * chunk stops.
  */
 import { describe, expect, test } from 'bun:test';
+import { crc32 } from 'node:zlib';
 import { createActor } from 'xstate';
 import { silentLogger } from '../../actors/log.ts';
 import { chunkStorer } from '../../actors/vm-storage.ts';
@@ -47,7 +48,8 @@ function vm(budget = BUDGET) {
   ).start();
 
   /** Sends segment `offset` of a chunk of `size` bytes of `fileId`, written by request `id`. */
-  const send = (id: string, fileId: string, size: number, offset: number, length = SEGMENT) =>
+  const send = (id: string, fileId: string, size: number, offset: number, length = SEGMENT) => {
+    const body = Buffer.alloc(Math.min(length, size - offset), 7);
     actor.send({
       type: 'STORE',
       message: {
@@ -58,9 +60,11 @@ function vm(budget = BUDGET) {
         index: 0,
         chunkSize: size,
         offset,
+        crc32: crc32(body),
       },
-      body: Buffer.alloc(Math.min(length, size - offset), 7),
+      body,
     });
+  };
   const repliesTo = (id: string) =>
     replies.filter((message) => 'id' in message && message.id === id);
   const answered = (id: string, count: number) =>
@@ -89,8 +93,11 @@ const noSpace = { type: 'error', code: 'no-space', retryable: true };
 
 /** The size of a chunk whose footprint is exactly `footprint` bytes. */
 function sizeWithFootprint(footprint: number): number {
+  // What each segment beyond the first adds to the manifest.
+  const perSegment =
+    chunkFootprint(2 * SEGMENT, SEGMENT) - chunkFootprint(SEGMENT, SEGMENT) - SEGMENT;
   for (let segments = 1; ; segments++) {
-    const size = footprint - chunkFootprint(0, SEGMENT) - 17 * (segments - 1);
+    const size = footprint - chunkFootprint(0, SEGMENT) - perSegment * (segments - 1);
     if (Math.max(1, Math.ceil(size / SEGMENT)) === segments) return size;
   }
 }
