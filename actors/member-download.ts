@@ -82,14 +82,16 @@ export function createDownloader(options: DownloaderOptions) {
             await transfer.fileHash.discard(start, start + input.size);
             return;
           }
-          if (corrupt) return;
-          if (crc32(command.bytes) !== command.crc32) {
+          if (corrupt || crc32(command.bytes) !== command.crc32) {
+            command.release?.();
+            if (!corrupt) sendBack({ type: 'CORRUPT', offset: command.offset });
             corrupt = true;
-            sendBack({ type: 'CORRUPT', offset: command.offset });
             return;
           }
           await transfer.sink.write(start + command.offset, command.bytes);
           await transfer.fileHash.written(start + command.offset, command.bytes);
+          // Written and hashed (or noted, to be read back): the buffer may go.
+          command.release?.();
           count += command.bytes.byteLength;
           transfer.written += command.bytes.byteLength;
           transfer.onProgress?.(transfer.written, transfer.plan?.file.size ?? 0);
@@ -155,7 +157,8 @@ export function createDownloader(options: DownloaderOptions) {
       if (transfer.plan || event.type === 'PLAN') actor.send(event);
       else if (early.length < MAX_EARLY) early.push(event);
     };
-    const unroute = options.route(transferId, ({ message, body }) => {
+    const unroute = options.route(transferId, (frame) => {
+      const { message, body } = frame;
       if (message.type === 'download.plan' && message.from === brokerId) {
         if (transfer.plan) return;
         transfer.plan = message;
@@ -169,6 +172,7 @@ export function createDownloader(options: DownloaderOptions) {
           offset: message.offset,
           bytes: body,
           crc32: message.crc32,
+          ...(frame.release ? { release: frame.release } : {}),
         });
       } else if (message.type === 'error') {
         const event: DownloadEvent = {

@@ -238,11 +238,11 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   );
   /** A QoS 0 payload that came through the fast lane arrives at mqtt.js as a token. */
   const payloadOf = (payload: Buffer, packet: { qos?: number }) =>
-    wire && packet.qos === 0 ? (wire.fast.take(payload) ?? payload) : payload;
+    (wire && packet.qos === 0 ? wire.fast.take(payload) : undefined) ?? { payload };
   // Retained messages (statuses) come right after the subscription is
   // granted, in the same read, before the code below has its handler on:
   // they are held until it has.
-  const early: [string, Buffer][] = [];
+  const early: [string, { payload: Buffer; release?: () => void }][] = [];
   const hold = (topic: string, payload: Buffer, packet: { qos?: number }) =>
     early.push([topic, payloadOf(payload, packet)]);
   client.on('message', hold);
@@ -335,17 +335,23 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     }
   };
 
-  const receive = (topic: string, payload: Buffer) => {
+  const receive = (topic: string, payload: Buffer, release?: () => void) => {
     memory.moved(payload.byteLength);
     const parsed = topics.parse(topic);
-    if (!parsed) return; // not one of ours (a wildcard subscription's neighbour)
-    const result = decodeFrame(payload, { maxHeaderBytes });
-    if (!result.ok) {
-      reject(result.error, topic);
+    if (!parsed) {
+      release?.();
+      return; // not one of ours (a wildcard subscription's neighbour)
+    }
+    const decoded = decodeFrame(payload, { maxHeaderBytes });
+    if (!decoded.ok) {
+      release?.();
+      reject(decoded.error, topic);
       return;
     }
+    const result = release ? { frame: { ...decoded.frame, release } } : decoded;
     const misplaced = channelProblem(parsed, result.frame.message, brokerId);
     if (misplaced) {
+      release?.();
       const { type, from } = result.frame.message;
       const id = 'id' in result.frame.message ? result.frame.message.id : undefined;
       reject(
@@ -359,8 +365,11 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     for (const handler of frameHandlers) safely(log, () => handler(result.frame, parsed));
   };
   client.off('message', hold);
-  client.on('message', (topic, payload, packet) => receive(topic, payloadOf(payload, packet)));
-  for (const [topic, payload] of early.splice(0)) receive(topic, payload);
+  client.on('message', (topic, payload, packet) => {
+    const taken = payloadOf(payload, packet);
+    receive(topic, taken.payload, taken.release);
+  });
+  for (const [topic, taken] of early.splice(0)) receive(topic, taken.payload, taken.release);
 
   const subscribe = <T>(set: Set<T>, handler: T) => {
     set.add(handler);

@@ -23,6 +23,7 @@
  * WebSocket URLs, the link uses mqtt.js alone (actors/mqtt-link.ts).
  */
 import { Duplex } from 'node:stream';
+import { ByteQueue } from '../protocol/byte-queue.ts';
 
 export interface WireTarget {
   host: string;
@@ -42,8 +43,13 @@ export interface FastWire {
    * the socket has taken every byte (the parts may then be reused).
    */
   publish(topic: string, parts: readonly Uint8Array[]): Promise<void>;
-  /** The real payload behind a token mqtt.js delivered; undefined for any other payload. */
-  take(token: Buffer): Buffer | undefined;
+  /**
+   * The real payload behind a token mqtt.js delivered (undefined for any
+   * other payload), and, when it was assembled in a pooled buffer, the
+   * function that gives that buffer back (call it once nothing reads the
+   * payload any more; a payload never given back is collected as usual).
+   */
+  take(token: Buffer): { payload: Buffer; release?: () => void } | undefined;
 }
 
 /** A QoS 0 publish to a connection that is gone or not up yet. */
@@ -78,6 +84,56 @@ export function createFastWire(target: WireTarget): FastWire {
   };
 }
 
+/**
+ * Buffers that payloads spread over several socket reads are assembled in,
+ * given back by whoever consumed the payload, and handed out again: a fresh
+ * megabyte per segment made the allocator fault in new pages for each one,
+ * which on a virtual machine cost more than the copy itself. Buffers come in
+ * classes of CLASS_BYTES; at most MAX_POOLED_BYTES wait to be reused.
+ */
+export class BufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private pooled = 0;
+
+  constructor(
+    private readonly maxPooledBytes = MAX_POOLED_BYTES,
+    private readonly classBytes = CLASS_BYTES,
+  ) {}
+
+  /** A buffer of at least `length` bytes (its class's size). */
+  take(length: number): Buffer {
+    const capacity = Math.ceil(length / this.classBytes) * this.classBytes;
+    const buffer = this.free.get(capacity)?.pop();
+    if (!buffer) return Buffer.allocUnsafeSlow(capacity);
+    this.pooled -= capacity;
+    return buffer;
+  }
+
+  give(buffer: Buffer) {
+    const capacity = buffer.byteLength;
+    if (capacity % this.classBytes !== 0 || this.pooled + capacity > this.maxPooledBytes) return;
+    let list = this.free.get(capacity);
+    if (!list) {
+      list = [];
+      this.free.set(capacity, list);
+    }
+    list.push(buffer);
+    this.pooled += capacity;
+  }
+
+  /** Bytes waiting to be reused. */
+  get bytes(): number {
+    return this.pooled;
+  }
+}
+
+const CLASS_BYTES = 64 * 1024;
+const MAX_POOLED_BYTES = 32 * 1024 * 1024;
+/** Payloads smaller than this are assembled in plain buffers: they are cheap. */
+const POOL_MIN_BYTES = 128 * 1024;
+/** Shared by every connection of the process. */
+const pool = new BufferPool();
+
 interface NativeSocket {
   write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
   end(): void;
@@ -100,8 +156,8 @@ class Connection {
   private readonly queue: Pending[] = [];
   private waitingForDrain = false;
   private readonly splitter: PacketSplitter;
-  /** Payloads cut out of the stream, by token sequence. */
-  private readonly held = new Map<number, Buffer>();
+  /** Payloads cut out of the stream, by token sequence, with their pooled buffer if any. */
+  private readonly held = new Map<number, { payload: Buffer; owner?: Buffer }>();
   private sequence = 0;
 
   constructor(
@@ -109,10 +165,14 @@ class Connection {
     readonly generation: number,
   ) {
     const self = this;
-    this.splitter = new PacketSplitter(target.protocolVersion, {
-      passOn: (packet) => self.stream.push(packet),
-      publish: (topic, payload) => self.hold(topic, payload),
-    });
+    this.splitter = new PacketSplitter(
+      target.protocolVersion,
+      {
+        passOn: (packet) => self.stream.push(packet),
+        publish: (topic, payload, owner) => self.hold(topic, payload, owner),
+      },
+      pool,
+    );
     this.stream = new Duplex({
       // mqtt.js corks a packet's pieces and writes them on the next tick.
       writev(chunks, callback) {
@@ -172,15 +232,26 @@ class Connection {
     });
   }
 
-  take(sequence: number): Buffer | undefined {
-    const payload = this.held.get(sequence);
+  take(sequence: number): { payload: Buffer; release?: () => void } | undefined {
+    const held = this.held.get(sequence);
+    if (!held) return undefined;
     this.held.delete(sequence);
-    return payload;
+    const { payload, owner } = held;
+    if (!owner) return { payload };
+    let given = false;
+    return {
+      payload,
+      release: () => {
+        if (given) return;
+        given = true;
+        pool.give(owner);
+      },
+    };
   }
 
-  private hold(topic: string, payload: Buffer): Buffer {
+  private hold(topic: string, payload: Buffer, owner?: Buffer): Buffer {
     const sequence = this.sequence++ >>> 0;
-    this.held.set(sequence, payload);
+    this.held.set(sequence, owner ? { payload, owner } : { payload });
     const token = Buffer.allocUnsafe(TOKEN_BYTES);
     token.writeUInt16BE(TOKEN_MAGIC, 0);
     token.writeUInt32BE(this.generation, 2);
@@ -348,8 +419,12 @@ function publishPacket(topic: string, payload: Buffer, protocolVersion: 4 | 5): 
 export interface SplitterSink {
   /** A packet mqtt.js should see (returned as is, or rebuilt). */
   passOn(packet: Buffer): void;
-  /** A QoS 0 PUBLISH's topic and payload; returns the packet mqtt.js should see instead. */
-  publish(topic: string, payload: Buffer): Buffer;
+  /**
+   * A QoS 0 PUBLISH's topic and payload (in `owner`, a buffer of the pool,
+   * when it was assembled there); returns the packet mqtt.js should see
+   * instead.
+   */
+  publish(topic: string, payload: Buffer, owner?: Buffer): Buffer;
 }
 
 /**
@@ -360,38 +435,41 @@ export interface SplitterSink {
  * one spread over several reads is copied once into its own buffer.
  */
 export class PacketSplitter {
-  private chunks: Buffer[] = [];
-  /** Bytes held in `chunks`, from `offset` in the first. */
-  private held = 0;
-  private offset = 0;
+  private readonly queue = new ByteQueue();
 
   constructor(
     private readonly protocolVersion: 4 | 5,
     private readonly sink: SplitterSink,
+    /** Where packets spread over reads are assembled (none: plain buffers). */
+    private readonly pool?: BufferPool,
   ) {}
 
   feed(data: Buffer) {
-    if (data.byteLength === 0) return;
-    this.chunks.push(data);
-    this.held += data.byteLength;
+    this.queue.push(data);
     for (;;) {
       const header = this.fixedHeader();
       if (!header) return;
       const total = header.headerLength + header.remaining;
-      if (this.held < total) return;
-      const packet = this.takeBytes(total);
-      this.deliver(packet, header.headerLength);
+      if (this.queue.length < total) return;
+      // A large packet spread over reads is assembled in a buffer of the pool.
+      let owner: Buffer | undefined;
+      const pool = this.pool;
+      const bytes = this.queue.take(
+        total,
+        pool && total >= POOL_MIN_BYTES ? (length) => (owner = pool.take(length)) : undefined,
+      );
+      this.deliver(bytes, header.headerLength, owner);
     }
   }
 
   /** The packet's type byte and remaining length, once enough bytes are here to read them. */
   private fixedHeader(): { headerLength: number; remaining: number } | null {
-    if (this.held < 2) return null;
+    if (this.queue.length < 2) return null;
     let remaining = 0;
     let multiplier = 1;
     for (let i = 1; i <= 4; i++) {
-      if (i >= this.held) return null;
-      const byte = this.byteAt(i);
+      const byte = this.queue.byteAt(i);
+      if (byte === undefined) return null;
       remaining += (byte & 0x7f) * multiplier;
       if ((byte & 0x80) === 0) return { headerLength: i + 1, remaining };
       multiplier *= 128;
@@ -400,46 +478,7 @@ export class PacketSplitter {
     return { headerLength: 5, remaining: 0 };
   }
 
-  private byteAt(index: number): number {
-    let at = this.offset + index;
-    for (const chunk of this.chunks) {
-      if (at < chunk.byteLength) return chunk[at] as number;
-      at -= chunk.byteLength;
-    }
-    return 0;
-  }
-
-  /** Removes `length` bytes from the front: a view when they lie in one read, else a copy. */
-  private takeBytes(length: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    let bytes: Buffer;
-    if (first.byteLength - this.offset >= length) {
-      bytes = first.subarray(this.offset, this.offset + length);
-      this.offset += length;
-      if (this.offset === first.byteLength) {
-        this.chunks.shift();
-        this.offset = 0;
-      }
-    } else {
-      bytes = Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const chunk = this.chunks[0] as Buffer;
-        const take = Math.min(length - filled, chunk.byteLength - this.offset);
-        chunk.copy(bytes, filled, this.offset, this.offset + take);
-        filled += take;
-        this.offset += take;
-        if (this.offset === chunk.byteLength) {
-          this.chunks.shift();
-          this.offset = 0;
-        }
-      }
-    }
-    this.held -= length;
-    return bytes;
-  }
-
-  private deliver(packet: Buffer, headerLength: number) {
+  private deliver(packet: Buffer, headerLength: number, owner?: Buffer) {
     const type = (packet[0] as number) >> 4;
     const qos = ((packet[0] as number) >> 1) & 0x03;
     if (type !== 3 || qos !== 0 || packet.byteLength < headerLength + 2) {
@@ -471,6 +510,6 @@ export class PacketSplitter {
         return;
       }
     }
-    this.sink.passOn(this.sink.publish(topic, packet.subarray(at)));
+    this.sink.passOn(this.sink.publish(topic, packet.subarray(at), owner));
   }
 }

@@ -131,14 +131,20 @@ export function uploadWriter(deps: UploadWriterDeps) {
         return state.coreQueue;
       };
 
-      const segment = (message: MessageOf<'upload.segment'>, bytes: Buffer) => {
+      const segment = (
+        message: MessageOf<'upload.segment'>,
+        bytes: Buffer,
+        release: () => void,
+      ) => {
         const { index, offset } = message;
         const verdict = ledger.receive(index, offset, bytes.byteLength);
         if (!verdict.ok) {
+          release();
           failWith(new CloudletError('bad-request', verdict.reason));
           return;
         }
         if (crc32(bytes) !== message.crc32) {
+          release();
           failWith(
             new CloudletError(
               'integrity',
@@ -152,7 +158,10 @@ export function uploadWriter(deps: UploadWriterDeps) {
         (chunks[index] as ChunkState).hash?.update(bytes);
         progress();
         const onVms = chunk.replicas.map((vm) => storedOn(vm, index, offset));
-        Promise.all([...onVms, writeToCore(index, bytes)]).then(() => {
+        const inCore = writeToCore(index, bytes);
+        // Its buffer is the link's again once the core has the bytes (or never will).
+        inCore.then(release, release);
+        Promise.all([...onVms, inCore]).then(() => {
           if (failed || stopped) return;
           ledger.stored();
           deps
@@ -185,10 +194,13 @@ export function uploadWriter(deps: UploadWriterDeps) {
         waiter.resolve();
       };
 
-      const unroute = deps.route(transferId, ({ message, body }) => {
-        if (failed || stopped) return;
-        if (message.type === 'upload.segment' && message.from === requester) segment(message, body);
-        else if (message.type === 'chunk.stored') vmStored(message);
+      const unroute = deps.route(transferId, ({ message, body, release = () => {} }) => {
+        if (!failed && !stopped && message.type === 'upload.segment' && message.from === requester)
+          segment(message, body, release);
+        else {
+          release();
+          if (!failed && !stopped && message.type === 'chunk.stored') vmStored(message);
+        }
       });
 
       let sealing: Promise<unknown> = Promise.resolve();

@@ -334,9 +334,14 @@ export function chunkStorer(deps: VmStorageDeps) {
      * announcement, held a moment.
      */
     const expected = new Map<string, { message: MessageOf<'chunk.expect'>; touched: number }>();
-    const parked = new Map<string, Array<{ message: MessageOf<'upload.segment'>; body: Buffer }>>();
+    const parked = new Map<
+      string,
+      Array<{ message: MessageOf<'upload.segment'>; body: Buffer; release?: () => void }>
+    >();
     const parkedAt = new Map<string, number>();
     let parkedBytes = 0;
+    /** Uploads forgotten at a join, until when: their late segments are dropped, not held. */
+    const forgotten = new Map<string, number>();
     const unpark = (key: string) => {
       const segments = parked.get(key) ?? [];
       parked.delete(key);
@@ -349,6 +354,7 @@ export function chunkStorer(deps: VmStorageDeps) {
       announced: MessageOf<'chunk.expect'>,
       message: MessageOf<'upload.segment'>,
       body: Buffer,
+      release?: () => void,
     ) =>
       enqueue(announced.fileId, () =>
         storeOrGiveUp(
@@ -363,15 +369,18 @@ export function chunkStorer(deps: VmStorageDeps) {
             crc32: message.crc32,
           },
           body,
+          release,
         ),
       );
     const sweep = setInterval(() => {
       const now = Date.now();
       for (const [key, entry] of expected)
         if (now - entry.touched > EXPECT_IDLE_MS) expected.delete(key);
+      for (const [id, until] of forgotten) if (until < now) forgotten.delete(id);
       for (const [key, at] of parkedAt) {
         if (now - at <= PARK_MS) continue;
         const dropped = unpark(key);
+        for (const segment of dropped) segment.release?.();
         deps.log.warn(
           { transfer: key, segments: dropped.length },
           'dropped segments of an upload the broker never announced',
@@ -394,23 +403,29 @@ export function chunkStorer(deps: VmStorageDeps) {
     };
 
     // Whatever fails on the way, a chunk this request was writing is given
-    // up, so the room promised to it comes back.
+    // up, so the room promised to it comes back. Done with the body either
+    // way, its buffer goes back to the link.
     const storeOrGiveUp = (
       message: Extract<StorerCommand, { type: 'STORE' }>['message'],
       body: Buffer,
+      release?: () => void,
     ) =>
-      store(message, body).catch((error: unknown) => {
-        const key = `${message.fileId}/${message.index}`;
-        if (writing.get(key)?.id === message.id) writing.delete(key);
-        throw error;
-      });
+      store(message, body)
+        .catch((error: unknown) => {
+          const key = `${message.fileId}/${message.index}`;
+          if (writing.get(key)?.id === message.id) writing.delete(key);
+          throw error;
+        })
+        .finally(() => release?.());
 
     // One queue per file: a delete of the whole file then runs after every
     // store of it that arrived before, never in between.
     receive((command) => {
       switch (command.type) {
         case 'STORE':
-          enqueue(command.message.fileId, () => storeOrGiveUp(command.message, command.body));
+          enqueue(command.message.fileId, () =>
+            storeOrGiveUp(command.message, command.body, command.release),
+          );
           return;
         case 'DELETE': {
           const { fileId, index } = command.message;
@@ -422,19 +437,40 @@ export function chunkStorer(deps: VmStorageDeps) {
           enqueue(fileId, () => remove(command.message));
           return;
         }
+        case 'JOINED': {
+          // What a broker announced before this join will not be finished:
+          // refuse its segments, and remove what was written of it once the
+          // stores already queued are done.
+          for (const { message } of expected.values()) {
+            bury(message.fileId);
+            forgotten.set(message.id, Date.now() + TOMBSTONE_MS);
+            const { fileId, index } = message;
+            enqueue(fileId, async () => {
+              await deps.store.delete(manifestKey(fileId, index));
+              await deps.store.deletePrefix(chunkPrefix(fileId, index));
+              const key = `${fileId}/${index}`;
+              if (writing.get(key)?.id === message.id) writing.delete(key);
+            });
+          }
+          expected.clear();
+          for (const key of [...parked.keys()]) for (const early of unpark(key)) early.release?.();
+          return;
+        }
         case 'EXPECT': {
           const key = `${command.message.id}/${command.message.index}`;
           expected.set(key, { message: command.message, touched: Date.now() });
-          for (const early of unpark(key)) storeSegment(command.message, early.message, early.body);
+          for (const early of unpark(key))
+            storeSegment(command.message, early.message, early.body, early.release);
           return;
         }
         case 'SEGMENT': {
-          const { message, body } = command;
+          const { message, body, release } = command;
           const key = `${message.id}/${message.index}`;
           const entry = expected.get(key);
           if (entry) {
             // Only the uploader the broker named may fill the chunk.
             if (entry.message.uploader !== message.from) {
+              release?.();
               deps.log.warn(
                 { transfer: message.id, from: message.from, uploader: entry.message.uploader },
                 'a segment from a member that is not the uploader: dropped',
@@ -442,10 +478,15 @@ export function chunkStorer(deps: VmStorageDeps) {
               return;
             }
             entry.touched = Date.now();
-            storeSegment(entry.message, message, body);
+            storeSegment(entry.message, message, body, release);
+            return;
+          }
+          if (forgotten.has(message.id)) {
+            release?.();
             return;
           }
           if (parkedBytes + body.byteLength > PARK_BYTES) {
+            release?.();
             deps.log.warn(
               { transfer: message.id, index: message.index },
               'a segment of an upload the broker has not announced, and no room to hold it: dropped',
@@ -453,7 +494,7 @@ export function chunkStorer(deps: VmStorageDeps) {
             return;
           }
           const held = parked.get(key) ?? [];
-          held.push({ message, body });
+          held.push(release ? { message, body, release } : { message, body });
           parked.set(key, held);
           if (!parkedAt.has(key)) parkedAt.set(key, Date.now());
           parkedBytes += body.byteLength;

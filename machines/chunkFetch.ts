@@ -47,12 +47,27 @@ export interface ChunkSinkInput {
 
 /** Commands to the sink that writes this chunk's bytes. */
 export type SinkCommand =
-  | { type: 'WRITE'; offset: number; bytes: Buffer; crc32: number; ackTo: string }
+  | {
+      type: 'WRITE';
+      offset: number;
+      bytes: Buffer;
+      crc32: number;
+      ackTo: string;
+      /** Gives the bytes' buffer back to the link (protocol/frame.ts) once written. */
+      release?: () => void;
+    }
   /** Discard what was written: the chunk is fetched again from byte 0. */
   | { type: 'RESET' };
 
 export type ChunkFetchEvent =
-  | { type: 'DATA'; from: string; offset: number; bytes: Buffer; crc32: number }
+  | {
+      type: 'DATA';
+      from: string;
+      offset: number;
+      bytes: Buffer;
+      crc32: number;
+      release?: () => void;
+    }
   /** The source could not send (`integrity`: it found its own bytes damaged). */
   | { type: 'SOURCE_ERROR'; from: string; message: string; code?: string }
   // from the sink
@@ -182,6 +197,7 @@ export const chunkFetchMachine = setup({
         bytes: event.bytes,
         crc32: event.crc32,
         ackTo: event.from,
+        ...(event.release ? { release: event.release } : {}),
       } satisfies SinkCommand);
     }),
     leaveEdge: assign({ fallback: (_, reason: FallbackReason) => reason }),

@@ -25,7 +25,16 @@ export type DownloadPlan = MessageOf<'download.plan'>;
 
 export type DownloadEvent =
   | { type: 'PLAN'; plan: DownloadPlan }
-  | { type: 'DATA'; from: string; index: number; offset: number; bytes: Buffer; crc32: number }
+  | {
+      type: 'DATA';
+      from: string;
+      index: number;
+      offset: number;
+      bytes: Buffer;
+      crc32: number;
+      /** Gives the bytes' buffer back to the link once they are written (protocol/frame.ts). */
+      release?: () => void;
+    }
   | { type: 'ERROR'; from: string; index?: number; failure: Failure }
   | { type: 'CANCEL'; reason: string }
   /**

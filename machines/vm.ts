@@ -13,7 +13,15 @@
  * announced them, and those the broker sends itself (§V.D step 6), serves
  * them to requesters (§V.F step 6) and deletes them on request.
  */
-import { assign, type EventObject, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
+import {
+  assign,
+  type EventObject,
+  enqueueActions,
+  fromCallback,
+  fromPromise,
+  sendTo,
+  setup,
+} from 'xstate';
 import type { Frame } from '../protocol/frame.ts';
 import type { MessageOf } from '../protocol/messages.ts';
 import type { SendCommand } from './shared.ts';
@@ -29,13 +37,22 @@ export interface VmInput {
   joinRetryMs: number;
 }
 
+/** Gives the body's buffer back to the link once it is stored (see protocol/frame.ts). */
+type Release = { release?: () => void };
+
 export type StorerCommand =
-  | { type: 'STORE'; message: MessageOf<'chunk.store'>; body: Buffer }
+  | ({ type: 'STORE'; message: MessageOf<'chunk.store'>; body: Buffer } & Release)
   | { type: 'DELETE'; message: MessageOf<'chunk.delete'> }
   /** The broker: an uploader will send this chunk's segments straight here. */
   | { type: 'EXPECT'; message: MessageOf<'chunk.expect'> }
   /** An uploader's segment (on this VM's upload topic). */
-  | { type: 'SEGMENT'; message: MessageOf<'upload.segment'>; body: Buffer };
+  | ({ type: 'SEGMENT'; message: MessageOf<'upload.segment'>; body: Buffer } & Release)
+  /**
+   * Joined (again): uploads announced before were announced by a broker
+   * that is gone or has given up on them (a takeover, a restart, an outage):
+   * their segments are refused and what they left is removed.
+   */
+  | { type: 'JOINED' };
 
 export type ServerCommand =
   | { type: 'FETCH'; message: MessageOf<'chunk.fetch'> }
@@ -126,14 +143,15 @@ export const vmMachine = setup({
     },
     FRAME: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        const { message, body } = event.frame;
+        const { message, body, release } = event.frame;
+        const giveBack = release ? { release } : {};
         if (message.type === 'chunk.ack') {
           enqueue.sendTo('server', { type: 'ACK', message });
           return;
         }
         // The link let it through only on this VM's upload topic, from its sender.
         if (message.type === 'upload.segment') {
-          enqueue.sendTo('storer', { type: 'SEGMENT', message, body });
+          enqueue.sendTo('storer', { type: 'SEGMENT', message, body, ...giveBack });
           return;
         }
         if (!BROKER_ONLY.has(message.type)) return; // a member's reply, not the VM's business
@@ -174,7 +192,7 @@ export const vmMachine = setup({
               enqueue.raise({ type: 'STOP', reason: message.reason });
             break;
           case 'chunk.store':
-            enqueue.sendTo('storer', { type: 'STORE', message, body });
+            enqueue.sendTo('storer', { type: 'STORE', message, body, ...giveBack });
             break;
           case 'chunk.expect':
             enqueue.sendTo('storer', { type: 'EXPECT', message });
@@ -208,11 +226,14 @@ export const vmMachine = setup({
       on: {
         JOIN_ACK: {
           target: 'serving',
-          actions: assign(({ event }) => ({
-            heartbeatMs: event.heartbeatMs,
-            penalty: event.penalty,
-            memoryEffective: event.memoryEffective,
-          })),
+          actions: [
+            sendTo('storer', { type: 'JOINED' } satisfies StorerCommand),
+            assign(({ event }) => ({
+              heartbeatMs: event.heartbeatMs,
+              penalty: event.penalty,
+              memoryEffective: event.memoryEffective,
+            })),
+          ],
         },
       },
     },

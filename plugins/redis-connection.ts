@@ -122,7 +122,7 @@ export function createRedisConnection(
     };
   }
 
-  return { run, bounded, close, onReconnected };
+  return { run, bounded, close, onReconnected, url, timeoutMs };
 }
 
 function openClient(
@@ -222,7 +222,11 @@ function describeFailure(err: unknown, timeoutMs: number, lastError: Error | und
   const unreachable = 'check that redis-server is running and reachable there';
   const last = lastError ? ` (last error: ${lastError.message || lastError.name})` : '';
   if (err === NOT_CONNECTED) return `no connection within ${timeoutMs} ms${last}; ${unreachable}`;
-  if (err === NO_REPLY || err instanceof TimeoutError) {
+  if (
+    err === NO_REPLY ||
+    err instanceof TimeoutError ||
+    (err as { code?: unknown } | undefined)?.code === 'ETIMEDOUT'
+  ) {
     return `no reply within ${timeoutMs} ms; ${unreachable}`;
   }
   if (err instanceof ClientOfflineError || err instanceof SocketClosedUnexpectedlyError) {

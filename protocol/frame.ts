@@ -66,6 +66,12 @@ export interface Frame<M extends Message = Message> {
   readonly message: M;
   /** Raw bytes after the header; empty for non-data messages. */
   readonly body: Buffer;
+  /**
+   * Present when `body` lies in a buffer the link will reuse: whoever is
+   * last to read the body calls it (once), and nobody reads the body after.
+   * Not calling it is safe (the buffer is collected as usual).
+   */
+  readonly release?: () => void;
 }
 
 export type DecodeResult = { ok: true; frame: Frame } | { ok: false; error: FrameError };

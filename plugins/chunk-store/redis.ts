@@ -3,6 +3,7 @@ import {
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';
+import { createRespLane, RespError, type RespReply } from './redis-lane.ts';
 import { type ChunkStore, ChunkStoreError } from './types.ts';
 
 export interface RedisChunkStoreOptions extends RedisConnectionOptions {
@@ -43,11 +44,13 @@ return removed`;
  * and node-redis keeps reconnecting in the background until it is back.
  */
 export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkStore {
-  const { run, bounded, close, onReconnected } = createRedisConnection(
+  const { run, bounded, close, onReconnected, url, timeoutMs } = createRedisConnection(
     DRIVER_NAME,
     ChunkStoreError,
     options,
   );
+  // Segment bytes go through the lane where there is one (plugins/chunk-store/redis-lane.ts).
+  const lane = createRespLane(url, timeoutMs);
   // Encoded so that a namespace can never reach into another one's keys
   // (`a:chunk:b` would otherwise share a prefix with `a`).
   const namespace = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
@@ -78,18 +81,42 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
     name: DRIVER_NAME,
     put: (key, value) =>
       run(`put ${JSON.stringify(key)}`, async ({ client }) => {
+        const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+        if (lane) {
+          const replies = await lane.send([
+            ['MULTI'],
+            ['STRLEN', chunkPrefix + key],
+            ['SET', chunkPrefix + key, bytes],
+            ['INCRBY', usedBytesKey, String(bytes.byteLength)],
+            ['EXEC'],
+          ]);
+          // A command refused as it was queued (OOM at maxmemory) says why; EXEC only says it was discarded.
+          const refused = replies.find((reply) => reply instanceof RespError);
+          if (refused) throw refused;
+          const [replaced] = replies[4] as [number, string, number];
+          if (replaced > 0)
+            expectInteger(await lane.send([['DECRBY', usedBytesKey, String(replaced)]]));
+          return;
+        }
         const [replaced] = (await bounded(
           client
             .multi()
             .strLen(chunkPrefix + key)
-            .set(chunkPrefix + key, Buffer.from(value.buffer, value.byteOffset, value.byteLength))
+            .set(chunkPrefix + key, bytes)
             .incrBy(usedBytesKey, value.byteLength)
             .exec(),
         )) as unknown as [number, string, number];
         if (replaced > 0) await bounded(client.decrBy(usedBytesKey, replaced));
       }),
     get: (key) =>
-      run(`get ${JSON.stringify(key)}`, ({ binary }) => bounded(binary.get(chunkPrefix + key))),
+      run(`get ${JSON.stringify(key)}`, async ({ binary }) => {
+        if (!lane) return bounded(binary.get(chunkPrefix + key));
+        const [reply] = await lane.send([['GET', chunkPrefix + key]]);
+        if (reply instanceof RespError) throw reply;
+        if (reply !== null && !Buffer.isBuffer(reply))
+          throw new Error(`GET answered ${typeof reply}, not bytes`);
+        return reply;
+      }),
     has: (key) =>
       run(
         `has ${JSON.stringify(key)}`,
@@ -120,9 +147,18 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
       run('usedBytes', async ({ client }) =>
         Number((await bounded(client.get(usedBytesKey))) ?? 0),
       ),
-    close,
+    close: async () => {
+      lane?.close();
+      await close();
+    },
     onReconnected,
   };
+}
+
+function expectInteger(replies: RespReply[]) {
+  const [reply] = replies;
+  if (reply instanceof RespError) throw reply;
+  if (typeof reply !== 'number') throw new Error(`expected a number, got ${String(reply)}`);
 }
 
 export default createRedisChunkStore;

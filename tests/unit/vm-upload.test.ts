@@ -125,6 +125,45 @@ describe('a VM taking an upload straight from the uploader', () => {
   });
 });
 
+describe('a VM that joins (again)', () => {
+  test('refuses the segments of uploads announced before, and removes what they left', async () => {
+    const { store, replies, actor, expectChunk, segment, stored } = storer();
+    expectChunk();
+    segment(0, 10);
+    await until(() => stored().length === 1, 'the first segment stored');
+    // A standby broker took over: the old broker's upload will never commit.
+    actor.send({ type: 'JOINED' });
+    segment(10, 16);
+    await until(async () => (await store.list()).length === 0, 'nothing left');
+    await Bun.sleep(20);
+    // Dropped, not stored nor confirmed: nobody waits for it any more.
+    expect(replies).toHaveLength(1);
+    expect(await store.list()).toEqual([]);
+  });
+
+  test('a chunk announced after the join is stored as usual', async () => {
+    const { actor, expectChunk, segment, stored } = storer();
+    actor.send({ type: 'JOINED' });
+    expectChunk({ fileId: 'G', id: 't2' });
+    const piece = bytes.subarray(0, 26);
+    actor.send({
+      type: 'SEGMENT',
+      message: {
+        type: 'upload.segment',
+        id: 't2',
+        from: 'cli-1',
+        index: 0,
+        offset: 0,
+        crc32: crc32(piece),
+      },
+      body: piece,
+    });
+    await until(() => stored().length === 1, 'stored');
+    expect(stored()[0]).toMatchObject({ sha256: sha256(bytes) });
+    void segment;
+  });
+});
+
 describe('reading a chunk back', () => {
   async function storedChunk() {
     const { store, expectChunk, segment, stored } = storer();
