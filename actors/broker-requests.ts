@@ -1,9 +1,11 @@
 /**
- * The broker's I/O that is not a transfer: listing (§V.E), deleting, and
- * removing chunks from VMs and core. Each answer is a `SendCommand` that the
- * broker machine publishes.
+ * The broker's I/O that is not a transfer: listing (§V.E), deleting,
+ * removing chunks from VMs and core, and answering a member that reads a
+ * file's VMs itself (a direct download). Each answer is a `SendCommand` that
+ * the broker machine publishes.
  */
 import type { RequestInput } from '../machines/broker.ts';
+import { directAnswer } from '../machines/serveDownload.ts';
 import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
@@ -27,6 +29,8 @@ export interface RequestDeps {
   removed?(name: string): void;
   /** Listings a member asks for several pages of at once. */
   listStreams: ListStreams;
+  /** Hears each file a member reads (a direct download): the edge keeper's recency. */
+  read?(file: FileInfo, confirmed: boolean): void;
 }
 
 export const DEFAULT_PAGE_SIZE = 1000;
@@ -38,6 +42,15 @@ export async function answerRequest(deps: RequestDeps, input: RequestInput): Pro
     if (request.type === 'list.request') {
       const { message, encoded } = await listFiles(deps, request);
       return { ...reply(message), ...(encoded ? { encoded } : {}) };
+    }
+    if (request.type === 'download.request') {
+      const file = await deps.metadata.getFile(request.name);
+      if (!file) throw new CloudletError('not-found', `no file named "${request.name}"`);
+      if (!request.direct || !input.serve)
+        throw new CloudletError('internal', 'a download request answered as a direct one');
+      const answer = directAnswer(input.serve, request.direct, file);
+      deps.read?.(file, answer.direct === true);
+      return reply(answer);
     }
     await deleteFile(deps, request.name, request.id, input.table);
     return reply({ type: 'delete.done', id: request.id, from: deps.brokerId, name: request.name });

@@ -47,7 +47,7 @@ import { newId } from './ids.ts';
 import { createListStreams } from './list-streams.ts';
 import { type Logger, logActorFailure, silentLogger } from './log.ts';
 import { connectLink, type Link } from './mqtt-link.ts';
-import { GiB, MiB, type MqttAuth } from './options.ts';
+import { GiB, KiB, MiB, type MqttAuth } from './options.ts';
 import { reconcileActor } from './reconcile.ts';
 import { createReplyBox } from './replies.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';
@@ -86,6 +86,7 @@ export interface BrokerObserver {
 export const BROKER_DEFAULTS: BrokerConfig = {
   brokerId: 'broker',
   split: 2,
+  minChunk: 64 * KiB,
   reductionFactor: 64 * MiB,
   heartbeatMs: 5000,
   fetchTimeoutMs: 2000,
@@ -110,7 +111,8 @@ export interface BrokerStats {
   /** Finished transfers by how they ended. */
   transfers: {
     upload: Record<'committed' | 'aborted' | 'rejected', number>;
-    download: Record<'ok' | 'failed' | 'abandoned', number>;
+    /** `direct`: the requester read the chunks itself, the broker confirmed the version. */
+    download: Record<'ok' | 'failed' | 'abandoned' | 'direct', number>;
   };
   /** Bytes stored (in) and served (out), on the edge and in the core. */
   bytes: { in: { edge: number; core: number }; out: { edge: number; core: number } };
@@ -151,6 +153,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const config: BrokerConfig = {
     brokerId: options.brokerId ?? BROKER_DEFAULTS.brokerId,
     split: options.split ?? BROKER_DEFAULTS.split,
+    minChunk: options.minChunk ?? BROKER_DEFAULTS.minChunk,
     reductionFactor: options.reductionFactor ?? BROKER_DEFAULTS.reductionFactor,
     heartbeatMs: options.heartbeatMs ?? BROKER_DEFAULTS.heartbeatMs,
     fetchTimeoutMs: options.fetchTimeoutMs ?? BROKER_DEFAULTS.fetchTimeoutMs,
@@ -171,7 +174,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     coreChunks: { planned: 0, failover: 0 },
     transfers: {
       upload: { committed: 0, aborted: 0, rejected: 0 },
-      download: { ok: 0, failed: 0, abandoned: 0 },
+      download: { ok: 0, failed: 0, abandoned: 0, direct: 0 },
     },
     bytes: { in: { edge: 0, core: 0 }, out: { edge: 0, core: 0 } },
     readRepairs: 0,
@@ -231,6 +234,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     log,
     removed: (name) => keeper.removed(name),
     listStreams: createListStreams(),
+    read: (file, confirmed) => {
+      // Hot: back onto the edge if it was not all there (as lookupFile does).
+      keeper.downloaded(file);
+      if (confirmed) stats.transfers.download.direct++;
+    },
   };
   const table = () => vmTable(actor.getSnapshot());
   // The edge keeper walks the table in any order (placement breaks its ties by id).

@@ -1,9 +1,11 @@
 /**
  * Streams one chunk to a requester as `chunk.data` segments with a bounded
  * window: at most `window` segments are sent and not yet acknowledged, and
- * the next segment is read only when there is room. A VM serving its chunk
- * (§V.F step 6) and the broker serving one from the core (§V.G step 7) both
- * use it, so memory stays bounded by window × segment whatever the size.
+ * the next segment is read only when there is room; it is done once every
+ * segment is out (the last ones are not acknowledged: nothing follows them).
+ * A VM serving its chunk (§V.F step 6) and the broker serving one from the
+ * core (§V.G step 7) both use it, so memory stays bounded by window ×
+ * segment whatever the size.
  */
 import { crc32 } from 'node:zlib';
 import type { Message } from '../protocol/messages.ts';
@@ -103,7 +105,9 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
           .send(to, { type: 'chunk.data', id, from, index, offset, crc32: checksum }, bytes)
           .catch((error) => fail('internal', `sending chunk ${index} failed: ${error.message}`));
       }
-      if (exhausted && inFlight.size === 0) finish('sent');
+      // Every segment is out: nothing more to pace. (The requester asks
+      // again, from where it is, if any goes missing.)
+      if (exhausted) finish('sent');
     } catch (error) {
       failedReading('reading', error);
     } finally {
@@ -129,8 +133,7 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
     ack(offset) {
       if (finished || !inFlight.delete(offset)) return;
       armTimer();
-      if (exhausted && inFlight.size === 0) finish('sent');
-      else void pump();
+      void pump();
     },
     stop: () => finish('stopped'),
     done,

@@ -22,6 +22,8 @@ export interface ByteSource {
 export interface ByteSink {
   /** Writes `bytes` at `position` (chunks arrive in parallel). */
   write(position: number, bytes: Buffer): Promise<void>;
+  /** Drops what lies past `size` (a download read again after the file changed). */
+  truncate?(size: number): Promise<void>;
   /**
    * Reads back bytes already written (to hash them in file order), into
    * `into` when given, so a caller can reuse one buffer.
@@ -111,6 +113,7 @@ export async function fileSink(path: string): Promise<FileSink> {
       }
       return buffer.subarray(0, filled);
     },
+    truncate: (size) => handle.truncate(size),
     async commit() {
       await handle.sync().catch(() => {});
       await close();
@@ -142,6 +145,13 @@ export function memorySink(): MemorySink {
   return {
     write: async (position, bytes) => {
       parts.set(position, Buffer.from(bytes));
+    },
+    truncate: async (size) => {
+      for (const [position, bytes] of parts) {
+        if (position >= size) parts.delete(position);
+        else if (position + bytes.byteLength > size)
+          parts.set(position, bytes.subarray(0, size - position));
+      }
     },
     read: async (position, length) => Buffer.from(assemble().subarray(position, position + length)),
     bytes: assemble,

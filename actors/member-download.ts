@@ -14,6 +14,7 @@ import {
   type DownloadOutput,
   type DownloadPlan,
   downloadMachine,
+  readableDirectly,
 } from '../machines/download.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { Frame } from '../protocol/frame.ts';
@@ -42,10 +43,18 @@ export interface DownloaderOptions {
 export interface DownloadOptions {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
+  /**
+   * Ask the broker where the chunks are, even when this member read the name
+   * before (by default it reads them from the VMs it read them from last
+   * time, while the broker checks that still holds).
+   */
+  fresh?: boolean;
 }
 
 /** Messages of a download held until its plan comes (a window's worth per chunk is plenty). */
 const MAX_EARLY = 1024;
+/** Plans kept for reading directly, per member. */
+const PLANS_KEPT = 256;
 
 interface Transfer {
   sink: ByteSink;
@@ -62,7 +71,8 @@ export function createDownloader(options: DownloaderOptions) {
 
   /**
    * Writes a chunk's bytes in order, each segment once it matches the CRC-32
-   * it came with, and acknowledges it. A segment that does not is reported,
+   * it came with, and acknowledges it (all but the last: nothing follows
+   * it, and its sender is done). A segment that does not is reported,
    * and nothing more is written until the chunk starts over (RESET).
    */
   const chunkSink = fromCallback<SinkCommand, ChunkSinkInput>(({ input, receive, sendBack }) => {
@@ -95,6 +105,11 @@ export function createDownloader(options: DownloaderOptions) {
           count += command.bytes.byteLength;
           transfer.written += command.bytes.byteLength;
           transfer.onProgress?.(transfer.written, transfer.plan?.file.size ?? 0);
+          if (count === input.size) {
+            // The last one needs no acknowledgement: nothing more is to come.
+            sendBack({ type: 'COMPLETE' });
+            return;
+          }
           send(null, {
             type: 'SEND',
             to: command.ackTo === brokerId ? null : command.ackTo,
@@ -106,7 +121,6 @@ export function createDownloader(options: DownloaderOptions) {
               offset: command.offset,
             },
           });
-          if (count === input.size) sendBack({ type: 'COMPLETE' });
         })
         .catch((error: Error) => sendBack({ type: 'SINK_FAILED', message: error.message }));
     });
@@ -130,14 +144,63 @@ export function createDownloader(options: DownloaderOptions) {
     },
   });
 
-  return async function download(
+  /**
+   * The last plan of each name this member downloaded (the most recent
+   * PLANS_KEPT), to read it directly next time (machines/download.ts).
+   */
+  const plans = new Map<string, DownloadPlan>();
+  const remember = (name: string, plan: DownloadPlan | null) => {
+    plans.delete(name);
+    if (!plan || !readableDirectly(plan)) return;
+    plans.set(name, plan);
+    if (plans.size > PLANS_KEPT) plans.delete(plans.keys().next().value as string);
+  };
+
+  async function download(
     name: string,
     sink: ByteSink,
     opts: DownloadOptions = {},
   ): Promise<DownloadOutput> {
+    const cached = opts.fresh ? undefined : plans.get(name);
+    const first = await attempt(name, sink, opts, cached);
+    if (!first.stale) return settled(name, first);
+    // The file changed since the plan was cached: ask the broker, as the
+    // first time. What the stale reads wrote past the new end goes.
+    plans.delete(name);
+    const again = await attempt(name, sink, opts, undefined);
+    if (again.ok && again.file) await sink.truncate?.(again.file.size);
+    return settled(name, again);
+  }
+
+  function settled(name: string, output: DownloadOutput & { plan: DownloadPlan | null }) {
+    if (!output.ok) {
+      plans.delete(name);
+      const failure = output.failure ?? {
+        code: 'internal' as ErrorCode,
+        message: 'download failed',
+        retryable: false,
+      };
+      throw new CloudletError(failure.code, failure.message, failure.retryable);
+    }
+    remember(name, output.plan);
+    const { plan: _, ...result } = output;
+    return result;
+  }
+
+  async function attempt(
+    name: string,
+    sink: ByteSink,
+    opts: DownloadOptions,
+    cached: DownloadPlan | undefined,
+  ): Promise<DownloadOutput & { plan: DownloadPlan | null }> {
     await options.brokerReady();
     const transferId = newId();
-    const transfer: Transfer = { sink, fileHash: createOrderedHash(sink), plan: null, written: 0 };
+    const transfer: Transfer = {
+      sink,
+      fileHash: createOrderedHash(sink),
+      plan: cached ? { ...cached, id: transferId } : null,
+      written: 0,
+    };
     if (opts.onProgress) transfer.onProgress = opts.onProgress;
     transfers.set(transferId, transfer);
     const actor = createActor(machine, {
@@ -147,19 +210,27 @@ export function createDownloader(options: DownloaderOptions) {
         name,
         requestTimeoutMs: options.requestTimeoutMs,
         coreTimeoutMs: options.idleTimeoutMs,
+        ...(cached ? { cached } : {}),
       },
     });
-    // Segments travel at QoS 0 and the plan at QoS 1: MQTT does not order
-    // one against the other, so bytes (or a source's error) that come before
-    // the plan wait for it.
+    // The plan and the bytes come from different members: bytes (or a
+    // source's error) that come before the plan wait for it.
     const early: DownloadEvent[] = [];
     const deliver = (event: DownloadEvent) => {
       if (transfer.plan || event.type === 'PLAN') actor.send(event);
       else if (early.length < MAX_EARLY) early.push(event);
     };
+    /** A direct download hears one plan: the broker's answer. */
+    let answered = false;
     const unroute = options.route(transferId, (frame) => {
       const { message, body } = frame;
       if (message.type === 'download.plan' && message.from === brokerId) {
+        if (cached) {
+          if (answered) return;
+          answered = true;
+          actor.send({ type: 'PLAN', plan: message });
+          return;
+        }
         if (transfer.plan) return;
         transfer.plan = message;
         actor.send({ type: 'PLAN', plan: message });
@@ -195,15 +266,7 @@ export function createDownloader(options: DownloaderOptions) {
     try {
       actor.start();
       const output = await toPromise(actor);
-      if (!output.ok) {
-        const failure = output.failure ?? {
-          code: 'internal' as ErrorCode,
-          message: 'download failed',
-          retryable: false,
-        };
-        throw new CloudletError(failure.code, failure.message, failure.retryable);
-      }
-      return output;
+      return { ...output, plan: actor.getSnapshot().context.plan };
     } finally {
       opts.signal?.removeEventListener('abort', cancel);
       offConnection();
@@ -212,5 +275,11 @@ export function createDownloader(options: DownloaderOptions) {
       actor.stop();
       transfers.delete(transferId);
     }
+  }
+
+  return {
+    download,
+    /** This member changed or removed `name`: its cached plan no longer holds. */
+    forget: (name: string) => plans.delete(name),
   };
 }

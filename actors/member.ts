@@ -66,12 +66,19 @@ const LIST_AHEAD = MAX_LIST_AHEAD;
 /** Frames of one request or transfer, in arrival order. */
 class Inbox {
   private frames: Frame[] = [];
+  /** Hears each frame taken that ends the exchange: an error, or a `*.done`. */
+  onAnswer: () => void = () => {};
   private waiter: ((frame: Frame | null) => void) | null = null;
   private failure: Error | null = null;
   /** Makes the next wait throw: the transfer cannot go on. */
   fail(error: Error) {
     this.failure ??= error;
     this.waiter?.(null);
+  }
+  private seen(frame: Frame): Frame {
+    const { type } = frame.message;
+    if (type === 'error' || type.endsWith('.done')) this.onAnswer();
+    return frame;
   }
   push(frame: Frame) {
     if (this.waiter) {
@@ -83,14 +90,14 @@ class Inbox {
   next(timeoutMs: number, signal?: AbortSignal): Promise<Frame | null> {
     if (this.failure) return Promise.reject(this.failure);
     const queued = this.frames.shift();
-    if (queued) return Promise.resolve(queued);
+    if (queued) return Promise.resolve(this.seen(queued));
     return new Promise((resolve, reject) => {
       const finish = (frame: Frame | null) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         this.waiter = null;
         if (this.failure) reject(this.failure);
-        else resolve(frame);
+        else resolve(frame && this.seen(frame));
       };
       const onAbort = () => finish(null);
       const timer = setTimeout(() => finish(null), timeoutMs);
@@ -291,6 +298,23 @@ export function createMember(options: MemberOptions): Member {
       ...(cursor !== undefined ? { cursor } : {}),
     });
 
+  const downloader = createDownloader({
+    link,
+    brokerId,
+    requestTimeoutMs,
+    idleTimeoutMs,
+    log,
+    brokerReady,
+    onBrokerLost: (handler) => {
+      brokerLost.add(handler);
+      return () => brokerLost.delete(handler);
+    },
+    route: (id, handler) => {
+      routes.set(id, handler);
+      return () => routes.delete(id);
+    },
+  });
+
   return {
     list,
     async listAll() {
@@ -327,29 +351,18 @@ export function createMember(options: MemberOptions): Member {
       return file;
     },
     async remove(name) {
+      downloader.forget(name);
       await request({ type: 'delete.request', id: newId(), from: link.id, name }, 'delete.done');
     },
     async vms() {
       return (await request({ type: 'vms.request', id: newId(), from: link.id }, 'vms.response'))
         .vms;
     },
-    put: (source, name, putOptions = {}) => upload(source, name, putOptions),
-    get: createDownloader({
-      link,
-      brokerId,
-      requestTimeoutMs,
-      idleTimeoutMs,
-      log,
-      brokerReady,
-      onBrokerLost: (handler) => {
-        brokerLost.add(handler);
-        return () => brokerLost.delete(handler);
-      },
-      route: (id, handler) => {
-        routes.set(id, handler);
-        return () => routes.delete(id);
-      },
-    }),
+    put: (source, name, putOptions = {}) => {
+      downloader.forget(name);
+      return upload(source, name, putOptions);
+    },
+    get: downloader.download,
     close: () => {
       off();
       offConnection();
@@ -372,11 +385,17 @@ export function createMember(options: MemberOptions): Member {
     routes.set(id, (frame) => {
       if (frame.message.from === brokerId) inbox.push(frame);
     });
-    const abort = () =>
+    const abort = (reason = 'interrupted') =>
       link
-        .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: 'interrupted' })
+        .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: reason.slice(0, 1024) })
         .catch(() => {});
-    opts.signal?.addEventListener('abort', abort, { once: true });
+    const interrupted = () => abort();
+    opts.signal?.addEventListener('abort', interrupted, { once: true });
+    /** The broker has said how the upload ended (done, or an error): nothing to tell it. */
+    let answered = false;
+    inbox.onAnswer = () => {
+      answered = true;
+    };
     try {
       await brokerReady();
       waiting.add(inbox);
@@ -449,8 +468,13 @@ export function createMember(options: MemberOptions): Member {
         sha256: hash.digest('hex'),
       });
       return (await expectFrame(inbox, 'upload.done', idleTimeoutMs, opts.signal)).file;
+    } catch (error) {
+      // Given up here (a lost connection, a silent broker, a source that
+      // failed): the broker cleans up now rather than at its idle timeout.
+      if (!answered && !opts.signal?.aborted) void abort((error as Error).message);
+      throw error;
     } finally {
-      opts.signal?.removeEventListener('abort', abort);
+      opts.signal?.removeEventListener('abort', interrupted);
       routes.delete(id);
       waiting.delete(inbox);
     }

@@ -1,17 +1,23 @@
 /**
- * One member's connection to the MQTT server: it publishes frames (segment
- * traffic at QoS 0 through the fast lane of actors/mqtt-wire.ts, everything
- * else at QoS 1), decodes every inbound payload, rejects malformed ones with
- * a logged and counted reason (answering the sender when it can be named),
- * and hands valid frames to the node. Handlers that throw are logged, never
- * fatal.
+ * One member's connection to the MQTT server: it publishes frames at QoS 0
+ * through the fast lane of actors/mqtt-wire.ts (retained statuses, and the
+ * will, at QoS 1 through mqtt.js), decodes every inbound payload, rejects
+ * malformed ones with a logged and counted reason (answering the sender when
+ * it can be named), and hands valid frames to the node. Handlers that throw
+ * are logged, never fatal.
+ *
+ * Why QoS 0: the protocol answers every request and acknowledges every
+ * segment itself, and times out what goes unanswered (failing it
+ * retryably); transfers and requests in flight fail at once when the
+ * connection drops, and sessions are clean. An MQTT acknowledgement on top
+ * bought nothing the protocol does not have, and doubled the packets: on a
+ * small download most of each process's CPU was socket writes.
  */
 import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, MqttClient } from 'mqtt';
 import {
   DEFAULT_MAX_HEADER_BYTES,
   decodeFrame,
-  encodeFrame,
   encodeFrameParts,
   type Frame,
   FrameError,
@@ -104,21 +110,6 @@ export interface Link {
    */
   close(options?: { abrupt?: boolean }): Promise<void>;
 }
-
-/**
- * Messages sent once per segment: bytes and their acknowledgements. They go
- * at QoS 0, as the protocol's own window, acknowledgements and timeouts
- * already cover them (a lost one fails its transfer, retryable); an MQTT
- * acknowledgement on top doubled the packets.
- */
-export const SEGMENT_TRAFFIC: ReadonlySet<MessageType> = new Set([
-  'upload.segment',
-  'upload.ack',
-  'chunk.store',
-  'chunk.stored',
-  'chunk.data',
-  'chunk.ack',
-]);
 
 /** Messages only the broker sends: they must come on a member's broker channel. */
 export const BROKER_ONLY: ReadonlySet<MessageType> = new Set([
@@ -236,15 +227,11 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     options.url,
     options.connectTimeoutMs ?? 5000,
   );
-  /** A QoS 0 payload that came through the fast lane arrives at mqtt.js as a token. */
-  const payloadOf = (payload: Buffer, packet: { qos?: number }) =>
-    (wire && packet.qos === 0 ? wire.fast.take(payload) : undefined) ?? { payload };
   // Retained messages (statuses) come right after the subscription is
   // granted, in the same read, before the code below has its handler on:
-  // they are held until it has.
-  const early: [string, { payload: Buffer; release?: () => void }][] = [];
-  const hold = (topic: string, payload: Buffer, packet: { qos?: number }) =>
-    early.push([topic, payloadOf(payload, packet)]);
+  // they are held until it has. (The fast lane holds its own.)
+  const early: [string, Buffer][] = [];
+  const hold = (topic: string, payload: Buffer) => early.push([topic, payload]);
   client.on('message', hold);
   if (filters.length > 0) {
     const grants = await client.subscribeAsync(filters, { qos: 1 });
@@ -282,7 +269,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
   client.on('error', (error) => log.warn({ err: error.message }, 'MQTT error'));
 
   const memory = createMemoryGovernor();
-  const publish = (topic: string, payload: Buffer, retain = false) =>
+  /** Retained statuses: QoS 1, through mqtt.js. */
+  const publishRetained = (topic: string, payload: Buffer, retain = false) =>
     new Promise<void>((resolve, reject) => {
       memory.moved(payload.byteLength);
       client.publish(topic, payload, { qos: 1, retain }, (error) => {
@@ -290,8 +278,8 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         else resolve();
       });
     });
-  /** Segment traffic: QoS 0, its body written as it is when the fast lane is there. */
-  const publishSegment = (topic: string, parts: Uint8Array[]) => {
+  /** Every frame: QoS 0, its body written as it is when the fast lane is there. */
+  const publish = (topic: string, parts: Uint8Array[]) => {
     memory.moved(parts.reduce((sum, part) => sum + part.byteLength, 0));
     if (wire && client.connected)
       return wire.fast.publish(topic, parts).catch((error: Error) => {
@@ -306,9 +294,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     });
   };
   const sendFrame = (topic: string, message: Message, body?: Uint8Array) =>
-    SEGMENT_TRAFFIC.has(message.type)
-      ? publishSegment(topic, encodeFrameParts(message, body))
-      : publish(topic, encodeFrame(message, body));
+    publish(topic, encodeFrameParts(message, body));
 
   const reject = (error: FrameError, topic: string) => {
     rejected[error.reason] = (rejected[error.reason] ?? 0) + 1;
@@ -331,7 +317,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         retryable: false,
         ...(id ? { id } : {}),
       };
-      publish(topicTo(sender), encodeFrame(answer)).catch(() => {});
+      sendFrame(topicTo(sender), answer).catch(() => {});
     }
   };
 
@@ -365,11 +351,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     for (const handler of frameHandlers) safely(log, () => handler(result.frame, parsed));
   };
   client.off('message', hold);
-  client.on('message', (topic, payload, packet) => {
-    const taken = payloadOf(payload, packet);
-    receive(topic, taken.payload, taken.release);
-  });
-  for (const [topic, taken] of early.splice(0)) receive(topic, taken.payload, taken.release);
+  client.on('message', (topic, payload) => receive(topic, payload));
+  for (const [topic, payload] of early.splice(0)) receive(topic, payload);
+  // Every frame comes through the fast lane, straight from the socket.
+  wire?.fast.onMessage(receive);
 
   const subscribe = <T>(set: Set<T>, handler: T) => {
     set.add(handler);
@@ -386,10 +371,11 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     },
     send: (to, message, body) => sendFrame(topicTo(to), message, body),
     sendToBroker: (message, body) => sendFrame(topicTo(brokerId), message, body),
-    sendEncoded: (to, frame) => publish(topicTo(to), frame),
+    sendEncoded: (to, frame) => publish(topicTo(to), [frame]),
     sendUpload: (holder, core, message, body) =>
-      publishSegment(topics.upload(options.id, holder, core), encodeFrameParts(message, body)),
-    publishRaw: (topic, payload, publishOptions) => publish(topic, payload, publishOptions?.retain),
+      publish(topics.upload(options.id, holder, core), encodeFrameParts(message, body)),
+    publishRaw: (topic, payload, publishOptions) =>
+      publishRetained(topic, payload, publishOptions?.retain),
     onFrame: (handler) => subscribe(frameHandlers, handler),
     lastStatus: (id) => statuses.get(id) ?? null,
     onReject: (handler) => subscribe(rejectHandlers, handler),

@@ -3,27 +3,29 @@
  *
  * mqtt.js stays the MQTT client: it connects (will, credentials, keep-alive),
  * subscribes, reconnects, and sends and receives every QoS 1 message. But it
- * moves each payload through Node streams and, on receipt, copies every
- * payload into one new buffer; for 1 MiB segments that was most of a
- * process's CPU per byte. So this module owns the socket (Bun's native one,
+ * moves each payload through Node streams and its packet handlers and, on
+ * receipt, copies every payload into one new buffer: for 1 MiB segments that
+ * was most of a process's CPU per byte, and for small requests most of it
+ * per message. So this module owns the socket (Bun's native one,
  * `Bun.connect`) and hands mqtt.js a stream over it (its documented
  * `streamBuilder` hook), and:
  *
  * - **out**: `publish()` writes a QoS 0 PUBLISH straight to the socket, its
- *   payload in parts (frame header, then the body as it is: no copy), in
- *   order with what mqtt.js wrote before it;
- * - **in**: every QoS 0 PUBLISH is cut out of the byte stream here, its
- *   payload kept aside, and mqtt.js is given a PUBLISH with the same topic
- *   and a small token instead: it still delivers every message, in the order
- *   they came, and `take(token)` gives back the real payload.
+ *   payload in parts (frame header, then the body as it is: no copy), small
+ *   messages of one tick in one write (protocol/write-queue.ts);
+ * - **in**: every QoS 0 PUBLISH is cut out of the byte stream here and
+ *   handed to `onMessage`, in the order it came; mqtt.js sees every other
+ *   packet (CONNACK, SUBACK, PINGRESP, QoS 1 publishes and their
+ *   acknowledgements) and nothing of these.
  *
- * Segments and their acknowledgements travel at QoS 0 (the protocol has its
- * own window, acknowledgements and timeouts); control messages at QoS 1
- * through mqtt.js. Where `Bun.connect` is missing (another runtime) or for
- * WebSocket URLs, the link uses mqtt.js alone (actors/mqtt-link.ts).
+ * Every frame travels at QoS 0 (actors/mqtt-link.ts says why); retained
+ * statuses and the will at QoS 1 through mqtt.js. Where `Bun.connect` is
+ * missing (another runtime) or for WebSocket URLs, the link uses mqtt.js
+ * alone.
  */
 import { Duplex } from 'node:stream';
 import { ByteQueue } from '../protocol/byte-queue.ts';
+import { WriteQueue } from '../protocol/write-queue.ts';
 
 export interface WireTarget {
   host: string;
@@ -44,31 +46,34 @@ export interface FastWire {
    */
   publish(topic: string, parts: readonly Uint8Array[]): Promise<void>;
   /**
-   * The real payload behind a token mqtt.js delivered (undefined for any
-   * other payload), and, when it was assembled in a pooled buffer, the
-   * function that gives that buffer back (call it once nothing reads the
-   * payload any more; a payload never given back is collected as usual).
+   * Hears every QoS 0 message (those that came before, first). `release`,
+   * when the payload was assembled in a pooled buffer, gives that buffer
+   * back: call it once nothing reads the payload any more (a payload never
+   * given back is collected as usual).
    */
-  take(token: Buffer): { payload: Buffer; release?: () => void } | undefined;
+  onMessage(handler: WireMessageHandler): void;
 }
+
+export type WireMessageHandler = (topic: string, payload: Buffer, release?: () => void) => void;
 
 /** A QoS 0 publish to a connection that is gone or not up yet. */
 export class WireClosedError extends Error {
   override readonly name = 'WireClosedError';
 }
 
-/** Payloads up to this size are written in one piece with their packet header. */
-const COALESCE_BYTES = 64 * 1024;
-const TOKEN_MAGIC = 0xfa57;
-const TOKEN_BYTES = 10;
-
 export function createFastWire(target: WireTarget): FastWire {
   let current: Connection | null = null;
-  let generation = 0;
+  let handler: WireMessageHandler | null = null;
+  /** What came before anyone listened (a subscription's first messages). */
+  const early: Array<Parameters<WireMessageHandler>> = [];
+  const deliver: WireMessageHandler = (topic, payload, release) => {
+    if (handler) handler(topic, payload, release);
+    else early.push([topic, payload, release]);
+  };
   return {
     build() {
       current?.retire();
-      current = new Connection(target, ++generation);
+      current = new Connection(target, deliver);
       return current.stream;
     },
     publish(topic, parts) {
@@ -76,10 +81,9 @@ export function createFastWire(target: WireTarget): FastWire {
       if (!connection) return Promise.reject(new WireClosedError('not connected'));
       return connection.publish(topic, parts);
     },
-    take(token) {
-      if (token.byteLength !== TOKEN_BYTES || token.readUInt16BE(0) !== TOKEN_MAGIC) return;
-      if (!current || token.readUInt32BE(2) !== current.generation) return;
-      return current.take(token.readUInt32BE(6));
+    onMessage(next) {
+      handler = next;
+      for (const args of early.splice(0)) next(...args);
     },
   };
 }
@@ -141,35 +145,36 @@ interface NativeSocket {
   setNoDelay?(on: boolean): void;
 }
 
-interface Pending {
-  data: Uint8Array;
-  offset: number;
-  /** Called once every byte of `data` is written (or with an error when it never will be). */
-  done?: (error?: Error) => void;
-}
-
 /** One socket, the stream mqtt.js sees over it, and the fast lane's queues. */
 class Connection {
   readonly stream: Duplex;
   private socket: NativeSocket | null = null;
   private closed = false;
-  private readonly queue: Pending[] = [];
-  private waitingForDrain = false;
+  private readonly writes = new WriteQueue();
   private readonly splitter: PacketSplitter;
-  /** Payloads cut out of the stream, by token sequence, with their pooled buffer if any. */
-  private readonly held = new Map<number, { payload: Buffer; owner?: Buffer }>();
-  private sequence = 0;
 
   constructor(
     private readonly target: WireTarget,
-    readonly generation: number,
+    deliver: WireMessageHandler,
   ) {
     const self = this;
     this.splitter = new PacketSplitter(
       target.protocolVersion,
       {
         passOn: (packet) => self.stream.push(packet),
-        publish: (topic, payload, owner) => self.hold(topic, payload, owner),
+        publish: (topic, payload, owner) => {
+          if (self.closed) return;
+          if (!owner) {
+            deliver(topic, payload);
+            return;
+          }
+          let given = false;
+          deliver(topic, payload, () => {
+            if (given) return;
+            given = true;
+            pool.give(owner);
+          });
+        },
       },
       pool,
     );
@@ -177,17 +182,17 @@ class Connection {
       // mqtt.js corks a packet's pieces and writes them on the next tick.
       writev(chunks, callback) {
         const pieces = chunks.map(({ chunk }) => chunk as Uint8Array);
-        self.enqueue(
+        self.writes.push(
           pieces.length === 1 ? (pieces[0] as Uint8Array) : Buffer.concat(pieces),
           callback,
         );
       },
       write(chunk, _encoding, callback) {
-        self.enqueue(chunk as Uint8Array, callback);
+        self.writes.push(chunk as Uint8Array, callback);
       },
       read() {},
       final(callback) {
-        self.enqueue(new Uint8Array(0), (error) => {
+        self.writes.push(new Uint8Array(0), (error) => {
           self.socket?.end();
           callback(error);
         });
@@ -210,53 +215,13 @@ class Connection {
   publish(topic: string, parts: readonly Uint8Array[]): Promise<void> {
     if (this.closed) return Promise.reject(new WireClosedError('the MQTT connection is closed'));
     return new Promise<void>((resolve, reject) => {
-      // On the next tick, like mqtt.js's own writes: a packet it wrote before
-      // this one is uncorked first, so the socket sees them in order.
-      process.nextTick(() => {
-        if (this.closed) {
-          reject(new WireClosedError('the MQTT connection is closed'));
-          return;
-        }
-        const head = publishHead(topic, parts, this.target.protocolVersion);
-        const payloadBytes = parts.reduce((sum, part) => sum + part.byteLength, 0);
-        const settle = (error?: Error) => (error ? reject(error) : resolve());
-        if (payloadBytes <= COALESCE_BYTES) {
-          this.enqueue(Buffer.concat([head, ...parts]), settle);
-          return;
-        }
-        this.enqueue(head);
-        parts.forEach((part, i) => {
-          this.enqueue(part, i === parts.length - 1 ? settle : undefined);
-        });
+      const settle = (error?: Error) => (error ? reject(error) : resolve());
+      this.writes.push(publishHead(topic, parts, this.target.protocolVersion));
+      parts.forEach((part, i) => {
+        this.writes.push(part, i === parts.length - 1 ? settle : undefined);
       });
+      if (parts.length === 0) this.writes.push(new Uint8Array(0), settle);
     });
-  }
-
-  take(sequence: number): { payload: Buffer; release?: () => void } | undefined {
-    const held = this.held.get(sequence);
-    if (!held) return undefined;
-    this.held.delete(sequence);
-    const { payload, owner } = held;
-    if (!owner) return { payload };
-    let given = false;
-    return {
-      payload,
-      release: () => {
-        if (given) return;
-        given = true;
-        pool.give(owner);
-      },
-    };
-  }
-
-  private hold(topic: string, payload: Buffer, owner?: Buffer): Buffer {
-    const sequence = this.sequence++ >>> 0;
-    this.held.set(sequence, owner ? { payload, owner } : { payload });
-    const token = Buffer.allocUnsafe(TOKEN_BYTES);
-    token.writeUInt16BE(TOKEN_MAGIC, 0);
-    token.writeUInt32BE(this.generation, 2);
-    token.writeUInt32BE(sequence, 6);
-    return publishPacket(topic, token, this.target.protocolVersion);
   }
 
   private connect() {
@@ -297,10 +262,7 @@ class Connection {
         data: (_socket, data) => {
           if (!this.closed) this.splitter.feed(data);
         },
-        drain: () => {
-          this.waitingForDrain = false;
-          this.flush();
-        },
+        drain: () => this.writes.drained(),
         end: () => {
           this.stream.push(null);
           fail(new Error('the MQTT server closed the connection'));
@@ -314,36 +276,7 @@ class Connection {
 
   private opened(socket: NativeSocket) {
     this.socket = socket;
-    this.flush();
-  }
-
-  private enqueue(data: Uint8Array, done?: (error?: Error) => void) {
-    if (this.closed) {
-      done?.(new WireClosedError('the MQTT connection is closed'));
-      return;
-    }
-    this.queue.push({ data, offset: 0, ...(done ? { done } : {}) });
-    if (this.queue.length === 1) this.flush();
-  }
-
-  private flush() {
-    const socket = this.socket;
-    if (!socket || this.waitingForDrain) return;
-    while (this.queue.length > 0) {
-      const head = this.queue[0] as Pending;
-      const left = head.data.byteLength - head.offset;
-      if (left > 0) {
-        const written = socket.write(head.data, head.offset, left);
-        if (written < 0) return; // closed: close() fails what is queued
-        head.offset += written;
-        if (written < left) {
-          this.waitingForDrain = true;
-          return;
-        }
-      }
-      this.queue.shift();
-      head.done?.();
-    }
+    this.writes.attach(socket);
   }
 
   private shut(error?: Error) {
@@ -355,11 +288,9 @@ class Connection {
       if (socket.terminate) socket.terminate();
       else socket.end();
     }
-    const failure = new WireClosedError(
-      `the MQTT connection closed${error ? `: ${error.message}` : ''}`,
+    this.writes.fail(
+      new WireClosedError(`the MQTT connection closed${error ? `: ${error.message}` : ''}`),
     );
-    for (const pending of this.queue.splice(0)) pending.done?.(failure);
-    this.held.clear();
   }
 }
 
@@ -412,19 +343,11 @@ export function publishHead(
   return head;
 }
 
-function publishPacket(topic: string, payload: Buffer, protocolVersion: 4 | 5): Buffer {
-  return Buffer.concat([publishHead(topic, [payload], protocolVersion), payload]);
-}
-
 export interface SplitterSink {
   /** A packet mqtt.js should see (returned as is, or rebuilt). */
   passOn(packet: Buffer): void;
-  /**
-   * A QoS 0 PUBLISH's topic and payload (in `owner`, a buffer of the pool,
-   * when it was assembled there); returns the packet mqtt.js should see
-   * instead.
-   */
-  publish(topic: string, payload: Buffer, owner?: Buffer): Buffer;
+  /** A QoS 0 PUBLISH's topic and payload (in `owner`, a buffer of the pool, when assembled there). */
+  publish(topic: string, payload: Buffer, owner?: Buffer): void;
 }
 
 /**
@@ -510,6 +433,6 @@ export class PacketSplitter {
         return;
       }
     }
-    this.sink.passOn(this.sink.publish(topic, packet.subarray(at), owner));
+    this.sink.publish(topic, packet.subarray(at), owner);
   }
 }

@@ -555,7 +555,12 @@ export async function openChunk(
   index: number,
   start: number,
 ): Promise<AsyncIterator<Segment> | null> {
-  const raw = await store.get(manifestKey(fileId, index));
+  // From the start, the first segment is asked for with the manifest: one
+  // round trip to the store for a chunk of one segment, not two.
+  const [raw, first] = await Promise.all([
+    store.get(manifestKey(fileId, index)),
+    start === 0 ? store.get(segmentKey(fileId, index, 0)) : null,
+  ]);
   if (!raw) return null;
   const manifest = JSON.parse(raw.toString('utf8')) as Manifest;
   const crcs =
@@ -566,7 +571,8 @@ export async function openChunk(
     for (const [position, offset] of manifest.offsets.entries()) {
       const end = manifest.offsets[position + 1] ?? manifest.size;
       if (end <= start && !(manifest.size === 0 && offset === 0)) continue;
-      const bytes = await store.get(segmentKey(fileId, index, offset));
+      const bytes =
+        offset === 0 && first ? first : await store.get(segmentKey(fileId, index, offset));
       if (!bytes) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
       const stored = crcs[position] as number;
       if (offset >= start) {

@@ -104,12 +104,13 @@ if (job === 'raw-sub') {
     } else if (job === 'latency') {
       const [name = '', count = '1000'] = args;
       const samples: number[] = [];
+      const cpu = process.cpuUsage();
       for (let i = 0; i < Number(count); i++) {
         const started = performance.now();
         await member.get(name, memorySink());
         samples.push(performance.now() - started);
       }
-      print({ samplesMs: samples });
+      print({ samplesMs: samples, cpuMs: cpuSpentMs(cpu) });
     } else {
       throw new Error(`unknown job ${job}`);
     }

@@ -31,6 +31,7 @@ import {
 
 interface BrokerFlags extends ConnectionFlags {
   split: number;
+  minChunk: number;
   replicas: number;
   repairAfter: number | typeof OFF;
   repairRate: number;
@@ -69,6 +70,15 @@ const program = withConnectionOptions(
       .env('CLOUDLET_SPLIT')
       .default(BROKER_DEFAULTS.split)
       .argParser(parseCount(1, 4096)),
+  )
+  .addOption(
+    new Option(
+      '--min-chunk <size>',
+      'smallest chunk worth splitting a file into: a file under twice this goes whole to one VM (0: split every file)',
+    )
+      .env('CLOUDLET_MIN_CHUNK')
+      .default(BROKER_DEFAULTS.minChunk, formatSize(BROKER_DEFAULTS.minChunk))
+      .argParser(parseSize),
   )
   .addOption(
     new Option(
@@ -301,6 +311,7 @@ const program = withConnectionOptions(
       topicRoot: flags.topicRoot,
       brokerId: flags.brokerId,
       split: flags.split,
+      minChunk: flags.minChunk,
       replicas: flags.replicas,
       repairAfterMs: flags.repairAfter === OFF ? null : flags.repairAfter,
       maintenanceRate: Math.max(1, flags.repairRate),

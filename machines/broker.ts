@@ -33,6 +33,7 @@ import {
   vmInfoOf,
   vmRecordOf,
 } from './membership.ts';
+import { chunksFor } from './placement.ts';
 import {
   type RepairRequest,
   type ServeDownloadInput,
@@ -45,6 +46,8 @@ export interface BrokerConfig {
   brokerId: string;
   /** §IV.2.c: chunks per file. */
   split: number;
+  /** No chunk smaller than this on average: smaller files are split less, or not at all. */
+  minChunk: number;
   /** §IV.4.b: bytes taken off a VM's memory per penalty point. */
   reductionFactor: number;
   /** The VMs' heartbeat interval (the paper refreshes its table every 5 s). */
@@ -108,8 +111,10 @@ export interface ReconcileOutput {
 
 /** What request actors (list, delete) are given. */
 export interface RequestInput {
-  request: MessageOf<'list.request' | 'delete.request'>;
+  request: MessageOf<'list.request' | 'delete.request' | 'download.request'>;
   table: VmInfo[];
+  /** For a direct download request: what a plan is made of (machines/serveDownload.ts directAnswer). */
+  serve?: ServeDownloadInput;
 }
 
 type MembershipRef = ActorRefFrom<typeof membershipMachine>;
@@ -486,6 +491,20 @@ export function route(
   };
   const reply = (to: string, answer: Message) =>
     steps.push({ kind: 'send', command: { type: 'SEND', to, message: answer } });
+  /** A request answered by a `request` actor, unless too many are being answered. */
+  const answer = (message: RequestInput['request'], input: RequestInput) => {
+    if (has(requestKey(message))) return;
+    if (pendingRequests(snapshot) >= config.maxPendingRequests) {
+      refuse(
+        message.from,
+        message.id,
+        'busy',
+        `the broker is answering ${config.maxPendingRequests} requests already; try again shortly`,
+      );
+      return;
+    }
+    steps.push({ kind: 'spawn', src: 'request', key: requestKey(message), input });
+  };
   const refuse = (
     to: string,
     id: string | undefined,
@@ -641,7 +660,7 @@ export function route(
           segmentSize: config.segmentSize,
           window: config.window,
           idleTimeoutMs: config.transferIdleTimeoutMs,
-          split: config.split,
+          split: chunksFor(message.size, config.split, config.minChunk),
           replicas: config.replicas,
           // §IV.2.b: only the active VMs are candidates.
           candidates: vmTable(snapshot)
@@ -688,6 +707,16 @@ export function route(
       if (has(serveKey(message.id))) break;
       if (transfersOf(snapshot, message.from) >= config.maxTransfersPerMember) {
         refuse(message.from, message.id, 'busy', tooManyTransfers(config, message.from));
+        break;
+      }
+      // A member reading the VMs itself only wants to know its plan holds:
+      // answered like a listing, nothing to serve.
+      if (message.direct) {
+        answer(message, {
+          request: message,
+          table: [],
+          serve: serveInput(config, snapshot, message.id, message.from, message.name, event.at),
+        });
         break;
       }
       steps.push({
@@ -753,26 +782,11 @@ export function route(
       break;
     case 'list.request':
     case 'delete.request':
-      if (has(requestKey(message))) break;
-      if (pendingRequests(snapshot) >= config.maxPendingRequests) {
-        refuse(
-          message.from,
-          message.id,
-          'busy',
-          `the broker is answering ${config.maxPendingRequests} requests already; try again shortly`,
-        );
-        break;
-      }
-      steps.push({
-        kind: 'spawn',
-        src: 'request',
-        key: requestKey(message),
+      answer(message, {
+        request: message,
         // Only a delete needs the table (which VMs to tell); at a thousand VMs
         // building it for every list page would cost more than the page.
-        input: {
-          request: message,
-          table: message.type === 'delete.request' ? vmTable(snapshot) : [],
-        } satisfies RequestInput,
+        table: message.type === 'delete.request' ? vmTable(snapshot) : [],
       });
       break;
     default:

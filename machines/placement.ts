@@ -28,6 +28,18 @@ export function effectiveMemory(memoryFree: number, penalty: number, reductionFa
 }
 
 /**
+ * How many chunks a file of `size` is cut into: `split` (§IV.2.c), but none
+ * smaller than `minChunk` on average — a file under twice `minChunk` goes
+ * whole to one VM. Splitting exists to spread a large file's bytes over
+ * VMs; cutting a few kilobytes in two only doubles the VMs a read waits for
+ * (beyond the paper, `--min-chunk`; 0 splits every file).
+ */
+export function chunksFor(size: number, split: number, minChunk: number): number {
+  if (minChunk <= 0) return split;
+  return Math.max(1, Math.min(split, Math.floor(size / minChunk)));
+}
+
+/**
  * §V.D step 3: choose the `split` candidates with the highest effective
  * memory, and cut the file into that many contiguous chunks sized by each
  * one's fraction of their total memory.

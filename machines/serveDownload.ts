@@ -4,13 +4,16 @@
  *   locating ──(file found)──▶ serving ──(requester done, or silent)──▶ finished
  *      └──(not found)──▶ finished, with an error to the requester
  *
+ * (A direct request — a member reading the VMs itself from an earlier plan —
+ * is not served: the broker answers it with `directAnswer`, below.)
+ *
  * On entering `serving` it tells every alive holder to send its chunk
  * straight to the requester, and streams from the core the chunks whose VM
  * failed. Later the requester may ask for any chunk from the core (a VM that
  * timed out, or bytes that failed their checksum): that is a failover.
  */
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
-import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, type MessageOf, type VmInfo } from '../protocol/messages.ts';
 import { type Failure, type SendCommand, toFailure } from './shared.ts';
 
 export interface ServeDownloadInput {
@@ -152,6 +155,18 @@ export const serveDownloadMachine = setup({
     coreBytes: 0,
     failure: null,
   }),
+  // The requester is done, whatever this side is doing (a fallback after
+  // the requester gave up may still be looking the file up).
+  on: {
+    DONE: {
+      target: '.finished',
+      actions: assign(({ event }) => ({
+        ok: event.ok,
+        edgeBytes: event.edgeBytes,
+        coreBytes: event.coreBytes,
+      })),
+    },
+  },
   initial: 'locating',
   states: {
     // §V.F step 3: the metadata says which VM holds which chunk.
@@ -230,24 +245,7 @@ export const serveDownloadMachine = setup({
           params: {
             type: 'SEND',
             to: context.requester,
-            message: {
-              type: 'download.plan',
-              id: context.transferId,
-              from: context.brokerId,
-              file,
-              sources: file.chunks.map((chunk) => {
-                const order = context.order[chunk.index] ?? [];
-                return {
-                  index: chunk.index,
-                  source: order.length > 0 ? 'edge' : 'core',
-                  vm: order[0] ?? chunk.vm,
-                  ...(order.length > 1 ? { replicas: order } : {}),
-                };
-              }),
-              segmentSize: context.segmentSize,
-              window: context.window,
-              fetchTimeoutMs: context.fetchTimeoutMs,
-            },
+            message: planMessage(context, file, context.order),
           },
         });
         for (const chunk of file.chunks) {
@@ -324,16 +322,6 @@ export const serveDownloadMachine = setup({
           },
         },
       },
-      on: {
-        DONE: {
-          target: 'finished',
-          actions: assign(({ event }) => ({
-            ok: event.ok,
-            edgeBytes: event.edgeBytes,
-            coreBytes: event.coreBytes,
-          })),
-        },
-      },
     },
     finished: { type: 'final' },
   },
@@ -347,6 +335,68 @@ export const serveDownloadMachine = setup({
     coreBytes: context.coreBytes,
   }),
 });
+
+/** §V.F step 3: which chunk comes from where (each chunk's live replicas, in order). */
+function planMessage(
+  context: Pick<
+    ServeDownloadContext,
+    'transferId' | 'brokerId' | 'segmentSize' | 'window' | 'fetchTimeoutMs'
+  >,
+  file: FileInfo,
+  order: Record<string, string[]>,
+): MessageOf<'download.plan'> {
+  return {
+    type: 'download.plan',
+    id: context.transferId,
+    from: context.brokerId,
+    file,
+    sources: file.chunks.map((chunk) => {
+      const live = order[chunk.index] ?? [];
+      return {
+        index: chunk.index,
+        source: live.length > 0 ? 'edge' : 'core',
+        vm: live[0] ?? chunk.vm,
+        ...(live.length > 1 ? { replicas: live } : {}),
+      };
+    }),
+    segmentSize: context.segmentSize,
+    window: context.window,
+    fetchTimeoutMs: context.fetchTimeoutMs,
+  };
+}
+
+/**
+ * The broker's answer to a direct request (beyond the paper): a member that
+ * knows where a file's chunks are, from an earlier plan, reads them from the
+ * VMs itself, and only asks the broker, at the same time, whether that still
+ * holds. The plan as it stands now, with `direct` true when the file is the
+ * same one and each chunk was asked of a live VM holding it; the broker
+ * serves nothing either way.
+ */
+export function directAnswer(
+  input: ServeDownloadInput,
+  direct: { fileId: string; vms: string[] },
+  file: FileInfo,
+): MessageOf<'download.plan'> {
+  return {
+    ...planMessage(input, file, replicaOrder(input, file)),
+    direct: directStands(input, direct, file),
+  };
+}
+
+/** A direct request's reads stand: the same file, and each chunk asked of a live VM holding it. */
+function directStands(
+  input: ServeDownloadInput,
+  direct: { fileId: string; vms: string[] },
+  file: FileInfo,
+): boolean {
+  if (direct.fileId !== file.fileId) return false;
+  if (direct.vms.length !== file.chunks.length) return false;
+  return file.chunks.every((chunk) => {
+    const vm = direct.vms[chunk.index];
+    return vm !== undefined && holdersOf(chunk).includes(vm) && input.vmStatus[vm] === 'alive';
+  });
+}
 
 function errorReply(context: ServeDownloadContext): SendCommand {
   return {
@@ -366,7 +416,10 @@ function errorReply(context: ServeDownloadContext): SendCommand {
  * suspect, then the least loaded, then by id. A chunk with none is served
  * from the core.
  */
-function replicaOrder(context: ServeDownloadContext, file: FileInfo): Record<string, string[]> {
+function replicaOrder(
+  context: Pick<ServeDownloadInput, 'vmStatus' | 'vmLoad'>,
+  file: FileInfo,
+): Record<string, string[]> {
   const rank = (vm: string) => (context.vmStatus[vm] === 'alive' ? 0 : 1);
   const load = (vm: string) => context.vmLoad?.[vm] ?? 0;
   const order: Record<string, string[]> = {};

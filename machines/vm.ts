@@ -11,7 +11,8 @@
  *
  * Whatever the state, it stores the chunks uploaders send it as the broker
  * announced them, and those the broker sends itself (§V.D step 6), serves
- * them to requesters (§V.F step 6) and deletes them on request.
+ * them to requesters — as the broker says, or as a member that knows where
+ * they are asks (§V.F step 6) — and deletes them on request.
  */
 import {
   assign,
@@ -147,6 +148,16 @@ export const vmMachine = setup({
         const giveBack = release ? { release } : {};
         if (message.type === 'chunk.ack') {
           enqueue.sendTo('server', { type: 'ACK', message });
+          return;
+        }
+        // A member that knows where a chunk is asks for it itself (its plan
+        // came from the broker, which checks its version): sent to it.
+        if (message.type === 'chunk.read') {
+          const { type: _, ...read } = message;
+          enqueue.sendTo('server', {
+            type: 'FETCH',
+            message: { ...read, type: 'chunk.fetch', to: message.from },
+          });
           return;
         }
         // The link let it through only on this VM's upload topic, from its sender.

@@ -282,6 +282,15 @@ export const errorCode = z.enum([
 
 const base = { from: memberId };
 const request = { ...base, id: opaqueId };
+/** Which chunk to send, from where, and how (chunk.fetch, chunk.read). */
+const chunkRange = {
+  fileId: opaqueId,
+  index: chunkIndex,
+  chunkSize: byteCount,
+  offset: byteCount,
+  segmentSize,
+  window: windowSize,
+};
 
 export const messageSchemas = {
   /** §V.C step 1: a VM asks to join, with its IP, CPU and free memory. */
@@ -439,12 +448,7 @@ export const messageSchemas = {
     ...request,
     type: z.literal('chunk.fetch'),
     to: memberId,
-    fileId: opaqueId,
-    index: chunkIndex,
-    chunkSize: byteCount,
-    offset: byteCount,
-    segmentSize,
-    window: windowSize,
+    ...chunkRange,
   }),
   /** §V.F step 6 / §V.G step 7: bytes of a chunk for a download. Body. */
   'chunk.data': z.strictObject({
@@ -512,6 +516,14 @@ export const messageSchemas = {
     ...request,
     type: z.literal('download.request'),
     name: fileName,
+    /**
+     * The member knows this file from an earlier download (its plan) and is
+     * reading its chunks straight from the VMs named here, by index
+     * (`chunk.read`): the broker confirms the file is still that version
+     * and those VMs are live, and serves nothing (`download.plan` with
+     * `direct: true`), or says the reads do not stand (`direct: false`).
+     */
+    direct: z.strictObject({ fileId: opaqueId, vms: z.array(memberId).max(MAX_CHUNKS) }).optional(),
   }),
   /** Which chunk comes from where (§V.F step 3, §V.G step 4). */
   'download.plan': z.strictObject({
@@ -532,6 +544,21 @@ export const messageSchemas = {
     segmentSize,
     window: windowSize,
     fetchTimeoutMs: z.number().int().min(1).max(3_600_000),
+    /**
+     * The answer to a direct request: true, the member's reads stand and
+     * nothing more is served; false, they do not (the file changed, or a VM
+     * is not live) and nothing is served: ask again without `direct`.
+     */
+    direct: z.boolean().optional(),
+  }),
+  /**
+   * A member asks a VM for a chunk it knows the VM holds (from a plan the
+   * broker gave it): sent to the member, as `chunk.fetch` would have it.
+   */
+  'chunk.read': z.strictObject({
+    ...request,
+    type: z.literal('chunk.read'),
+    ...chunkRange,
   }),
   /** The edge did not deliver a chunk: serve it from the core (§V.G). */
   'download.fallback': z.strictObject({

@@ -70,7 +70,7 @@ export function createMetrics(): Metrics {
       follow(transfers, { kind: 'upload', result }, (s) => s.transfers.upload[result]),
     );
   }
-  for (const result of ['ok', 'failed', 'abandoned'] as const) {
+  for (const result of ['ok', 'failed', 'abandoned', 'direct'] as const) {
     followers.push(
       follow(transfers, { kind: 'download', result }, (s) => s.transfers.download[result]),
     );

@@ -20,6 +20,7 @@
  */
 
 import { ByteQueue } from '../../protocol/byte-queue.ts';
+import { WriteQueue } from '../../protocol/write-queue.ts';
 
 /** A RESP2 reply: simple string, integer, bulk (null when absent), array, or an error reply. */
 export type RespReply = string | number | Buffer | null | RespError | RespReply[];
@@ -99,8 +100,7 @@ const CRLF = Buffer.from('\r\n');
 
 class Connection {
   private socket: NativeSocket | null = null;
-  private readonly queue: Array<{ data: Uint8Array; offset: number }> = [];
-  private waitingForDrain = false;
+  private readonly writes = new WriteQueue();
   private readonly waiting: Array<{ resolve(reply: RespReply): void; reject(error: Error): void }> =
     [];
   private readonly parser = new RespParser((reply) => this.waiting.shift()?.resolve(reply));
@@ -159,8 +159,8 @@ class Connection {
           open: (socket) => {
             socket.setNoDelay(true);
             this.socket = socket;
+            this.writes.attach(socket);
             resolve();
-            this.flush();
           },
           data: (_socket, data) => {
             try {
@@ -169,10 +169,7 @@ class Connection {
               this.fail(new LaneError((error as Error).message, 'EPROTO'));
             }
           },
-          drain: () => {
-            this.waitingForDrain = false;
-            this.flush();
-          },
+          drain: () => this.writes.drained(),
           close: () => this.fail(new LaneError('the connection closed', 'ECONNRESET')),
           error: (_socket, error) => fail(error),
           connectError: (_socket, error) => fail(error),
@@ -225,27 +222,7 @@ class Connection {
   }
 
   private enqueue(data: Uint8Array) {
-    this.queue.push({ data, offset: 0 });
-    if (this.queue.length === 1) this.flush();
-  }
-
-  private flush() {
-    const socket = this.socket;
-    if (!socket || this.waitingForDrain) return;
-    while (this.queue.length > 0) {
-      const head = this.queue[0] as { data: Uint8Array; offset: number };
-      const left = head.data.byteLength - head.offset;
-      if (left > 0) {
-        const written = socket.write(head.data, head.offset, left);
-        if (written < 0) return;
-        head.offset += written;
-        if (written < left) {
-          this.waitingForDrain = true;
-          return;
-        }
-      }
-      this.queue.shift();
-    }
+    this.writes.push(data);
   }
 
   private fail(error: LaneError) {
@@ -257,7 +234,7 @@ class Connection {
       if (socket.terminate) socket.terminate();
       else socket.end();
     }
-    this.queue.length = 0;
+    this.writes.fail(error);
     for (const waiter of this.waiting.splice(0)) waiter.reject(error);
   }
 }

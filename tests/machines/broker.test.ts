@@ -20,6 +20,7 @@ import type { ParsedTopic } from '../../protocol/topics.ts';
 const config: BrokerConfig = {
   brokerId: 'broker',
   split: 2,
+  minChunk: 0,
   reductionFactor: 100,
   heartbeatMs: 1000,
   fetchTimeoutMs: 2000,

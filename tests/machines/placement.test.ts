@@ -1,6 +1,11 @@
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import { effectiveMemory, missingReplicas, planPlacement } from '../../machines/placement.ts';
+import {
+  chunksFor,
+  effectiveMemory,
+  missingReplicas,
+  planPlacement,
+} from '../../machines/placement.ts';
 
 const MiB = 1024 * 1024;
 
@@ -215,5 +220,19 @@ describe('effectiveMemory (§IV.4.b)', () => {
     expect(effectiveMemory(300 * MiB, 1, 50 * MiB)).toBe(250 * MiB);
     expect(effectiveMemory(300 * MiB, 2, 50 * MiB)).toBe(200 * MiB);
     expect(effectiveMemory(100 * MiB, 3, 50 * MiB)).toBe(0);
+  });
+});
+
+describe('chunksFor: no chunk smaller than the minimum, on average', () => {
+  test.each([
+    [4096, 2, 65536, 1],
+    [131_071, 2, 65536, 1],
+    [131_072, 2, 65536, 2],
+    [3 * 1024 * 1024, 2, 65536, 2],
+    [10 * 65536, 3, 65536, 3],
+    [0, 2, 65536, 1],
+    [4096, 2, 0, 2],
+  ])('%d bytes, split %d, minimum %d: %d chunk(s)', (size, split, minChunk, chunks) => {
+    expect(chunksFor(size, split, minChunk)).toBe(chunks);
   });
 });

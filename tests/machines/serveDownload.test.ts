@@ -12,6 +12,7 @@ import {
 import {
   type CoreServerCommand,
   type CoreServerInput,
+  directAnswer,
   type RepairRequest,
   type ServeDownloadEvent,
   type ServeDownloadInput,
@@ -307,5 +308,86 @@ describe('serveDownload with replicas', () => {
     expect(core).toEqual([]);
     expect(repairs()).toEqual([{ type: 'CHUNK.REPAIR', file, index: 0, vm: 'vm-c' }]);
     expect(serve.getSnapshot().context.replicaFailovers).toBe(1);
+  });
+});
+
+describe('directAnswer: a member reading the VMs itself asks whether its plan holds', () => {
+  /** Two chunks on live VMs. */
+  const edgeFile: FileInfo = {
+    ...file,
+    chunks: [
+      { ...(file.chunks[0] as FileInfo['chunks'][number]) },
+      { index: 1, offset: 4, size: 12, vm: 'vm-b', replicas: ['vm-b'], sha256: 'c'.repeat(64) },
+    ],
+  };
+  const direct = (overrides: Partial<{ fileId: string; vms: string[] }> = {}) => ({
+    fileId: 'file-1',
+    vms: ['vm-c', 'vm-b'],
+    ...overrides,
+  });
+
+  test('the same file, each chunk asked of a live holder: it holds, with the plan as it stands', () => {
+    expect(directAnswer(INPUT, direct(), edgeFile)).toEqual({
+      type: 'download.plan',
+      id: 't1',
+      from: 'broker',
+      file: edgeFile,
+      sources: [
+        { index: 0, source: 'edge', vm: 'vm-c', replicas: ['vm-c', 'vm-b', 'vm-a'] },
+        { index: 1, source: 'edge', vm: 'vm-b' },
+      ],
+      segmentSize: 4,
+      window: 2,
+      fetchTimeoutMs: 2000,
+      direct: true,
+    });
+  });
+
+  test.each([
+    ['the file was replaced', { fileId: 'file-0' }],
+    ['a chunk asked of a VM that does not hold it', { vms: ['vm-c', 'vm-c'] }],
+    ['a chunk asked of a VM that is not alive', { vms: ['vm-a', 'vm-b'] }],
+    ['not every chunk asked', { vms: ['vm-c'] }],
+  ])('%s: it does not hold', (_name, overrides) => {
+    expect(directAnswer(INPUT, direct(overrides), edgeFile)).toMatchObject({
+      type: 'download.plan',
+      direct: false,
+      file: edgeFile,
+    });
+  });
+});
+
+describe('serveDownload ends when the requester says so, whatever it is doing', () => {
+  test('DONE while a resumed serve still looks the file up (the requester gave up meanwhile)', async () => {
+    const sent: SendCommand[] = [];
+    let found: (file: FileInfo) => void = () => {};
+    const machine = parentMachine.provide({
+      actors: {
+        serveDownload: serveDownloadMachine.provide({
+          actions: { send: (_, command) => void sent.push(command) },
+          actors: {
+            lookupFile: fromPromise<FileInfo, { name: string }>(
+              () => new Promise((resolve) => (found = resolve)),
+            ),
+            coreServer: fromCallback<CoreServerCommand, CoreServerInput>(() => {}),
+          },
+        }),
+      },
+    });
+    const parent = createActor(machine, {
+      clock: new SimulatedClock(),
+      input: {
+        ...INPUT,
+        resume: { fileId: 'file-1', index: 0, offset: 0, reason: 'error', failed: 'vm-a' },
+      },
+    }).start();
+    const serve = parent.getSnapshot().children.serve as ActorRefFrom<typeof serveDownloadMachine>;
+    expect(serve.getSnapshot().value).toBe('locating');
+    serve.send({ type: 'DONE', ok: false, edgeBytes: 0, coreBytes: 0 });
+    await waitFor(parent, (snapshot) => snapshot.context.output !== null);
+    expect(parent.getSnapshot().context.output).toMatchObject({ ok: false });
+    found(file);
+    await Bun.sleep(5);
+    expect(sent).toEqual([]);
   });
 });

@@ -250,8 +250,13 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
           20_000,
         ).catch(() => {});
         expect(await metadata.cleanups()).toEqual([]);
-        const files = await member.listAll();
-        const differences = () => placementDifferences(vms, files);
+        // Read again each time: the downloads of the test before re-warm the
+        // files that were stored in the core alone, onto VMs, meanwhile.
+        let files = await member.listAll();
+        const differences = async () => {
+          files = await member.listAll();
+          return placementDifferences(vms, files);
+        };
         await until(
           async () => (await differences()).length === 0,
           'every VM holds exactly what the file table places on it',

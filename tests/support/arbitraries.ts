@@ -250,26 +250,58 @@ export const messageArbitraries: MessageArbitraries = {
     },
     { requiredKeys: ['id', 'from', 'type', 'files'] },
   ),
-  'download.request': fc.record({
-    ...request,
-    type: fc.constant('download.request'),
-    name: fileNameArb,
-  }),
-  'download.plan': fc.record({
-    ...request,
-    type: fc.constant('download.plan'),
-    file: fileInfoArb,
-    sources: fc.array(
-      fc.record({
-        index: chunkIndexArb,
-        source: fc.constantFrom('edge', 'core'),
-        vm: fc.option(memberIdArb, { nil: null }),
+  'download.request': fc.record(
+    {
+      ...request,
+      type: fc.constant('download.request'),
+      name: fileNameArb,
+      direct: fc.record({
+        fileId: opaqueIdArb,
+        vms: fc.array(memberIdArb, { maxLength: 5 }),
       }),
-      { maxLength: 5 },
-    ),
+    },
+    { requiredKeys: ['id', 'from', 'type', 'name'] },
+  ),
+  'download.plan': fc.record(
+    {
+      ...request,
+      type: fc.constant('download.plan'),
+      file: fileInfoArb,
+      sources: fc.array(
+        fc.record({
+          index: chunkIndexArb,
+          source: fc.constantFrom('edge', 'core'),
+          vm: fc.option(memberIdArb, { nil: null }),
+        }),
+        { maxLength: 5 },
+      ),
+      segmentSize: segmentSizeArb,
+      window: windowArb,
+      fetchTimeoutMs: fc.integer({ min: 1, max: 3_600_000 }),
+      direct: fc.boolean(),
+    },
+    {
+      requiredKeys: [
+        'id',
+        'from',
+        'type',
+        'file',
+        'sources',
+        'segmentSize',
+        'window',
+        'fetchTimeoutMs',
+      ],
+    },
+  ),
+  'chunk.read': fc.record({
+    ...request,
+    type: fc.constant('chunk.read'),
+    fileId: opaqueIdArb,
+    index: chunkIndexArb,
+    chunkSize: byteCountArb,
+    offset: byteCountArb,
     segmentSize: segmentSizeArb,
     window: windowArb,
-    fetchTimeoutMs: fc.integer({ min: 1, max: 3_600_000 }),
   }),
   'download.fallback': fc.record({
     ...request,

@@ -11,7 +11,6 @@ function split(version: 4 | 5, reads: Buffer[]) {
     passOn: (packet) => passed.push(Buffer.from(packet)),
     publish: (topic, payload) => {
       taken.push({ topic, payload: Buffer.from(payload) });
-      return Buffer.from(`token:${taken.length - 1}`);
     },
   });
   for (const read of reads) splitter.feed(read);
@@ -40,7 +39,7 @@ function cut(bytes: Buffer, at: number[]): Buffer[] {
 
 describe('PacketSplitter', () => {
   test.each([4, 5] as const)(
-    'MQTT %d: QoS 0 publishes are taken out, everything else goes on whole, in order, however the reads fall',
+    'MQTT %d: QoS 0 publishes are taken out, everything else goes on to mqtt.js whole, in order, however the reads fall',
     (version) => {
       fc.assert(
         fc.property(
@@ -80,11 +79,8 @@ describe('PacketSplitter', () => {
               const index = messages.indexOf(qos0[i] as (typeof messages)[number]);
               expect(t.payload.equals(Buffer.alloc(qos0[i]?.size ?? 0, index + 1))).toBe(true);
             });
-            // mqtt.js sees every packet in its place: tokens for the taken ones.
-            let token = 0;
-            const expected = messages.map((m, i) =>
-              m.qos === 0 ? Buffer.from(`token:${token++}`) : (packets[i] as Buffer),
-            );
+            // mqtt.js sees every other packet, whole and in order.
+            const expected = packets.filter((_, i) => messages[i]?.qos !== 0);
             expect(passed.map((p) => p.toString('hex'))).toEqual(
               [...expected, ping].map((p) => p.toString('hex')),
             );
@@ -112,7 +108,6 @@ describe('PacketSplitter', () => {
       passOn: () => {},
       publish: (_topic, bytes) => {
         payload = bytes;
-        return Buffer.alloc(0);
       },
     });
     splitter.feed(packet);
@@ -151,7 +146,7 @@ describe('PacketSplitter', () => {
       );
       const { taken, passed } = split(4, cut(packet, [0.0001, 0.5]));
       expect(taken[0]?.payload.byteLength).toBe(size);
-      expect(passed.length).toBe(1);
+      expect(passed.length).toBe(0);
     }
   });
 });
