@@ -4,9 +4,9 @@
  *
  *   put FILE NAME          upload, seconds
  *   get NAME OUT           download to disk, seconds and chunk sources
- *   latency NAME N         N sequential gets into memory, each in ms
+ *   latency NAME N [W]     N sequential gets into memory, each in ms (after W untimed ones)
  *   raw-sub TOPIC N        receive N messages, seconds from first to last
- *   raw-rtt TOPIC N BYTES  N request/reply round trips, each in ms
+ *   raw-rtt TOPIC N BYTES [W]  N request/reply round trips, each in ms (after W untimed)
  */
 import mqtt from 'mqtt';
 import { fileSink, fileSource, memorySink } from '../actors/files.ts';
@@ -48,7 +48,7 @@ if (job === 'raw-sub') {
   await client.endAsync();
 } else if (job === 'raw-rtt') {
   // An echo process answers every message on TOPIC on TOPIC/reply.
-  const [topic = 'bench/rtt', count = '1000', size = '4096'] = args;
+  const [topic = 'bench/rtt', count = '1000', size = '4096', warmup = '0'] = args;
   const client = await mqtt.connectAsync(url);
   noDelay(client);
   await client.subscribeAsync(`${topic}/reply`, { qos: 1 });
@@ -56,14 +56,14 @@ if (job === 'raw-sub') {
   const samples: number[] = [];
   let wake: () => void = () => {};
   client.on('message', () => wake());
-  for (let i = 0; i < Number(count); i++) {
+  for (let i = 0; i < Number(warmup) + Number(count); i++) {
     const started = performance.now();
     const answered = new Promise<void>((resolve) => {
       wake = resolve;
     });
     client.publish(topic, payload, { qos: 1 });
     await answered;
-    samples.push(performance.now() - started);
+    if (i >= Number(warmup)) samples.push(performance.now() - started);
   }
   print({ samplesMs: samples });
   await client.endAsync();
@@ -102,7 +102,9 @@ if (job === 'raw-sub') {
         sources: result.chunks.map((chunk) => chunk.source),
       });
     } else if (job === 'latency') {
-      const [name = '', count = '1000'] = args;
+      const [name = '', count = '1000', warmup = '0'] = args;
+      // Untimed first: the JIT compiles the path as it would in a process that has run a while.
+      for (let i = 0; i < Number(warmup); i++) await member.get(name, memorySink());
       const samples: number[] = [];
       const cpu = process.cpuUsage();
       for (let i = 0; i < Number(count); i++) {

@@ -37,6 +37,7 @@ export async function runNatsPeer(options: {
   out: string;
   runs: number;
   latencyGets: number;
+  warmupGets: number;
   log: (text: string) => void;
 }): Promise<PeerResult> {
   if (missingServices.includes('nats-server'))
@@ -81,7 +82,12 @@ export async function runNatsPeer(options: {
     }
     options.log('NATS Object Store, 4 KiB gets…');
     await client(['put', options.small, 'small']);
-    const latency = await client(['latency', 'small', String(options.latencyGets)]);
+    const latency = await client([
+      'latency',
+      'small',
+      String(options.latencyGets),
+      String(options.warmupGets),
+    ]);
     return {
       name: PEER_NAME,
       transfers,

@@ -22,7 +22,7 @@ export function machineInfo() {
 }
 
 /** Request/reply through the same server: an echo here, the requester in its own process. */
-export async function rawMqttRoundTrip(url: string, count: number) {
+export async function rawMqttRoundTrip(url: string, count: number, warmup = 0) {
   const echo = await mqtt.connectAsync(url);
   noDelay(echo);
   await echo.subscribeAsync('bench/rtt', { qos: 1 });
@@ -35,6 +35,7 @@ export async function rawMqttRoundTrip(url: string, count: number) {
       'bench/rtt',
       String(count),
       '4096',
+      String(warmup),
     ],
     {
       env: { ...process.env, CLOUDLET_MQTT_URL: url },

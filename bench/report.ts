@@ -30,7 +30,7 @@ export interface Report {
   peer: PeerResult;
   transfers: Transfer[];
   failover: { sizeMiB: number; mbps: number; ratio: number; sources: string[] };
-  smallGet: { count: number; p50Ms: number; p99Ms: number; p50Ratio: number };
+  smallGet: { count: number; warmup: number; p50Ms: number; p99Ms: number; p50Ratio: number };
   cache?: CacheBench;
   seconds: number;
 }
@@ -123,6 +123,7 @@ export function printReport(r: Report, file: string, cacheLines: string[]) {
     `cloudlet: the defaults of bun run broker|vm|cloudlet — 3 VMs on redis-server stores, split 2, fs core, each process its own; medians of ${r.runs} run(s)`,
     `peer: ${'skipped' in r.peer ? `${r.peer.name} — skipped: ${r.peer.skipped}` : r.peer.name}`,
     `raw: mqtt.js publish→subscribe through the same Mosquitto, 1 MiB, QoS 1 (runs ${r.baseline.rawMqttRuns.map(f0).join(', ')} MB/s); request/reply 4 KiB for latency; Redis SET / GET 1 MiB ${f0(r.baseline.rawRedisMBps.set)} / ${f0(r.baseline.rawRedisMBps.get)} MB/s`,
+    `4 KiB gets: ${small.count} timed, one at a time, after ${small.warmup} untimed (the clients are all JavaScript, compiled as they run), for cloudlet, the peer and the raw round trip alike`,
     '',
     ...table(rows),
     '',

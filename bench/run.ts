@@ -35,6 +35,8 @@ const option = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) 
 const SIZES_MIB = option('--sizes')?.split(',').map(Number) ?? (quick ? [16, 64] : [16, 256, 1024]);
 const RUNS = Number(option('--runs') ?? (quick ? 1 : 3));
 const LATENCY_GETS = quick ? 200 : 1000;
+/** Untimed gets before the timed ones, for cloudlet and the peer alike: both clients are JavaScript, JIT-compiled as they go. */
+const WARMUP_GETS = quick ? 100 : 500;
 const work = mkdtempSync(join(os.tmpdir(), 'cloudlet-bench-'));
 const started = Date.now();
 
@@ -53,7 +55,7 @@ try {
     rawRuns.push((await rawMqttThroughput(cloudlet.mosquitto.url, quick ? 128 : 256)).mbps);
   const rawMqtt = median(rawRuns);
   log('raw MQTT request/reply…');
-  const rawRtt = await rawMqttRoundTrip(cloudlet.mosquitto.url, LATENCY_GETS);
+  const rawRtt = await rawMqttRoundTrip(cloudlet.mosquitto.url, LATENCY_GETS, WARMUP_GETS);
   log('raw Redis SET/GET…');
   const rawRedis = await rawRedisThroughput(
     (cloudlet.redises[0] as { url: string }).url,
@@ -76,6 +78,7 @@ try {
     out: join(work, 'peer-out.bin'),
     runs: RUNS,
     latencyGets: LATENCY_GETS,
+    warmupGets: WARMUP_GETS,
     log,
   });
   rmSync(join(work, 'peer-out.bin'), { force: true });
@@ -122,7 +125,11 @@ try {
   // 4 KiB gets: latency against the raw request/reply round trip.
   log('cloudlet, 4 KiB gets…');
   await runClient(cloudlet, ['put', small, 'small'], 0);
-  const latency = await runClient(cloudlet, ['latency', 'small', String(LATENCY_GETS)], 0);
+  const latency = await runClient(
+    cloudlet,
+    ['latency', 'small', String(LATENCY_GETS), String(WARMUP_GETS)],
+    0,
+  );
   const getP50 = percentile(latency.result.samplesMs, 50);
   const getP99 = percentile(latency.result.samplesMs, 99);
 
@@ -162,6 +169,7 @@ try {
     },
     smallGet: {
       count: LATENCY_GETS,
+      warmup: WARMUP_GETS,
       p50Ms: getP50,
       p99Ms: getP99,
       p50Ratio: getP50 / percentile(rawRtt, 50),
