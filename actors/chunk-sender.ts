@@ -20,6 +20,8 @@ export interface Segment {
    * as they are sent (the core), and covers the trip only.
    */
   crc32?: number;
+  /** Gives the bytes' buffer back to where it came from once they are sent. */
+  release?: () => void;
 }
 
 export type SendResult = 'sent' | 'stopped' | 'timeout' | 'missing' | 'failed';
@@ -103,7 +105,8 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
         // Not awaited: the window, not the MQTT acknowledgement, paces us.
         options
           .send(to, { type: 'chunk.data', id, from, index, offset, crc32: checksum }, bytes)
-          .catch((error) => fail('internal', `sending chunk ${index} failed: ${error.message}`));
+          .catch((error) => fail('internal', `sending chunk ${index} failed: ${error.message}`))
+          .finally(() => next.value.release?.());
       }
       // Every segment is out: nothing more to pace. (The requester asks
       // again, from where it is, if any goes missing.)

@@ -1,21 +1,20 @@
 /**
- * Keeps a node's memory flat while it moves large files. Every segment
- * allocates buffers outside the JavaScript heap (the MQTT parser's copy, the
- * frame, mqtt.js's stored copy for QoS 1) which Bun frees only when its
- * collector runs — and heap pressure alone triggers it too late: RSS climbed
- * to ~230 MiB moving 256 MiB. So after every few MiB moved, if RSS is above
- * a soft limit, a full collection runs. Measured on 256 MiB transfers: peak
- * RSS 230 → 145 MiB per process, for ~10% throughput.
+ * Keeps a node's memory flat while it moves large files. Every socket read
+ * arrives in a buffer outside the JavaScript heap, which Bun frees only when
+ * its collector runs — and heap pressure alone triggers it too late (RSS once
+ * climbed to ~230 MiB moving 256 MiB). So after every few MiB moved, if RSS
+ * is above a soft limit, a full collection runs.
  *
- * The limit rises with what the process really keeps: a broker holding
- * 100,000 file records sits above 128 MiB after a full collection, and a
- * collection every 8 MiB moved would then be pure cost (it tripled the time
- * to list them). A member reading that listing grows by ~4 bytes of heap per
- * byte received, and collecting a growing heap at each fixed step costs more
- * each time (~200 ms of a 1.5 s listing). So the trigger is the highest of
- * the soft limit, the RSS left after the last collection plus half the soft
- * limit, and that RSS times GROWTH: a process that keeps what it receives is
- * collected a logarithmic number of times, as a collector grows its heap.
+ * A process that keeps less than the limit (one moving bytes) is collected
+ * again once it holds a quarter of the limit in garbage. One that keeps more
+ * (a broker holding 100,000 file records sits above 128 MiB after a full
+ * collection) would find a collection every 8 MiB moved pure cost (it
+ * tripled the time to list them), and a member reading that listing grows by
+ * ~4 bytes of heap per byte received, so collecting a growing heap at each
+ * fixed step costs more each time (~200 ms of a 1.5 s listing): for it the
+ * trigger is the RSS left after the last collection plus half the soft
+ * limit, or that RSS times GROWTH, whichever is higher — collected a
+ * logarithmic number of times, as a collector grows its heap.
  * And collections take at most a tenth of the time: after one that took d,
  * none for 9 d (a full collection of a heap holding 100,000 records takes
  * ~100 ms; of a transfer's small heap, a few).
@@ -25,6 +24,12 @@ import bytes from 'bytes-iec';
 const CHECK_EVERY_BYTES = 8 * 1024 * 1024;
 const DEFAULT_SOFT_LIMIT = 128 * 1024 * 1024;
 const GROWTH = 1.5;
+/**
+ * A process that keeps less than the soft limit is collected once it holds
+ * this share of the limit in garbage: enough that a collection is worth it,
+ * little enough that moving bytes keeps it under 150 MiB.
+ */
+const GARBAGE_SHARE = 0.25;
 /** Of the time, the most that full collections may take. */
 const MAX_GC_SHARE = 0.1;
 
@@ -73,7 +78,10 @@ export function createMemoryGovernor(
       const ended = now();
       quietUntil = ended + ((ended - began) * (1 - MAX_GC_SHARE)) / MAX_GC_SHARE;
       const left = host.rss();
-      trigger = Math.max(softLimit, left + softLimit / 2, left * GROWTH);
+      trigger =
+        left <= softLimit
+          ? Math.max(softLimit, left + softLimit * GARBAGE_SHARE)
+          : Math.max(left + softLimit / 2, left * GROWTH);
     },
     get collections() {
       return collections;

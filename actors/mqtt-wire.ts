@@ -24,6 +24,7 @@
  * alone.
  */
 import { Duplex } from 'node:stream';
+import { type BufferPool, POOL_MIN_BYTES, sharedPool as pool } from '../protocol/buffer-pool.ts';
 import { ByteQueue } from '../protocol/byte-queue.ts';
 import { WriteQueue } from '../protocol/write-queue.ts';
 
@@ -88,56 +89,6 @@ export function createFastWire(target: WireTarget): FastWire {
   };
 }
 
-/**
- * Buffers that payloads spread over several socket reads are assembled in,
- * given back by whoever consumed the payload, and handed out again: a fresh
- * megabyte per segment made the allocator fault in new pages for each one,
- * which on a virtual machine cost more than the copy itself. Buffers come in
- * classes of CLASS_BYTES; at most MAX_POOLED_BYTES wait to be reused.
- */
-export class BufferPool {
-  private readonly free = new Map<number, Buffer[]>();
-  private pooled = 0;
-
-  constructor(
-    private readonly maxPooledBytes = MAX_POOLED_BYTES,
-    private readonly classBytes = CLASS_BYTES,
-  ) {}
-
-  /** A buffer of at least `length` bytes (its class's size). */
-  take(length: number): Buffer {
-    const capacity = Math.ceil(length / this.classBytes) * this.classBytes;
-    const buffer = this.free.get(capacity)?.pop();
-    if (!buffer) return Buffer.allocUnsafeSlow(capacity);
-    this.pooled -= capacity;
-    return buffer;
-  }
-
-  give(buffer: Buffer) {
-    const capacity = buffer.byteLength;
-    if (capacity % this.classBytes !== 0 || this.pooled + capacity > this.maxPooledBytes) return;
-    let list = this.free.get(capacity);
-    if (!list) {
-      list = [];
-      this.free.set(capacity, list);
-    }
-    list.push(buffer);
-    this.pooled += capacity;
-  }
-
-  /** Bytes waiting to be reused. */
-  get bytes(): number {
-    return this.pooled;
-  }
-}
-
-const CLASS_BYTES = 64 * 1024;
-const MAX_POOLED_BYTES = 32 * 1024 * 1024;
-/** Payloads smaller than this are assembled in plain buffers: they are cheap. */
-const POOL_MIN_BYTES = 128 * 1024;
-/** Shared by every connection of the process. */
-const pool = new BufferPool();
-
 interface NativeSocket {
   write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
   end(): void;
@@ -168,12 +119,7 @@ class Connection {
             deliver(topic, payload);
             return;
           }
-          let given = false;
-          deliver(topic, payload, () => {
-            if (given) return;
-            given = true;
-            pool.give(owner);
-          });
+          deliver(topic, payload, pool.lease(payload, owner).release);
         },
       },
       pool,

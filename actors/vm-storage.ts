@@ -557,9 +557,12 @@ export async function openChunk(
 ): Promise<AsyncIterator<Segment> | null> {
   // From the start, the first segment is asked for with the manifest: one
   // round trip to the store for a chunk of one segment, not two.
+  // Segments are read into buffers the store may reuse once they are sent.
+  const read = (key: string): Promise<{ bytes: Buffer; release?: () => void } | null> =>
+    store.getLeased ? store.getLeased(key) : store.get(key).then((bytes) => bytes && { bytes });
   const [raw, first] = await Promise.all([
     store.get(manifestKey(fileId, index)),
-    start === 0 ? store.get(segmentKey(fileId, index, 0)) : null,
+    start === 0 ? read(segmentKey(fileId, index, 0)) : null,
   ]);
   if (!raw) return null;
   const manifest = JSON.parse(raw.toString('utf8')) as Manifest;
@@ -571,18 +574,19 @@ export async function openChunk(
     for (const [position, offset] of manifest.offsets.entries()) {
       const end = manifest.offsets[position + 1] ?? manifest.size;
       if (end <= start && !(manifest.size === 0 && offset === 0)) continue;
-      const bytes =
-        offset === 0 && first ? first : await store.get(segmentKey(fileId, index, offset));
-      if (!bytes) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
+      const segment = offset === 0 && first ? first : await read(segmentKey(fileId, index, offset));
+      if (!segment) throw new Error(`segment at ${offset} of chunk ${index} is missing`);
+      const { bytes } = segment;
+      const release = segment.release ? { release: segment.release } : {};
       const stored = crcs[position] as number;
       if (offset >= start) {
-        yield { offset, bytes, crc32: stored };
+        yield { offset, bytes, crc32: stored, ...release };
         continue;
       }
       if (crc32(bytes) !== stored)
         throw new CloudletError('integrity', `segment at ${offset} of chunk ${index} is damaged`);
       const part = bytes.subarray(start - offset);
-      yield { offset: start, bytes: part, crc32: crc32(part) };
+      yield { offset: start, bytes: part, crc32: crc32(part), ...release };
     }
   })();
 }

@@ -19,6 +19,7 @@
  * carries the bytes too.
  */
 
+import { POOL_MIN_BYTES, sharedPool } from '../../protocol/buffer-pool.ts';
 import { ByteQueue } from '../../protocol/byte-queue.ts';
 import { WriteQueue } from '../../protocol/write-queue.ts';
 
@@ -239,6 +240,20 @@ class Connection {
   }
 }
 
+/** The pooled buffers bulk replies were assembled in, by reply. */
+const owners = new WeakMap<Buffer, Buffer>();
+
+/**
+ * A bulk reply and the function that gives its pooled buffer back (a no-op
+ * when it was not assembled in one): call it once nothing reads the bytes.
+ */
+export function leased(bytes: Buffer): { bytes: Buffer; release: () => void } {
+  const owner = owners.get(bytes);
+  if (!owner) return { bytes, release: () => {} };
+  owners.delete(bytes);
+  return sharedPool.lease(bytes, owner);
+}
+
 /**
  * RESP2, read incrementally: `+` simple string, `-` error, `:` integer, `$`
  * bulk string (`$-1` null), `*` array (`*-1` null). A bulk string that came
@@ -277,7 +292,14 @@ export class RespParser {
         const length = Number(rest);
         if (length < 0) return { value: null };
         if (this.queue.length < length + 2) return undefined;
-        const bytes = this.queue.take(length);
+        // A large value spread over reads is assembled in a pooled buffer
+        // (given back through `leased` by a reader that knows it is done).
+        let owner: Buffer | undefined;
+        const bytes = this.queue.take(
+          length,
+          length >= POOL_MIN_BYTES ? (size) => (owner = sharedPool.take(size)) : undefined,
+        );
+        if (owner) owners.set(bytes, owner);
         this.queue.take(2);
         return { value: bytes };
       }

@@ -3,7 +3,7 @@ import {
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';
-import { createRespLane, RespError, type RespReply } from './redis-lane.ts';
+import { createRespLane, leased, RespError, type RespReply } from './redis-lane.ts';
 import { type ChunkStore, ChunkStoreError } from './types.ts';
 
 export interface RedisChunkStoreOptions extends RedisConnectionOptions {
@@ -77,6 +77,14 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
     ) as Promise<number>;
   }
 
+  async function laneGet(key: string): Promise<Buffer | null> {
+    const [reply] = await (lane as NonNullable<typeof lane>).send([['GET', key]]);
+    if (reply instanceof RespError) throw reply;
+    if (reply !== null && !Buffer.isBuffer(reply))
+      throw new Error(`GET answered ${typeof reply}, not bytes`);
+    return reply;
+  }
+
   return {
     name: DRIVER_NAME,
     put: (key, value) =>
@@ -111,11 +119,14 @@ export function createRedisChunkStore(options: RedisChunkStoreOptions): ChunkSto
     get: (key) =>
       run(`get ${JSON.stringify(key)}`, async ({ binary }) => {
         if (!lane) return bounded(binary.get(chunkPrefix + key));
-        const [reply] = await lane.send([['GET', chunkPrefix + key]]);
-        if (reply instanceof RespError) throw reply;
-        if (reply !== null && !Buffer.isBuffer(reply))
-          throw new Error(`GET answered ${typeof reply}, not bytes`);
-        return reply;
+        return laneGet(chunkPrefix + key);
+      }),
+    getLeased: (key) =>
+      run(`get ${JSON.stringify(key)}`, async ({ binary }) => {
+        const bytes = lane
+          ? await laneGet(chunkPrefix + key)
+          : await bounded(binary.get(chunkPrefix + key));
+        return bytes === null ? null : leased(bytes);
       }),
     has: (key) =>
       run(

@@ -12,6 +12,11 @@ export interface ChunkStore {
   put(key: string, value: Uint8Array): Promise<void>;
   /** The bytes under `key`, or `null` when there are none. */
   get(key: string): Promise<Buffer | null>;
+  /**
+   * As `get`, for a reader that says when it is done with the bytes
+   * (`release`), so that a backend can read into a buffer it reuses.
+   */
+  getLeased?(key: string): Promise<{ bytes: Buffer; release(): void } | null>;
   /** Whether `key` holds a value. */
   has(key: string): Promise<boolean>;
   /** Removes `key`; removing a missing key is not an error. */

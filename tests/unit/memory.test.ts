@@ -23,7 +23,7 @@ describe('memory governor', () => {
     expect(roomy.collections).toBe(0);
   });
 
-  test('a process that keeps more than the limit is collected again only once it grows by half the limit', () => {
+  test('a process that keeps less than the limit is collected again once it holds a quarter of the limit in garbage', () => {
     const MiB = 1024 * 1024;
     // Live data of 100 MiB, under the 128 MiB limit but only just.
     let rss = 150 * MiB;
@@ -36,13 +36,35 @@ describe('memory governor', () => {
     });
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(1);
-    // Moving more with little garbage left: no collection after every 8 MiB.
-    rss = 160 * MiB;
+    // Moving more with little garbage: no collection after every 8 MiB.
+    rss = 130 * MiB;
     governor.moved(8 * MiB);
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(1);
-    // Garbage past 100 + 64 MiB: collected again.
-    rss = 170 * MiB;
+    // Garbage past 100 + 32 MiB: collected again.
+    rss = 133 * MiB;
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(2);
+  });
+
+  test('a process that keeps more than the limit is collected again only once it grows by half the limit', () => {
+    const MiB = 1024 * 1024;
+    // A broker holding 150 MiB of records, over the 128 MiB limit.
+    let rss = 200 * MiB;
+    const governor = createMemoryGovernor(128 * MiB, {
+      rss: () => rss,
+      collect: () => {
+        rss = 150 * MiB;
+      },
+      now: () => 0,
+    });
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    rss = 220 * MiB;
+    governor.moved(8 * MiB);
+    expect(governor.collections).toBe(1);
+    // Past 150 × 1.5 = 225 MiB (more than 150 + 64): collected again.
+    rss = 226 * MiB;
     governor.moved(8 * MiB);
     expect(governor.collections).toBe(2);
   });
