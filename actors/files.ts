@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { CloudletError } from '../machines/shared.ts';
+import { diskFlusher } from '../plugins/disk-flush.ts';
 import { newId } from './ids.ts';
 
 export interface ByteSource {
@@ -83,15 +84,18 @@ export async function fileSink(path: string): Promise<FileSink> {
   const partial = `${path}.partial-${newId(6)}`;
   const handle = await open(partial, 'w+');
   let closed = false;
+  const flusher = diskFlusher(handle);
   const close = async () => {
     if (!closed) {
       closed = true;
+      await flusher.settle();
       await handle.close();
     }
   };
   return {
     async write(position, bytes) {
       let written = 0;
+      flusher.wrote(bytes.byteLength);
       while (written < bytes.byteLength) {
         const result = await handle.write(
           bytes,
@@ -115,6 +119,7 @@ export async function fileSink(path: string): Promise<FileSink> {
     },
     truncate: (size) => handle.truncate(size),
     async commit() {
+      await flusher.settle();
       await handle.sync().catch(() => {});
       await close();
       await rename(partial, path);

@@ -14,6 +14,7 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
+import { diskFlusher } from '../disk-flush.ts';
 import {
   coreKeyProblem,
   RESERVED_SEGMENT,
@@ -123,6 +124,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
     // Writes run one after another, so bytes land in the order they were given
     // even when a caller does not wait for each.
     let queue: Promise<void> = Promise.resolve();
+    const flusher = diskFlusher(handle);
 
     function ensureOpen() {
       if (state !== 'open') {
@@ -135,6 +137,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
 
     async function discard() {
       openWriters.delete(writer);
+      await flusher.settle();
       await handle.close().catch(() => {});
       await rm(tmpPath, { force: true });
     }
@@ -146,7 +149,10 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
         if (tooMuch) throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${tooMuch}`);
         const position = size;
         size += bytes.byteLength;
-        const done = queue.then(() => writeFully(handle, bytes, position));
+        const done = queue.then(async () => {
+          await writeFully(handle, bytes, position);
+          flusher.wrote(bytes.byteLength);
+        });
         queue = done.catch((err: unknown) => {
           failure ??= err;
         });
@@ -168,6 +174,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
             throw new CoreCloudError(DRIVER_NAME, `${JSON.stringify(key)}: ${wrongSize}`);
           // The core cloud is the copy of last resort: the bytes reach the disk
           // before the object becomes visible.
+          await flusher.settle();
           await handle.sync();
           await handle.close();
           await moveIntoPlace(tmpPath, target, key);
