@@ -7,7 +7,6 @@ import { BROKER_DEFAULTS, createBroker, DEFAULT_MAINTENANCE_RATE } from '../acto
 import { createActorRegistry } from '../actors/inspection.ts';
 import { type LeaseKeeper, startLeaseKeeper } from '../actors/lease.ts';
 import { createLogger } from '../actors/log.ts';
-import { startStatelyInspection } from '../actors/stately.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createLeaseStore } from '../plugins/lease/index.ts';
 import { createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
@@ -261,7 +260,10 @@ const program = withConnectionOptions(
     const registry = createActorRegistry();
     const metrics = createMetrics();
     const stately = flags.inspect
-      ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
+      ? // Loaded only when asked for: the inspector's packages cost every node memory.
+        (await import('../actors/stately.ts')).startStatelyInspection(
+          flags.inspect === true ? undefined : flags.inspect,
+        )
       : null;
     if (stately) log.info({ url: stately.url }, 'statechart inspection on');
     const onStoreError = (error: Error) =>

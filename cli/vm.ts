@@ -7,7 +7,6 @@ import { InvalidArgumentError } from 'commander';
  */
 import type { InspectionEvent } from 'xstate';
 import { createLogger } from '../actors/log.ts';
-import { startStatelyInspection } from '../actors/stately.ts';
 import { createVm, joined } from '../actors/vm.ts';
 import { createChunkStore } from '../plugins/chunk-store/index.ts';
 import { isMemberId } from '../protocol/topics.ts';
@@ -93,7 +92,10 @@ const program = withConnectionOptions(
   .action(async () => {
     const flags = program.opts<VmFlags>();
     const stately = flags.inspect
-      ? startStatelyInspection(flags.inspect === true ? undefined : flags.inspect)
+      ? // Loaded only when asked for: the inspector's packages cost every node memory.
+        (await import('../actors/stately.ts')).startStatelyInspection(
+          flags.inspect === true ? undefined : flags.inspect,
+        )
       : null;
     if (stately) createLogger('vm').info({ url: stately.url }, 'statechart inspection on');
     const ids =
