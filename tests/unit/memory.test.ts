@@ -92,50 +92,35 @@ describe('memory governor', () => {
     expect(governor.collections).toBe(6);
   });
 
-  test('a process that keeps more than the limit collects for at most a tenth of the time: after one of d ms, none for 9 d', () => {
-    const MiB = 1024 * 1024;
-    let clock = 0;
-    let rss = 500 * MiB;
-    const governor = createMemoryGovernor(128 * MiB, {
-      rss: () => rss,
-      collect: () => {
-        clock += 100;
-        rss = 300 * MiB;
-      },
-      now: () => clock,
+  // After a collection that took d ms, none for 9 d (a tenth of the time)
+  // in a process that keeps more than the limit, 4 d (a fifth) in one that
+  // keeps less.
+  for (const { kind, leftMiB, tookMs, quietMs } of [
+    { kind: 'more than the limit: a tenth', leftMiB: 300, tookMs: 100, quietMs: 900 },
+    { kind: 'less than the limit: a fifth', leftMiB: 100, tookMs: 30, quietMs: 120 },
+  ]) {
+    test(`collections of a process that keeps ${kind} of the time at most`, () => {
+      const MiB = 1024 * 1024;
+      let clock = 0;
+      let rss = 500 * MiB;
+      const governor = createMemoryGovernor(128 * MiB, {
+        rss: () => rss,
+        collect: () => {
+          clock += tookMs;
+          rss = leftMiB * MiB;
+        },
+        now: () => clock,
+      });
+      governor.moved(8 * MiB);
+      expect(governor.collections).toBe(1);
+      // Over the trigger again at once: quiet until quietMs after the collection.
+      rss = 500 * MiB;
+      clock += quietMs - 1;
+      governor.moved(8 * MiB);
+      expect(governor.collections).toBe(1);
+      clock += 1;
+      governor.moved(8 * MiB);
+      expect(governor.collections).toBe(2);
     });
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(1);
-    // Over the trigger (450 MiB) again at once: quiet until 900 ms after the collection.
-    rss = 500 * MiB;
-    clock += 899;
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(1);
-    clock += 1;
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(2);
-  });
-
-  test('a process that keeps less than the limit may collect for a fifth of the time: none for 4 d', () => {
-    const MiB = 1024 * 1024;
-    let clock = 0;
-    let rss = 200 * MiB;
-    const governor = createMemoryGovernor(128 * MiB, {
-      rss: () => rss,
-      collect: () => {
-        clock += 30;
-        rss = 100 * MiB;
-      },
-      now: () => clock,
-    });
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(1);
-    rss = 200 * MiB;
-    clock += 119;
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(1);
-    clock += 1;
-    governor.moved(8 * MiB);
-    expect(governor.collections).toBe(2);
-  });
+  }
 });
