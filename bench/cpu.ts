@@ -36,7 +36,8 @@ try {
   });
   const path = join(work, 'file.bin');
   const sink = await fileSink(path);
-  for (let at = 0; at < sizeMiB * MiB; at += 16 * MiB) await sink.write(at, randomBytes(16 * MiB));
+  for (let at = 0; at < sizeMiB * MiB; at += 16 * MiB)
+    await sink.write(at, randomBytes(Math.min(16 * MiB, sizeMiB * MiB - at)));
   await sink.commit();
 
   const client = async (args: string[]) => {
@@ -67,7 +68,7 @@ try {
   }
 
   const names = Object.keys(table[0]?.perMiB ?? {});
-  const cell = (text: string, width = 9) => text.padStart(width);
+  const cell = (text: string, width = 10) => text.padStart(width);
   console.log(`CPU ms per MiB, ${sizeMiB} MiB, ${os.cpus().length} cores, Bun ${Bun.version}`);
   console.log(
     `${'job'.padEnd(7)}${cell('MB/s', 7)}${names.map((n) => cell(n)).join('')}${cell('total')}`,
