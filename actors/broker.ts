@@ -31,6 +31,7 @@ import { uploadMachine } from '../machines/upload.ts';
 import type { CoreCloud } from '../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
+import { sharedPool } from '../protocol/buffer-pool.ts';
 import { encodeFrame, type Frame } from '../protocol/frame.ts';
 import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
 import { createTopics, type ParsedTopic } from '../protocol/topics.ts';
@@ -441,11 +442,19 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
                 ackTimeoutMs: config.transferIdleTimeoutMs,
                 send: sendTo,
                 open: async () => {
+                  // Read into pooled buffers, given back once sent: a fresh
+                  // megabyte per segment costs page faults here.
                   const read = async (offset: number, length: number) => {
-                    const bytes = await core.getRange(key, offset, length);
+                    const into = sharedPool.take(length);
+                    const bytes = await core.getRange(key, offset, length, into).catch((error) => {
+                      sharedPool.give(into);
+                      throw error;
+                    });
+                    const inPool = bytes !== null && bytes.buffer === into.buffer;
+                    if (!inPool) sharedPool.give(into);
                     if (!bytes) throw new Error(`core object ${key} is missing`);
                     stats.coreReadBytes += bytes.byteLength;
-                    return bytes;
+                    return inPool ? sharedPool.lease(bytes, into) : bytes;
                   };
                   const segments = rangeSegments(
                     read,

@@ -146,9 +146,10 @@ export function startChunkSender(options: ChunkSenderOptions): ChunkSender {
 /**
  * Cuts a chunk read by ranges into segments from `start`; an empty chunk is
  * one empty segment, so that every chunk announces itself at least once.
+ * A read may come with the function that gives its buffer back once sent.
  */
 export async function* rangeSegments(
-  read: (offset: number, length: number) => Promise<Buffer>,
+  read: (offset: number, length: number) => Promise<Buffer | Leased>,
   size: number,
   start: number,
   segmentSize: number,
@@ -159,10 +160,18 @@ export async function* rangeSegments(
   }
   for (let offset = start; offset < size; offset += segmentSize) {
     const length = Math.min(segmentSize, size - offset);
-    const bytes = await read(offset, length);
+    const got = await read(offset, length);
+    const { bytes, release } = Buffer.isBuffer(got) ? { bytes: got, release: undefined } : got;
     if (bytes.byteLength !== length) {
+      release?.();
       throw new Error(`expected ${length} bytes at offset ${offset}, read ${bytes.byteLength}`);
     }
-    yield { offset, bytes };
+    yield { offset, bytes, ...(release ? { release } : {}) };
   }
+}
+
+/** Bytes in a buffer to give back once they are used. */
+export interface Leased {
+  bytes: Buffer;
+  release?: () => void;
 }

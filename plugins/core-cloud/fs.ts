@@ -304,7 +304,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
         await handle.close();
       }
     },
-    async getRange(key, offset, length) {
+    async getRange(key, offset, length, into) {
       validateCoreKey(DRIVER_NAME, key);
       validateRange(DRIVER_NAME, offset, length);
       const handle = await openObject(key);
@@ -312,7 +312,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
       try {
         const { size } = await handle.stat();
         const start = Math.min(offset, size);
-        return await readFully(handle, start, Math.min(length, size - start));
+        return await readFully(handle, start, Math.min(length, size - start), into);
       } catch (err) {
         throw fsError(`cannot read ${JSON.stringify(key)}`, err);
       } finally {
@@ -397,8 +397,14 @@ async function writeFully(handle: FileHandle, bytes: Uint8Array, position: numbe
   }
 }
 
-async function readFully(handle: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
+async function readFully(
+  handle: FileHandle,
+  position: number,
+  length: number,
+  into?: Buffer,
+): Promise<Buffer> {
+  const buffer =
+    into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let read = 0;
   while (read < length) {
     const { bytesRead } = await handle.read(buffer, read, length - read, position + read);

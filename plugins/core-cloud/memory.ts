@@ -31,11 +31,15 @@ export function createMemoryCoreCloud(): CoreCloud {
       const value = objects.get(key);
       return value ? Buffer.from(value) : null;
     },
-    async getRange(key, offset, length) {
+    async getRange(key, offset, length, into) {
       validateCoreKey(DRIVER_NAME, key);
       validateRange(DRIVER_NAME, offset, length);
       const value = objects.get(key);
-      return value ? Buffer.from(value.subarray(offset, offset + length)) : null;
+      if (!value) return null;
+      const range = value.subarray(offset, offset + length);
+      if (!into || into.byteLength < range.byteLength) return Buffer.from(range);
+      into.set(range);
+      return into.subarray(0, range.byteLength);
     },
     async delete(key) {
       validateCoreKey(DRIVER_NAME, key);

@@ -24,9 +24,11 @@ export interface CoreCloud {
   /**
    * `length` bytes from `offset` (fewer at the end of the object, none from an
    * offset at or past it), or `null` when the object does not exist.
-   * `offset` and `length` must be non-negative integers.
+   * `offset` and `length` must be non-negative integers. Given `into` (at
+   * least `length` bytes), a backend may read into it and return a view of
+   * it, so that a caller can reuse its buffers; one that cannot ignores it.
    */
-  getRange(key: string, offset: number, length: number): Promise<Buffer | null>;
+  getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null>;
   /** Removes `key`; removing a missing key is not an error. */
   delete(key: string): Promise<void>;
   /** Every key that starts with `prefix` (all keys when omitted), sorted. */

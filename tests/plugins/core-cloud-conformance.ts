@@ -348,6 +348,18 @@ export function testCoreCloud(suite: CoreCloudSuite): void {
         expect((await cloud.getRange('r', 900, 500))?.equals(value.subarray(900))).toBe(true);
       });
 
+      test('given a buffer to read into, returns the same bytes (in it, or in one of its own)', async () => {
+        const into = Buffer.alloc(4096, 0xaa);
+        const middle = await cloud.getRange('r', 100, 200, into);
+        expect(middle?.equals(value.subarray(100, 300))).toBe(true);
+        if (middle?.buffer === into.buffer) expect(into.subarray(0, 200).equals(middle)).toBe(true);
+        // Past the end, and into a buffer too small: still the right bytes.
+        expect((await cloud.getRange('r', 900, 500, into))?.equals(value.subarray(900))).toBe(true);
+        const small = Buffer.alloc(10);
+        expect((await cloud.getRange('r', 0, 1000, small))?.equals(value)).toBe(true);
+        expect(await cloud.getRange('missing', 0, 10, into)).toBeNull();
+      });
+
       test('returns no bytes from the end on or beyond it', async () => {
         expect((await cloud.getRange('r', 1000, 10))?.byteLength).toBe(0);
         expect((await cloud.getRange('r', 5000, 10))?.byteLength).toBe(0);

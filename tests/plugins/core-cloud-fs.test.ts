@@ -55,6 +55,15 @@ testCoreCloud({
       expect(readFileSync(join(root(), 'files', 'x', '0'), 'utf8')).toBe('hello');
     });
 
+    test('a range read into a given buffer lands in it (the broker reuses its buffers)', async () => {
+      await cloud().put('ranged', Buffer.from('0123456789'));
+      const into = Buffer.alloc(64);
+      const bytes = await cloud().getRange('ranged', 2, 5, into);
+      expect(bytes?.toString()).toBe('23456');
+      expect(bytes?.buffer).toBe(into.buffer);
+      expect(into.subarray(0, 5).toString()).toBe('23456');
+    });
+
     test('nothing is written outside the root, whatever the key', async () => {
       await cloud().put('inside', Uint8Array.of(1));
       for (const [key] of INVALID_KEYS) {
