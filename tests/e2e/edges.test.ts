@@ -9,6 +9,7 @@ import { coreKeyOf } from '../../actors/upload-writer.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
+import { until } from '../support/until.ts';
 
 const skip = serviceSkipReason('mosquitto', 'redis-server') !== undefined;
 
@@ -100,6 +101,39 @@ describe.skipIf(skip)('a VM killed in the middle of an upload', () => {
     await cloudlet.startVm('small', 128 * MiB);
   }, 60_000);
   afterAll(() => cloudlet?.close(), 30_000);
+
+  test('an uploader whose own file fails mid-way tells the broker, which cleans up at once', async () => {
+    const bytes = randomBytes(8 * MiB);
+    const source = bufferSource(bytes);
+    const failing = {
+      size: source.size,
+      close: () => source.close(),
+      read: async (offset: number, length: number, into?: Buffer) => {
+        if (offset >= 3 * MiB) throw new Error('the disk went away');
+        return source.read(offset, length, into);
+      },
+    };
+    const abortedBefore = cloudlet.broker.stats().transfers.upload.aborted;
+    const started = performance.now();
+    await expect(cloudlet.member.put(failing, 'half-read.bin')).rejects.toThrow(
+      'the disk went away',
+    );
+    // Told (upload.abort), the broker ends it now, not after its 30 s idle timeout.
+    await until(
+      () => cloudlet.broker.stats().transfers.upload.aborted === abortedBefore + 1,
+      'the broker aborts the upload',
+      5000,
+    );
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect((await cloudlet.member.listAll()).map((file) => file.name)).not.toContain(
+      'half-read.bin',
+    );
+    await until(
+      async () => (await cloudlet.core.list()).length === 0,
+      'nothing left in the core',
+      5000,
+    );
+  });
 
   test('a clean, retryable error — or a readable file; never a listed file that cannot be read', async () => {
     const bytes = randomBytes(24 * MiB);
