@@ -30,7 +30,15 @@ export interface Report {
   peer: PeerResult;
   transfers: Transfer[];
   failover: { sizeMiB: number; mbps: number; ratio: number; sources: string[] };
-  smallGet: { count: number; warmup: number; p50Ms: number; p99Ms: number; p50Ratio: number };
+  smallGet: {
+    count: number;
+    warmup: number;
+    p50Ms: number;
+    p99Ms: number;
+    p50Ratio: number;
+    /** CPU ms of each process per 4 KiB get. */
+    cpuMsPerGet?: Record<string, number>;
+  };
   cache?: CacheBench;
   seconds: number;
 }
@@ -138,6 +146,11 @@ export function printReport(r: Report, file: string, cacheLines: string[]) {
         return [job, ...names.map((n) => f2(cpu[n] ?? 0)), f2(total)];
       }),
     ];
+    const perGet = r.smallGet.cpuMsPerGet;
+    if (perGet) {
+      const total = Object.values(perGet).reduce((sum, ms) => sum + ms, 0);
+      cpuRows.push(['4 KiB get, ms per get', ...names.map((n) => f2(perGet[n] ?? 0)), f2(total)]);
+    }
     const p = peerOf(largest.sizeMiB);
     if (p) {
       for (const job of ['put', 'get'] as const) {

@@ -125,11 +125,19 @@ try {
   // 4 KiB gets: latency against the raw request/reply round trip.
   log('cloudlet, 4 KiB gets…');
   await runClient(cloudlet, ['put', small, 'small'], 0);
+  const beforeSmall = cpuReadings(cloudlet.processes());
   const latency = await runClient(
     cloudlet,
     ['latency', 'small', String(LATENCY_GETS), String(WARMUP_GETS)],
     0,
   );
+  const afterSmall = cpuReadings(cloudlet.processes());
+  // The client times its own CPU over the timed gets; the others' is read
+  // around the whole run (untimed gets included), per get.
+  const cpuMsPerGet: Record<string, number> = { client: latency.result.cpuMs / LATENCY_GETS };
+  for (const name of Object.keys(afterSmall))
+    cpuMsPerGet[name] =
+      ((afterSmall[name] ?? 0) - (beforeSmall[name] ?? 0)) / (LATENCY_GETS + WARMUP_GETS);
   const getP50 = percentile(latency.result.samplesMs, 50);
   const getP99 = percentile(latency.result.samplesMs, 99);
 
@@ -173,6 +181,7 @@ try {
       p50Ms: getP50,
       p99Ms: getP99,
       p50Ratio: getP50 / percentile(rawRtt, 50),
+      cpuMsPerGet,
     },
     ...(cache ? { cache } : {}),
     seconds: (Date.now() - started) / 1000,
