@@ -8,7 +8,7 @@
  * A process that keeps less than the limit (one moving bytes) is collected
  * again once it holds a quarter of the limit in garbage. One that keeps more
  * (a broker holding 100,000 file records sits above 128 MiB after a full
- * collection) would find a collection every 8 MiB moved pure cost (it
+ * collection) would find a collection every few MiB moved pure cost (it
  * tripled the time to list them), and a member reading that listing grows by
  * ~4 bytes of heap per byte received, so collecting a growing heap at each
  * fixed step costs more each time (~200 ms of a 1.5 s listing): for it the
@@ -24,7 +24,7 @@
  */
 import bytes from 'bytes-iec';
 
-const CHECK_EVERY_BYTES = 8 * 1024 * 1024;
+const CHECK_EVERY_BYTES = 4 * 1024 * 1024;
 const DEFAULT_SOFT_LIMIT = 128 * 1024 * 1024;
 const GROWTH = 1.5;
 /**
