@@ -80,7 +80,14 @@ function start(plan: UploadPlan, storeTimeoutMs = 5000) {
       body: Buffer.alloc(0),
     });
   const acks = () => sent.filter((s) => s.message.type === 'upload.ack').map((s) => s.message);
-  return { actor, core, sent, events, segment, stored, acks, routed: () => routed };
+  /** Waits until every segment is stored, seals, and returns how sealing ended. */
+  const seal = async (ending: 'SEALED' | 'WRITE_FAILED') => {
+    await until(() => events.some((e) => e.type === 'DRAINED'), 'drained');
+    actor.send({ type: 'SEAL' });
+    await until(() => events.some((e) => e.type === ending), ending);
+    return events.find((e) => e.type === ending);
+  };
+  return { actor, core, sent, events, segment, stored, acks, seal, routed: () => routed };
 }
 
 const chunk0 = Buffer.from('0123456789');
@@ -111,7 +118,7 @@ describe('the broker’s chunk writer', () => {
   });
 
   test('END: drained once every segment is stored; SEAL commits the core and takes the VM’s sha256', async () => {
-    const { actor, core, segment, stored, events } = start(oneChunkOnVm);
+    const { actor, core, segment, stored, events, seal } = start(oneChunkOnVm);
     segment(0, 0, chunk0.subarray(0, 6));
     segment(0, 6, chunk0.subarray(6));
     actor.send({ type: 'END' });
@@ -119,10 +126,7 @@ describe('the broker’s chunk writer', () => {
     expect(events.some((e) => e.type === 'DRAINED')).toBe(false);
     stored('vm-a', 0, 0, 6);
     stored('vm-a', 0, 6, 4, sha256(chunk0));
-    await until(() => events.some((e) => e.type === 'DRAINED'), 'drained');
-    actor.send({ type: 'SEAL' });
-    await until(() => events.some((e) => e.type === 'SEALED'), 'sealed');
-    expect(events.find((e) => e.type === 'SEALED')).toEqual({
+    expect(await seal('SEALED')).toEqual({
       type: 'SEALED',
       chunkSha256: [sha256(chunk0)],
     });
@@ -131,16 +135,13 @@ describe('the broker’s chunk writer', () => {
   });
 
   test('a chunk no VM holds is hashed by the broker itself', async () => {
-    const { actor, segment, events } = start({
+    const { actor, segment, seal } = start({
       fileId: 'F',
       chunks: [{ index: 0, offset: 0, size: 10, vm: null, replicas: [] }],
     });
     segment(0, 0, chunk0);
     actor.send({ type: 'END' });
-    await until(() => events.some((e) => e.type === 'DRAINED'), 'drained');
-    actor.send({ type: 'SEAL' });
-    await until(() => events.some((e) => e.type === 'SEALED'), 'sealed');
-    expect(events.find((e) => e.type === 'SEALED')).toEqual({
+    expect(await seal('SEALED')).toEqual({
       type: 'SEALED',
       chunkSha256: [sha256(chunk0)],
     });
@@ -198,7 +199,7 @@ describe('the broker’s chunk writer', () => {
   });
 
   test('replicas must agree on the chunk’s sha256', async () => {
-    const { actor, segment, stored, events } = start({
+    const { actor, segment, stored, seal } = start({
       fileId: 'F',
       chunks: [{ index: 0, offset: 0, size: 10, vm: 'vm-a', replicas: ['vm-a', 'vm-b'] }],
     });
@@ -206,10 +207,7 @@ describe('the broker’s chunk writer', () => {
     stored('vm-a', 0, 0, 10, sha256(chunk0));
     stored('vm-b', 0, 0, 10, 'f'.repeat(64));
     actor.send({ type: 'END' });
-    await until(() => events.some((e) => e.type === 'DRAINED'), 'drained');
-    actor.send({ type: 'SEAL' });
-    await until(() => events.some((e) => e.type === 'WRITE_FAILED'), 'the failure');
-    expect(events.find((e) => e.type === 'WRITE_FAILED')).toMatchObject({
+    expect(await seal('WRITE_FAILED')).toMatchObject({
       code: 'integrity',
       message: expect.stringContaining('disagree'),
     });
