@@ -26,7 +26,7 @@
 import { Duplex } from 'node:stream';
 import { type BufferPool, POOL_MIN_BYTES, sharedPool as pool } from '../protocol/buffer-pool.ts';
 import { ByteQueue } from '../protocol/byte-queue.ts';
-import { WriteQueue } from '../protocol/write-queue.ts';
+import { closeNow, type NativeSocket, WriteQueue } from '../protocol/write-queue.ts';
 
 export interface WireTarget {
   host: string;
@@ -87,13 +87,6 @@ export function createFastWire(target: WireTarget): FastWire {
       for (const args of early.splice(0)) next(...args);
     },
   };
-}
-
-interface NativeSocket {
-  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
-  end(): void;
-  terminate?(): void;
-  setNoDelay?(on: boolean): void;
 }
 
 /** One socket, the stream mqtt.js sees over it, and the fast lane's queues. */
@@ -230,10 +223,7 @@ class Connection {
     this.closed = true;
     const socket = this.socket;
     this.socket = null;
-    if (socket) {
-      if (socket.terminate) socket.terminate();
-      else socket.end();
-    }
+    if (socket) closeNow(socket);
     this.writes.fail(
       new WireClosedError(`the MQTT connection closed${error ? `: ${error.message}` : ''}`),
     );

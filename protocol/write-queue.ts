@@ -11,6 +11,19 @@ export interface WritableSocket {
   write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
 }
 
+/** A Bun socket as both lanes hold it. */
+export interface NativeSocket extends WritableSocket {
+  end(): void;
+  terminate?(): void;
+  setNoDelay?(on: boolean): void;
+}
+
+/** Closes at once: what is still queued is dropped (the lane failed, or is done). */
+export function closeNow(socket: NativeSocket) {
+  if (socket.terminate) socket.terminate();
+  else socket.end();
+}
+
 interface Piece {
   data: Uint8Array;
   offset: number;

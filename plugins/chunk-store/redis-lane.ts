@@ -21,7 +21,7 @@
 
 import { POOL_MIN_BYTES, sharedPool } from '../../protocol/buffer-pool.ts';
 import { ByteQueue } from '../../protocol/byte-queue.ts';
-import { WriteQueue } from '../../protocol/write-queue.ts';
+import { closeNow, type NativeSocket, WriteQueue } from '../../protocol/write-queue.ts';
 
 /** A RESP2 reply: simple string, integer, bulk (null when absent), array, or an error reply. */
 export type RespReply = string | number | Buffer | null | RespError | RespReply[];
@@ -88,13 +88,6 @@ export function createRespLane(url: URL, timeoutMs: number): RespLane | null {
       connection = null;
     },
   };
-}
-
-interface NativeSocket {
-  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
-  end(): void;
-  terminate?(): void;
-  setNoDelay(on: boolean): void;
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -231,10 +224,7 @@ class Connection {
     this.failure = error;
     const socket = this.socket;
     this.socket = null;
-    if (socket) {
-      if (socket.terminate) socket.terminate();
-      else socket.end();
-    }
+    if (socket) closeNow(socket);
     this.writes.fail(error);
     for (const waiter of this.waiting.splice(0)) waiter.reject(error);
   }
