@@ -25,7 +25,7 @@ import { CloudletError } from '../machines/shared.ts';
 import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
 import type { ErrorCode, InventoryEntry, Message, MessageOf } from '../protocol/messages.ts';
-import { type ChunkSender, type Segment, startChunkSender } from './chunk-sender.ts';
+import { type ChunkSender, type Leased, type Segment, startChunkSender } from './chunk-sender.ts';
 import type { Logger } from './log.ts';
 
 export interface VmStorageDeps {
@@ -558,7 +558,7 @@ export async function openChunk(
   // From the start, the first segment is asked for with the manifest: one
   // round trip to the store for a chunk of one segment, not two.
   // Segments are read into buffers the store may reuse once they are sent.
-  const read = (key: string): Promise<{ bytes: Buffer; release?: () => void } | null> =>
+  const read = (key: string): Promise<Leased | null> =>
     store.getLeased ? store.getLeased(key) : store.get(key).then((bytes) => bytes && { bytes });
   const [raw, first] = await Promise.all([
     store.get(manifestKey(fileId, index)),
