@@ -13,12 +13,16 @@
  *                         copies for the core, <root>/up/+/+/core
  *                  writes every member's <root>/node/<id>/broker
  *
+ *   the broker's admin endpoint is a member of its own, <broker>-admin, with
+ *   a password derived from the broker's (protocol/admin-identity.ts)
+ *
  * So a VM cannot read another's chunks (its broker channel, its uploads),
  * cannot speak as the broker (nobody else writes a broker channel), and
  * cannot speak as another member to the broker or upload as another
  * member (each writes only its own topics there).
  */
 import { pbkdf2Sync, randomBytes } from 'node:crypto';
+import { adminMemberId, adminPassword } from '../protocol/admin-identity.ts';
 import { isMemberId } from '../protocol/topics.ts';
 
 export interface AccessOptions {
@@ -35,7 +39,10 @@ export interface Access {
   passwd: string;
   /** Mosquitto's ACL file. */
   acl: string;
-  /** Every user's password, to hand to its member. Keep it secret. */
+  /**
+   * Every user's password, to hand to its member. Keep it secret. The admin
+   * endpoint's user is in `passwd` but not here: the broker derives it.
+   */
   credentials: Record<string, string>;
 }
 
@@ -46,6 +53,7 @@ export function mosquittoHash(password: string, salt = randomBytes(12)): string 
 }
 
 export function generateAccess(options: AccessOptions): Access {
+  const admin = adminMemberId(options.brokerUser);
   const users = [options.brokerUser, ...options.members];
   for (const user of users) {
     if (!isMemberId(user))
@@ -53,11 +61,21 @@ export function generateAccess(options: AccessOptions): Access {
   }
   const duplicate = users.find((user, i) => users.indexOf(user) !== i);
   if (duplicate) throw new Error(`"${duplicate}" is named twice`);
+  if (users.includes(admin))
+    throw new Error(`"${admin}" is the broker's admin endpoint: name the member otherwise`);
+  if (!isMemberId(admin))
+    throw new Error(
+      `"${options.brokerUser}" is too long for a broker id: its admin endpoint's "${admin}" must be a member id too`,
+    );
   const credentials = Object.fromEntries(
     users.map((user) => [user, options.passwords?.[user] ?? randomBytes(18).toString('base64url')]),
   );
-  const passwd = users
-    .map((user) => `${user}:${mosquittoHash(credentials[user] as string)}`)
+  const passwords = {
+    ...credentials,
+    [admin]: adminPassword(credentials[options.brokerUser] as string),
+  };
+  const passwd = [...users, admin]
+    .map((user) => `${user}:${mosquittoHash(passwords[user] as string)}`)
     .join('\n');
   const root = options.root;
   const acl = [

@@ -1,6 +1,6 @@
 /**
  * Runs the admin endpoint beside a broker: its own member connection for
- * content reads and writes, the live-actor registry, metrics, the dashboard,
+ * content reads and writes (as `<broker>-admin`, its own MQTT user), the live-actor registry, metrics, the dashboard,
  * and a Bun server bound to loopback unless a token guards it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,6 +12,7 @@ import type { Logger } from '../actors/log.ts';
 import { createMember } from '../actors/member.ts';
 import { connectLink, type LinkOptions } from '../actors/mqtt-link.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
+import { adminMemberId, adminPassword } from '../protocol/admin-identity.ts';
 import { createAdminApp } from './app.ts';
 import { isLoopback } from './auth.ts';
 import { buildDashboard } from './dashboard/build.ts';
@@ -43,10 +44,23 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       `the admin endpoint on ${options.host} would be open to the network: give --admin-token, or keep it on 127.0.0.1`,
     );
   }
+  const id = adminMemberId(options.broker.config.brokerId);
+  // Its own MQTT user when the broker has one (see protocol/admin-identity.ts).
+  const { username, password, ...rest } = options.link;
   const link = await connectLink({
-    ...options.link,
-    id: `${options.broker.config.brokerId}-admin`,
+    ...rest,
+    ...(username !== undefined ? { username: id } : {}),
+    ...(password !== undefined ? { password: adminPassword(password) } : {}),
+    id,
     log: options.log,
+  }).catch((error: Error) => {
+    throw new Error(
+      `the admin endpoint cannot sign in to MQTT as ${id}: ${error.message}${
+        username !== undefined
+          ? ` (\`cloudlet acl\` writes its user; run with --no-admin to go without it)`
+          : ''
+      }`,
+    );
   });
   const member = createMember({ link, brokerId: options.broker.config.brokerId, log: options.log });
   const workDir = mkdtempSync(join(tmpdir(), 'cloudlet-admin-'));

@@ -340,6 +340,7 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
     let mosquitto: ServiceHandle;
     let credentials: Record<string, string>;
     let env: Record<string, string>;
+    let adminUrl: string;
     const cli = (args: string[], extra: Record<string, string> = {}) =>
       runCommand([process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args], {
         env: { ...env, ...extra },
@@ -376,13 +377,17 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
         CLOUDLET_MQTT_USERNAME: user,
         CLOUDLET_MQTT_PASSWORD: credentials[user] as string,
       });
+      // The admin endpoint stays on, as a user gets it.
+      const adminPort = await freePort();
+      adminUrl = `http://127.0.0.1:${adminPort}`;
       processes.push(
         await startProcess({
           name: 'broker',
           command: process.execPath,
           args: [
             join(ROOT, 'cli/broker.ts'),
-            '--no-admin',
+            '--admin-port',
+            String(adminPort),
             '--split',
             '1',
             '--core',
@@ -418,7 +423,28 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
       }
       expect(Object.keys(credentials).sort()).toEqual(['alice', 'broker', 'vm-1']);
       expect(new Set(Object.values(credentials)).size).toBe(3);
-      expect(readFileSync(join(dir, 'passwd'), 'utf8')).not.toContain(credentials.alice as string);
+      const passwd = readFileSync(join(dir, 'passwd'), 'utf8');
+      expect(passwd).not.toContain(credentials.alice as string);
+      // The admin endpoint's own user, whose password the broker derives.
+      expect(passwd.split('\n').map((line) => line.split(':')[0])).toContain('broker-admin');
+    });
+
+    test('the admin endpoint on, as a user gets it: ready, and a file deleted through it', async () => {
+      const ready = await fetch(`${adminUrl}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ mqtt: true });
+      writeFileSync(join(dir, 'doomed.bin'), randomBytes(10_000));
+      expect(await cli(['-q', 'put', join(dir, 'doomed.bin')])).toMatchObject({ code: 0 });
+      const removed = await fetch(`${adminUrl}/api/files/doomed.bin`, {
+        method: 'DELETE',
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(removed.status).toBe(204);
+      const ls = await cli(['ls']);
+      expect(ls.stdout).not.toContain('doomed.bin');
+      // Neither the broker nor its admin member was knocked off the MQTT server.
+      const broker = processes.find((child) => child.name === 'broker') as ManagedProcess;
+      expect(broker.output()).not.toContain('MQTT connection lost');
     });
 
     test('put and get over mqtts:// with the generated credentials', async () => {
