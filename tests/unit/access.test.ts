@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { pbkdf2Sync } from 'node:crypto';
 import { generateAccess, mosquittoHash } from '../../cli/access.ts';
+import { adminPassword } from '../../protocol/admin-identity.ts';
 
 describe('cloudlet acl', () => {
   test("the password hash is mosquitto 2's $7$ PBKDF2-SHA512 form", () => {
@@ -11,7 +12,7 @@ describe('cloudlet acl', () => {
     expect(digest).toBe(pbkdf2Sync('secret', salt, 101, 64, 'sha512').toString('base64'));
   });
 
-  test('one passwd line per user, and the ACL names the root and the broker', () => {
+  test("one passwd line per user and the broker's admin endpoint, and the ACL names the root and the broker", () => {
     const access = generateAccess({
       root: 'lab/one',
       brokerUser: 'hub',
@@ -22,7 +23,16 @@ describe('cloudlet acl', () => {
         .trim()
         .split('\n')
         .map((line) => line.split(':')[0]),
-    ).toEqual(['hub', 'vm-1', 'alice']);
+    ).toEqual(['hub', 'vm-1', 'alice', 'hub-admin']);
+    const [, adminHash] = access.passwd.trim().split('\n')[3]?.split(':') ?? [];
+    const [, , , salt] = adminHash?.split('$') ?? [];
+    expect(adminHash).toBe(
+      mosquittoHash(
+        adminPassword(access.credentials.hub as string),
+        Buffer.from(salt ?? '', 'base64'),
+      ),
+    );
+    expect(Object.keys(access.credentials)).not.toContain('hub-admin');
     expect(access.acl).toContain('pattern read lab/one/node/%u\n');
     expect(access.acl).toContain('user hub\ntopic read lab/one/broker/+\n');
     expect(access.acl).not.toMatch(/^topic (read|readwrite) lab\/one\/node\/\+\/broker/m);
@@ -50,5 +60,8 @@ describe('cloudlet acl', () => {
     expect(() => generateAccess({ root: 'c', brokerUser: 'broker', members: ['+'] })).toThrow(
       /not a member id/,
     );
+    expect(() =>
+      generateAccess({ root: 'c', brokerUser: 'broker', members: ['broker-admin'] }),
+    ).toThrow(/"broker-admin" is the broker's admin endpoint/);
   });
 });
