@@ -64,6 +64,23 @@ function checkName(name: string) {
   return name;
 }
 
+/** The cloudlet name `put` gives a file by default: its own, if that is one. */
+function nameFromPath(path: string) {
+  const name = basename(path);
+  const problem = fileNameProblem(name);
+  if (problem) {
+    // Control characters shown escaped, the rest as the user typed it.
+    const shown = name.replace(
+      /\p{Cc}/gu,
+      (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+    );
+    throw new InvalidArgumentError(
+      `"${shown}" cannot be a cloudlet name (${problem.replace(/^the name /, 'it ')}): give one with --name`,
+    );
+  }
+  return name;
+}
+
 program
   .command('put')
   .description(
@@ -73,7 +90,7 @@ program
   .option('--name <name>', 'name in the cloudlet (default: the file name)', checkName)
   .option('--overwrite', 'replace a file of the same name')
   .action(async (path: string, options: { name?: string; overwrite?: boolean }) => {
-    const name = options.name ?? checkName(basename(path));
+    const name = options.name ?? nameFromPath(path);
     const source = await fileSource(path);
     const bar = progressBar(`put ${name}`, program.opts<{ quiet?: boolean }>());
     try {

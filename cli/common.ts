@@ -131,8 +131,10 @@ export function formatSize(size: number): string {
  * default, and runs the command; a failure prints one line (exit 1).
  */
 export async function runProgram(program: Command, argv = process.argv): Promise<void> {
+  let reported = false;
   const output = {
     writeErr: (text: string) => {
+      reported = true;
       // Commander's own errors arrive as "error: …"; keep them one line.
       const line = text
         .replace(/^error: /, '')
@@ -147,7 +149,10 @@ export async function runProgram(program: Command, argv = process.argv): Promise
     await program.parseAsync(argv);
   } catch (error) {
     if (error instanceof CommanderError) {
-      // --help and --version exit through here with code 0.
+      // --help and --version exit through here with code 0; a usage error
+      // raised by an action itself has not been printed yet.
+      if (error.exitCode !== 0 && !reported)
+        process.stderr.write(`${program.name()}: ${describeError(error)} (see --help)\n`);
       process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
     }
     process.stderr.write(`${program.name()}: ${describeError(error)}\n`);

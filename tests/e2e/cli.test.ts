@@ -163,7 +163,13 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
         [['ls', '--limit', 'many'], /^cloudlet: .*"many" is not a whole number/],
         [['get', 'a/b'], /^cloudlet: .*invalid file name: the name contains a path separator/],
         [['frobnicate'], /^cloudlet: unknown command 'frobnicate' \(see --help\)\n$/],
+        // A file whose own name cannot be a cloudlet name: which rule, and the way out.
+        [
+          ['put', join(work, 'a\\b')],
+          /^cloudlet: "a\\b" cannot be a cloudlet name \(it contains a path separator \(\/ or \\\)\): give one with --name/,
+        ],
       ];
+      writeFileSync(join(work, 'a\\b'), 'x');
       for (const [args, pattern] of cases) {
         const result = await cloudlet.cli(args);
         expect(result.code).toBe(2);
