@@ -52,6 +52,7 @@ import { GiB, KiB, MiB, type MqttAuth } from './options.ts';
 import { reconcileActor } from './reconcile.ts';
 import { createReplyBox } from './replies.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';
+import { within } from './within.ts';
 
 export interface BrokerOptions extends Partial<BrokerConfig> {
   mqttUrl: string;
@@ -587,10 +588,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       });
       actor.stop();
       // Said if the server takes it at once; a close never waits on it.
-      if (say && link.connected) await Promise.race([announce(false), Bun.sleep(1000)]);
+      if (say && link.connected) await within(announce(false), 1000);
       // A sweep in progress may finish its entry, and the last uses be saved;
       // neither may outlive the store, nor hold the close for long.
-      await Promise.race([Promise.all([sweeping, keeperClosed]), Bun.sleep(2000)]);
+      await within(Promise.all([sweeping, keeperClosed]), 2000);
       await link.close();
       await metadata.close();
     },

@@ -64,6 +64,8 @@ interface Transfer {
   onProgress?: DownloadOptions['onProgress'];
 }
 
+export type Downloader = ReturnType<typeof createDownloader>;
+
 export function createDownloader(options: DownloaderOptions) {
   const { link, brokerId } = options;
   const transfers = new Map<string, Transfer>();

@@ -21,8 +21,9 @@ import type { ByteSink, ByteSource } from './files.ts';
 import { newId } from './ids.ts';
 import { MAX_LIST_AHEAD } from './list-streams.ts';
 import type { Logger } from './log.ts';
-import { createDownloader, type DownloadOptions } from './member-download.ts';
+import type { Downloader, DownloadOptions } from './member-download.ts';
 import type { Link } from './mqtt-link.ts';
+import { within } from './within.ts';
 
 export interface MemberOptions {
   link: Link;
@@ -210,7 +211,7 @@ export function createMember(options: MemberOptions): Member {
           if (connected) resolve();
         });
       });
-      await Promise.race([back, Bun.sleep(requestTimeoutMs)]);
+      await within(back, requestTimeoutMs);
       off();
       if (!link.connected)
         throw new CloudletError(
@@ -221,7 +222,7 @@ export function createMember(options: MemberOptions): Member {
     }
     if (brokerOnline === null && !waitedForStatus) {
       waitedForStatus = true;
-      await Promise.race([firstStatus, Bun.sleep(FIRST_STATUS_MS)]);
+      await within(firstStatus, FIRST_STATUS_MS);
     }
     if (brokerOnline !== false) return;
     let wake = () => {};
@@ -229,8 +230,7 @@ export function createMember(options: MemberOptions): Member {
       wake = resolve;
       whenOnline.add(resolve);
     });
-    const timer = Bun.sleep(requestTimeoutMs);
-    await Promise.race([back, timer]);
+    await within(back, requestTimeoutMs);
     whenOnline.delete(wake);
     if (brokerOnline === false)
       throw new CloudletError(
@@ -298,22 +298,26 @@ export function createMember(options: MemberOptions): Member {
       ...(cursor !== undefined ? { cursor } : {}),
     });
 
-  const downloader = createDownloader({
-    link,
-    brokerId,
-    requestTimeoutMs,
-    idleTimeoutMs,
-    log,
-    brokerReady,
-    onBrokerLost: (handler) => {
-      brokerLost.add(handler);
-      return () => brokerLost.delete(handler);
-    },
-    route: (id, handler) => {
-      routes.set(id, handler);
-      return () => routes.delete(id);
-    },
-  });
+  // The download statecharts (xstate) load with the first get: ~10 ms of
+  // every other command's start.
+  let downloader: Downloader | undefined;
+  const loadDownloader = async () =>
+    (downloader ??= (await import('./member-download.ts')).createDownloader({
+      link,
+      brokerId,
+      requestTimeoutMs,
+      idleTimeoutMs,
+      log,
+      brokerReady,
+      onBrokerLost: (handler) => {
+        brokerLost.add(handler);
+        return () => brokerLost.delete(handler);
+      },
+      route: (id, handler) => {
+        routes.set(id, handler);
+        return () => routes.delete(id);
+      },
+    }));
 
   return {
     list,
@@ -351,7 +355,7 @@ export function createMember(options: MemberOptions): Member {
       return file;
     },
     async remove(name) {
-      downloader.forget(name);
+      downloader?.forget(name);
       await request({ type: 'delete.request', id: newId(), from: link.id, name }, 'delete.done');
     },
     async vms() {
@@ -359,10 +363,11 @@ export function createMember(options: MemberOptions): Member {
         .vms;
     },
     put: (source, name, putOptions = {}) => {
-      downloader.forget(name);
+      downloader?.forget(name);
       return upload(source, name, putOptions);
     },
-    get: downloader.download,
+    get: async (name, sink, getOptions) =>
+      (await loadDownloader()).download(name, sink, getOptions),
     close: () => {
       off();
       offConnection();

@@ -210,6 +210,10 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     protocolVersion: options.protocolVersion ?? 4,
     clean: true,
     keepalive: 10,
+    // mqtt.js writes only control packets and retained statuses here (frames
+    // go through the fast lane): its cache of 65,536 two-byte buffers, built
+    // on the first packet, cost every CLI command ~10 ms for nothing.
+    writeCache: false,
     reconnectPeriod: RECONNECT_FIRST_MS,
     connectTimeout: options.connectTimeoutMs ?? 5000,
     resubscribe: true,
@@ -243,6 +247,11 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
         `the MQTT server refused to let ${options.id} read ${refused.join(', ')}: check the user name (it must be the member id) and the ACL`,
       );
     }
+    // The retained statuses come right after the SUBACK, but a server with
+    // Nagle's algorithm on (Mosquitto's default: set_tcp_nodelay false)
+    // holds them until that SUBACK is acknowledged, and our delayed ACK
+    // takes ~40 ms. A PINGREQ now carries the ACK at once.
+    client.sendPing();
   }
 
   const notify = (connected: boolean) => {

@@ -30,7 +30,7 @@ export const VM_SPECS = [
 ] as const;
 
 export async function startBenchCloudlet(options: {
-  coreDir: string;
+  dataDir: string;
   brokerArgs?: string[];
   env?: Record<string, string>;
   /** Flags for `bun` itself before the script, e.g. `--cpu-prof-md`. */
@@ -59,8 +59,9 @@ export async function startBenchCloudlet(options: {
       args: [
         ...bunArgs,
         join(ROOT, 'cli/broker.ts'),
-        '--core',
-        `fs:${options.coreDir}`,
+        // The stores a user gets: SQLite metadata and the fs core in the data directory.
+        '--data-dir',
+        options.dataDir,
         '--split',
         '2',
         '--heartbeat-ms',

@@ -31,7 +31,7 @@ const work = mkdtempSync(join(os.tmpdir(), 'cloudlet-cpu-'));
 try {
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   await using cloudlet = await startBenchCloudlet({
-    coreDir: join(work, 'core'),
+    dataDir: join(work, 'data'),
     ...(profileDir ? { bunArgs: ['--cpu-prof-md', `--cpu-prof-dir=${resolve(profileDir)}`] } : {}),
   });
   const path = join(work, 'file.bin');

@@ -45,7 +45,7 @@ const log = (text: string) => process.stderr.write(`${text}\n`);
 
 try {
   log('starting mosquitto, three redis-servers, the broker and three VMs…');
-  await using cloudlet = await startBenchCloudlet({ coreDir: join(work, 'core') });
+  await using cloudlet = await startBenchCloudlet({ dataDir: join(work, 'data') });
   const { broker, vms } = cloudlet;
 
   // ------------------------------------------------------------ baselines

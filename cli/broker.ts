@@ -7,12 +7,14 @@ import { BROKER_DEFAULTS, createBroker, DEFAULT_MAINTENANCE_RATE } from '../acto
 import { createActorRegistry } from '../actors/inspection.ts';
 import { type LeaseKeeper, startLeaseKeeper } from '../actors/lease.ts';
 import { createLogger } from '../actors/log.ts';
+import { within } from '../actors/within.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createLeaseStore } from '../plugins/lease/index.ts';
 import { createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
 import { MAX_REPLICAS } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { createMetrics } from '../server/metrics.ts';
+import { parseListenAddress, startEmbeddedMqtt } from '../server/mqtt-server.ts';
 import { startAdminServer } from '../server/serve.ts';
 import {
   Command,
@@ -27,6 +29,7 @@ import {
   runProgram,
   withConnectionOptions,
 } from './common.ts';
+import { dataDirStores, defaultDataDir, lockDataDir } from './data-dir.ts';
 
 interface BrokerFlags extends ConnectionFlags {
   split: number;
@@ -38,8 +41,10 @@ interface BrokerFlags extends ConnectionFlags {
   reductionFactor: number;
   heartbeatMs: number;
   fetchTimeoutMs: number;
-  core: string;
-  metadata: string;
+  dataDir: string;
+  /** Undefined: in the data directory. */
+  core?: string;
+  metadata?: string;
   segmentSize: number;
   window: number;
   maxFileSize: number;
@@ -51,6 +56,7 @@ interface BrokerFlags extends ConnectionFlags {
   adminToken?: string;
   adminMaxUpload: number;
   inspect?: string | true;
+  serveMqtt?: { host: string; port: number };
   /** Undefined: the default for the metadata store. */
   lease?: number | typeof OFF;
 }
@@ -141,19 +147,27 @@ const program = withConnectionOptions(
   )
   .addOption(
     new Option(
+      '--data-dir <dir>',
+      'where the broker keeps its metadata (metadata.db) and core (core/) unless --metadata or --core say otherwise',
+    )
+      .env('CLOUDLET_DATA_DIR')
+      .default(defaultDataDir()),
+  )
+  .addOption(
+    new Option(
       '--core <spec>',
-      'core cloud: memory, fs:DIR or onedrive (CLOUDLET_ONEDRIVE_* settings)',
+      'core cloud: fs:DIR, onedrive (CLOUDLET_ONEDRIVE_* settings) or memory (RAM only: lost when the broker stops)',
     )
       .env('CLOUDLET_CORE')
-      .default('memory'),
+      .default(undefined, 'fs:DATA_DIR/core'),
   )
   .addOption(
     new Option(
       '--metadata <spec>',
-      'metadata store: memory (lost when the broker stops), redis://HOST:PORT[/DB] or sqlite:PATH',
+      'metadata store: sqlite:PATH, redis://HOST:PORT[/DB] (brokers sharing it elect one) or memory (RAM only: lost when the broker stops)',
     )
       .env('CLOUDLET_METADATA')
-      .default('memory'),
+      .default(undefined, 'sqlite:DATA_DIR/metadata.db'),
   )
   .addOption(
     new Option('--segment-size <size>', 'bytes per message of a transfer')
@@ -218,13 +232,28 @@ const program = withConnectionOptions(
       .env('CLOUDLET_LEASE')
       .argParser(parseDuration),
   )
+  .addOption(
+    new Option(
+      '--serve-mqtt <[host:]port>',
+      'run an MQTT server (aedes) in this process and use it, for one box with no Mosquitto (host 127.0.0.1 unless given; no passwords, ACL or TLS)',
+    )
+      .env('CLOUDLET_SERVE_MQTT')
+      .argParser((text) => parseListenAddress(text)),
+  )
   .option('--no-admin', 'run without the admin endpoint')
   .option(
     '--inspect [url]',
     'send statechart inspection events to the Stately inspector (a ws:// URL, or a local inspector server)',
   )
   .action(async () => {
-    const flags = program.opts<BrokerFlags>();
+    const given = program.opts<BrokerFlags>();
+    const defaults = dataDirStores(given.dataDir);
+    const flags = {
+      ...given,
+      core: given.core ?? defaults.core,
+      metadata: given.metadata ?? defaults.metadata,
+    };
+
     if (flags.segmentSize < 1 || flags.segmentSize > 64 * 1024 * 1024) {
       throw new Error('--segment-size must be between 1 byte and 64MiB');
     }
@@ -250,10 +279,42 @@ const program = withConnectionOptions(
       process.once('SIGTERM', stop);
     });
     const log = createLogger('broker');
+    if (given.serveMqtt && program.getOptionValueSource('mqtt') === 'cli') {
+      program.error(
+        'give --mqtt or --serve-mqtt, not both: with --serve-mqtt the broker uses its own',
+        {
+          exitCode: 2,
+        },
+      );
+    }
+    // The directory is the broker's only when a store lives in it.
+    if (given.core === undefined || given.metadata === undefined) {
+      const lock = lockDataDir(given.dataDir);
+      process.once('exit', () => lock.release());
+      log.info(
+        { dataDir: lock.dir, metadata: flags.metadata, core: flags.core },
+        'keeping files in the data directory',
+      );
+    }
+    const embedded = given.serveMqtt ? await startEmbeddedMqtt(given.serveMqtt) : null;
+    if (embedded) {
+      flags.mqtt = embedded.url;
+      log.info(
+        { url: embedded.url, host: embedded.host, port: embedded.port },
+        'serving MQTT in this process (aedes): members connect to it with --mqtt',
+      );
+    }
     const core = createCoreCloud(flags.core, {
       cluster: flags.topicRoot.replaceAll('/', '-'),
       onDeviceCode: (message) => process.stderr.write(`${message}\n`),
     });
+    for (const [what, spec] of [
+      ['core', flags.core],
+      ['metadata', flags.metadata],
+    ]) {
+      if (spec === 'memory')
+        log.warn(`--${what} memory is RAM only: every file is lost when the broker stops`);
+    }
     // Reach the core now (and sign in, for OneDrive), not at the first upload.
     const coreBytes = await core.usedBytes();
     log.info({ core: core.name, usedBytes: coreBytes }, 'core cloud reachable');
@@ -294,6 +355,7 @@ const program = withConnectionOptions(
         await leaseStore.close();
         stately?.stop();
         await core.close();
+        await embedded?.close();
         return;
       }
     }
@@ -375,10 +437,7 @@ const program = withConnectionOptions(
     if (lost !== null) {
       // Another process is (or is about to be) the broker: stop at once,
       // without waiting on anything that needs the metadata store.
-      await Promise.race([
-        Promise.allSettled([admin?.stop(), broker.close({ announce: false })]),
-        Bun.sleep(2000),
-      ]);
+      await within(Promise.allSettled([admin?.stop(), broker.close({ announce: false })]), 2000);
       throw new Error(`stopped: this broker lost the lease (${lost}); start it again to stand by`);
     }
     log.info('stopping');
@@ -388,6 +447,7 @@ const program = withConnectionOptions(
     await keeper?.stop();
     await leaseStore?.close();
     await core.close();
+    await embedded?.close();
   });
 
 await runProgram(program);

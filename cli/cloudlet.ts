@@ -92,7 +92,7 @@ program
   .action(async (path: string, options: { name?: string; overwrite?: boolean }) => {
     const name = options.name ?? nameFromPath(path);
     const source = await fileSource(path);
-    const bar = progressBar(`put ${name}`, program.opts<{ quiet?: boolean }>());
+    const bar = await progressBar(`put ${name}`, program.opts<{ quiet?: boolean }>());
     try {
       const file = await asMember((member, signal) =>
         member.put(source, name, {
@@ -122,7 +122,7 @@ program
   .action(async (name: string, options: { output?: string }) => {
     const path = options.output ?? name;
     const sink = await fileSink(path);
-    const bar = progressBar(`get ${name}`, program.opts<{ quiet?: boolean }>());
+    const bar = await progressBar(`get ${name}`, program.opts<{ quiet?: boolean }>());
     try {
       const result = await asMember((member, signal) =>
         member.get(name, sink, { signal, ...(bar ? { onProgress: bar.update } : {}) }),

@@ -8,10 +8,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Aedes } from 'aedes';
 import { createBroker } from '../actors/broker.ts';
 import { bufferSource, memorySink } from '../actors/files.ts';
 import { createLogger } from '../actors/log.ts';
@@ -20,6 +18,7 @@ import { createMemoryChunkStore } from '../plugins/chunk-store/memory.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
 import { createFsCoreCloud } from '../plugins/core-cloud/fs.ts';
 import type { VmInfo } from '../protocol/messages.ts';
+import { startEmbeddedMqtt } from '../server/mqtt-server.ts';
 import { Command, formatSize, runProgram } from './common.ts';
 
 const MiB = 1024 * 1024;
@@ -39,11 +38,8 @@ async function run() {
   const say = (text = '') => console.log(text);
   const step = (n: number, text: string) => say(`\n${n}. ${text}`);
 
-  const aedes = await Aedes.createBroker();
-  const server = createServer(aedes.handle as (socket: unknown) => void);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const mqttUrl = `mqtt://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const mqtt = await startEmbeddedMqtt();
+  const mqttUrl = mqtt.url;
   const coreDir = mkdtempSync(join(tmpdir(), 'cloudlet-demo-core-'));
   const core = createFsCoreCloud({ dir: coreDir });
   const broker = await createBroker({
@@ -119,8 +115,7 @@ async function run() {
     for (const vm of vms.values()) await vm.close().catch(() => {});
     await broker.close();
     await core.close();
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    server.close();
+    await mqtt.close();
     rmSync(coreDir, { recursive: true, force: true });
   }
 

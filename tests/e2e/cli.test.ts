@@ -99,6 +99,27 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect((await cloudlet.cli(['ls', '--json'])).stdout.trim()).toBe('[]');
     });
 
+    test('every command exits as soon as it has printed (a timer left racing once held each for 1 s)', async () => {
+      const runs = {
+        vms: await cloudlet.cli(['vms']),
+        ls: await cloudlet.cli(['ls']),
+        put: await cloudlet.cli(['put', join(work, 'notes.bin'), '--name', 'quick.bin']),
+        get: await cloudlet.cli(['get', 'quick.bin', '-o', join(work, 'quick.out')]),
+        rm: await cloudlet.cli(['rm', 'quick.bin']),
+        missing: await cloudlet.cli(['get', 'no-such-file', '-o', join(work, 'none.out')]),
+      };
+      const lingers = Object.fromEntries(
+        Object.entries(runs).map(([name, run]) => [name, Math.round(run.lingerMs)]),
+      );
+      console.log('ms from last output to exit:', lingers);
+      for (const [name, run] of Object.entries(runs)) {
+        expect({ name, code: run.code }).toEqual({ name, code: name === 'missing' ? 1 : 0 });
+      }
+      // The target is 50 ms; the bound leaves a loaded CI machine room, and
+      // still fails on the 1 s timer.
+      expect(Object.entries(lingers).filter(([, ms]) => ms >= 400)).toEqual([]);
+    });
+
     test('get into the working directory by default, and never a half file on failure', async () => {
       await cloudlet.cli(['put', join(work, 'notes.bin'), '--name', 'second.bin']);
       const get = await cloudlet.cli(['get', 'second.bin'], { cwd: work });

@@ -4,7 +4,8 @@
  * endpoint, three VM processes. Saves a screenshot to .ci-out/.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { freePort, type ManagedProcess, startProcess } from '../support/process.ts';
@@ -32,6 +33,7 @@ describe.skipIf(skip)('dashboard in Chromium', () => {
   let browser: Browser;
   let page: Page;
   let adminUrl: string;
+  const dataDir = mkdtempSync(join(tmpdir(), 'cloudlet-dashboard-'));
 
   beforeAll(async () => {
     const env = {
@@ -50,6 +52,8 @@ describe.skipIf(skip)('dashboard in Chromium', () => {
           String(adminPort),
           '--heartbeat-ms',
           '1000',
+          '--data-dir',
+          dataDir,
         ],
         env,
         ready: { line: /"msg":"ready"/ },
@@ -90,6 +94,7 @@ describe.skipIf(skip)('dashboard in Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     for (const proc of processes.reverse()) await proc.stop().catch(() => {});
+    rmSync(dataDir, { recursive: true, force: true });
   }, 30_000);
 
   test('the VM table, the broker diagram, and a killed VM turning failed', async () => {

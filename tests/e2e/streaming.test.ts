@@ -58,8 +58,9 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
           '1',
           '--segment-size',
           String(SEGMENT),
-          '--core',
-          `fs:${join(work, 'core')}`,
+          // The defaults a user gets: SQLite metadata and the fs core, in the data directory.
+          '--data-dir',
+          join(work, 'data'),
         ],
         env: env(),
         ready: { line: /"msg":"broker online"/ },

@@ -55,6 +55,9 @@ export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
+  wallMs: number;
+  /** From the last output to the exit. */
+  lingerMs: number;
 }
 
 export async function startCloudlet(
@@ -112,14 +115,14 @@ export async function startCloudlet(
       return vm;
     },
     async cli(args, cliOptions = {}) {
-      const { code, stdout, stderr } = await runCommand(
+      const { code, stdout, stderr, wallMs, lingerMs } = await runCommand(
         [process.execPath, join(ROOT, 'cli/cloudlet.ts'), ...args],
         {
           cwd: cliOptions.cwd ?? ROOT,
           env: { CLOUDLET_MQTT_URL: mqttUrl, CLOUDLET_TOPIC_ROOT: topicRoot, ...cliOptions.env },
         },
       );
-      return { code, stdout, stderr };
+      return { code, stdout, stderr, wallMs, lingerMs };
     },
     async close() {
       // Teardown must not hang; if it does, say where (CI logs).

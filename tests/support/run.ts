@@ -9,12 +9,17 @@ export interface RunResult {
   stderr: string;
   /** The process's peak resident set, in MiB, as last seen. */
   peakRssMiB: number;
+  /** From spawn to exit. */
+  wallMs: number;
+  /** From its last byte of output (stdout or stderr) to its exit; 0 with no output. */
+  lingerMs: number;
 }
 
 export async function runCommand(
   argv: string[],
   options: { env?: Record<string, string | undefined>; cwd?: string } = {},
 ): Promise<RunResult> {
+  const spawned = performance.now();
   const child = Bun.spawn(argv, {
     ...(options.cwd ? { cwd: options.cwd } : {}),
     env: { ...process.env, ...options.env },
@@ -26,12 +31,32 @@ export async function runCommand(
     peak = Math.max(peak, peakRssMiB(child.pid));
   }, 50);
   try {
+    let lastOutput = 0;
+    const read = async (stream: ReadableStream<Uint8Array>) => {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of stream) {
+        chunks.push(chunk);
+        lastOutput = performance.now();
+      }
+      return Buffer.concat(chunks).toString('utf8');
+    };
+    let exitedAt = 0;
     const [stdout, stderr, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
+      read(child.stdout),
+      read(child.stderr),
+      child.exited.then((exitCode) => {
+        exitedAt = performance.now();
+        return exitCode;
+      }),
     ]);
-    return { code, stdout, stderr, peakRssMiB: peak };
+    return {
+      code,
+      stdout,
+      stderr,
+      peakRssMiB: peak,
+      wallMs: exitedAt - spawned,
+      lingerMs: lastOutput > 0 ? Math.max(0, exitedAt - lastOutput) : 0,
+    };
   } finally {
     clearInterval(poll);
   }
