@@ -1,0 +1,206 @@
+#!/usr/bin/env bun
+/**
+ * `bun run start`: a whole cloudlet on this machine, with nothing but Bun —
+ * the broker serving its own MQTT (aedes) and keeping its files in the data
+ * directory, and N VMs lending memory in one process beside it. Ctrl-C stops
+ * both; started again, every file is back (from the core until re-read).
+ */
+import { freemem } from 'node:os';
+import { join } from 'node:path';
+import type { Subprocess } from 'bun';
+import { Command, formatSize, Option, parseCount, parseSize, runProgram } from './common.ts';
+import { defaultDataDir } from './data-dir.ts';
+
+const MiB = 1024 * 1024;
+
+interface StartFlags {
+  vms: number;
+  memory?: number;
+  dataDir: string;
+  mqttPort: number;
+  adminPort: number;
+}
+
+/** What each VM lends when --memory is not given: a quarter of what is free, shared, 32 MiB–1 GiB each. */
+export function defaultVmMemory(count: number, free = freemem()): number {
+  const share = Math.floor(free / 4 / count / MiB) * MiB;
+  return Math.min(1024 * MiB, Math.max(32 * MiB, share));
+}
+
+const program = new Command('start')
+  .description(
+    'Run a whole cloudlet on this machine: an MQTT server, the broker (files kept in the data directory)\n' +
+      'and local VMs. Ctrl-C stops it; started again, every file is back.',
+  )
+  .addOption(
+    new Option('--vms <n>', 'VMs to run')
+      .env('CLOUDLET_VMS')
+      .default(3)
+      .argParser(parseCount(1, 64)),
+  )
+  .addOption(
+    new Option('--memory <size>', 'memory each VM lends')
+      .env('CLOUDLET_MEMORY')
+      .default(undefined, 'a quarter of the free memory, shared; 32MiB to 1GiB each')
+      .argParser(parseSize),
+  )
+  .addOption(
+    new Option('--data-dir <dir>', "where the broker keeps the cloudlet's files")
+      .env('CLOUDLET_DATA_DIR')
+      .default(defaultDataDir()),
+  )
+  .addOption(
+    new Option('--mqtt-port <port>', 'port of the MQTT server (on 127.0.0.1)')
+      .default(1883)
+      .argParser(parseCount(0, 65535)),
+  )
+  .addOption(
+    new Option('--admin-port <port>', 'port of the dashboard and admin endpoint (on 127.0.0.1)')
+      .default(8080)
+      .argParser(parseCount(0, 65535)),
+  )
+  .action(async () => {
+    const flags = program.opts<StartFlags>();
+    const memory = flags.memory ?? defaultVmMemory(flags.vms);
+    const children: Subprocess[] = [];
+    const stopAll = async () => {
+      for (const child of [...children].reverse()) child.kill('SIGTERM');
+      await Promise.all(children.map((child) => child.exited));
+    };
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write('stopping the cloudlet…\n');
+      void stopAll().then(() => process.exit(0));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      const broker = await spawnUntil(
+        'the broker',
+        [
+          join(import.meta.dir, 'broker.ts'),
+          '--serve-mqtt',
+          `127.0.0.1:${flags.mqttPort}`,
+          '--data-dir',
+          flags.dataDir,
+          '--admin-port',
+          String(flags.adminPort),
+        ],
+        (line) => line.includes('"msg":"ready"'),
+        children,
+      );
+      const ready = JSON.parse(broker.readyLine) as { mqtt: string; admin: string };
+      let joined = 0;
+      await spawnUntil(
+        'the VMs',
+        [
+          join(import.meta.dir, 'vm.ts'),
+          '--mqtt',
+          ready.mqtt,
+          '--count',
+          String(flags.vms),
+          '--id-prefix',
+          'vm-',
+          '--store',
+          'memory',
+          '--memory',
+          String(memory),
+          '--address',
+          '127.0.0.1',
+        ],
+        (line) => line.includes('"msg":"joined the cloudlet"') && ++joined === flags.vms,
+        children,
+      );
+      // The CLI's default server is this one on the default port.
+      const cloudlet = `bun run cloudlet${ready.mqtt === 'mqtt://127.0.0.1:1883' ? '' : ` --mqtt ${ready.mqtt}`}`;
+      console.log(
+        [
+          `cloudlet running: ${flags.vms} VMs × ${formatSize(memory)}, MQTT at ${ready.mqtt}`,
+          `  files kept in  ${flags.dataDir}`,
+          `  dashboard      ${ready.admin}`,
+          `  try            ${cloudlet} put FILE`,
+          `                 ${cloudlet} ls`,
+          'Ctrl-C stops it; started again, every file is back.',
+        ].join('\n'),
+      );
+      // Runs until a signal; a child that stops on its own stops it all.
+      const first = await Promise.race(
+        children.map((child, i) => child.exited.then((code) => ({ i, code }))),
+      );
+      if (stopping) return new Promise<never>(() => {});
+      await stopAll();
+      throw new Error(
+        `${first.i === 0 ? 'the broker' : 'the VMs'} stopped (exit ${first.code}); see the lines above`,
+      );
+    } catch (error) {
+      if (!stopping) await stopAll();
+      throw error;
+    }
+  });
+
+/**
+ * Starts `bun ARGS` with its logs on this process's stderr, and waits until
+ * a line satisfies `ready`; an exit before that fails with its last line.
+ */
+async function spawnUntil(
+  what: string,
+  args: string[],
+  ready: (line: string) => boolean,
+  children: Subprocess[],
+): Promise<{ readyLine: string }> {
+  const child = Bun.spawn([process.execPath, ...args], {
+    stdin: 'ignore',
+    stdout: 'inherit',
+    stderr: 'pipe',
+    // Info to see `ready`; only warnings and errors reach the terminal.
+    env: { ...process.env, CLOUDLET_LOG_LEVEL: 'info' },
+  });
+  children.push(child);
+  const lines = readLines(child.stderr);
+  const show = (line: string) => {
+    if (!/^\{"level":[123]\d,/.test(line)) process.stderr.write(`${line}\n`);
+  };
+  let last = '';
+  for (let next = await lines.next(); !next.done; next = await lines.next()) {
+    const line = next.value;
+    if (ready(line)) {
+      void (async () => {
+        for await (const more of lines) show(more);
+      })();
+      return { readyLine: line };
+    }
+    show(line);
+    last = line;
+  }
+  const code = await child.exited;
+  throw new Error(`${what} did not start (exit ${code})${last ? `: ${lastMessage(last)}` : ''}`);
+}
+
+async function* readLines(stream: ReadableStream<Uint8Array>) {
+  const decoder = new TextDecoder();
+  let buffered = '';
+  for await (const chunk of stream) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let newline = buffered.indexOf('\n');
+    while (newline >= 0) {
+      yield buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      newline = buffered.indexOf('\n');
+    }
+  }
+  if (buffered) yield buffered;
+}
+
+/** A child's last line: its own one-line error, or a log record's message. */
+function lastMessage(line: string): string {
+  try {
+    const record = JSON.parse(line) as { msg?: string; err?: string };
+    return [record.msg, record.err].filter(Boolean).join(': ');
+  } catch {
+    return line;
+  }
+}
+
+await runProgram(program);
