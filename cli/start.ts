@@ -51,11 +51,13 @@ const program = new Command('start')
   )
   .addOption(
     new Option('--mqtt-port <port>', 'port of the MQTT server (on 127.0.0.1)')
+      .env('CLOUDLET_MQTT_PORT')
       .default(1883)
       .argParser(parseCount(0, 65535)),
   )
   .addOption(
     new Option('--admin-port <port>', 'port of the dashboard and admin endpoint (on 127.0.0.1)')
+      .env('CLOUDLET_ADMIN_PORT')
       .default(8080)
       .argParser(parseCount(0, 65535)),
   )
