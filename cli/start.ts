@@ -162,7 +162,7 @@ async function spawnUntil(
   children.push(child);
   const lines = readLines(child.stderr);
   const show = (line: string) => {
-    if (!/^\{"level":[123]\d,/.test(line)) process.stderr.write(`${line}\n`);
+    if (!/^\{"level":[123]\d,/.test(line)) process.stderr.write(`${readable(line)}\n`);
   };
   let last = '';
   for (let next = await lines.next(); !next.done; next = await lines.next()) {
@@ -193,6 +193,20 @@ async function* readLines(stream: ReadableStream<Uint8Array>) {
     }
   }
   if (buffered) yield buffered;
+}
+
+/** A child's warning or error as a line to read: `name: message {fields}`. */
+function readable(line: string): string {
+  try {
+    const { level, time, pid, hostname, name, msg, ...fields } = JSON.parse(line) as Record<
+      string,
+      unknown
+    >;
+    const rest = Object.keys(fields).length > 0 ? ` ${JSON.stringify(fields)}` : '';
+    return `${name}: ${msg}${rest}`;
+  } catch {
+    return line;
+  }
 }
 
 /** A child's last line: its own one-line error, or a log record's message. */
