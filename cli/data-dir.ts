@@ -7,6 +7,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { isProcessAlive } from '../plugins/pid.ts';
 
 /** `$CLOUDLET_DATA_DIR` is read by the flag; this is what is left: XDG's data home. */
 export function defaultDataDir(env: Record<string, string | undefined> = process.env): string {
@@ -58,7 +59,7 @@ export function lockDataDir(dir: string): DataDirLock {
         );
       }
       const owner = ownerOf(path);
-      if (owner !== null && owner !== process.pid && alive(owner)) {
+      if (owner !== null && owner !== process.pid && isProcessAlive(owner)) {
         throw new Error(
           `another broker (pid ${owner}) uses the data directory ${root}; stop it, or give this one its own --data-dir`,
         );
@@ -76,21 +77,5 @@ function ownerOf(path: string): number | null {
     return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
   } catch {
     return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: it lives, under another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie (killed, not yet reaped: common in containers) holds nothing.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
   }
 }

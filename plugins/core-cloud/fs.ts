@@ -15,6 +15,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { diskFlusher } from '../disk-flush.ts';
+import { isProcessAlive } from '../pid.ts';
 import {
   coreKeyProblem,
   RESERVED_SEGMENT,
@@ -53,7 +54,7 @@ export function createFsCoreCloud(options: FsCoreCloudOptions): CoreCloud {
   async function removeDeadWrites() {
     for (const name of await readdir(tmpDir)) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-      if (!Number.isSafeInteger(pid) || pid === process.pid || isRunning(pid)) continue;
+      if (!Number.isSafeInteger(pid) || pid === process.pid || isProcessAlive(pid)) continue;
       await unlink(join(tmpDir, name)).catch(() => {});
     }
   }
@@ -436,11 +437,3 @@ function fsError(action: string, err: unknown): CoreCloudError {
 }
 
 /** Whether a process with this id exists (signal 0 checks without sending). */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

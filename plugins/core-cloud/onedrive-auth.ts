@@ -31,6 +31,12 @@ import {
 export interface TokenSource {
   /** A currently valid access token (refreshed as needed). Never logged. */
   getToken(): Promise<string>;
+  /**
+   * A new token, not the one in hand: after a 401 (revoked, or expired
+   * before its time). Absent where there is no way to get another (a fixed
+   * token).
+   */
+  refresh?(): Promise<string>;
   /** What kind of sign-in this is, for messages: 'token', 'token file', 'client credentials', 'device code'. */
   readonly kind: string;
 }
@@ -134,8 +140,10 @@ function staticTokenSource(token: string, what: string): TokenSource {
  * and a token is a few kilobytes.
  */
 function tokenFileSource(path: string): TokenSource {
-  return {
+  const source: TokenSource = {
     kind: 'token file',
+    // Read again: the refresher may have written a new one meanwhile.
+    refresh: () => source.getToken(),
     async getToken() {
       let token: string;
       try {
@@ -155,6 +163,7 @@ function tokenFileSource(path: string): TokenSource {
       return refuseExpired(token, `the token in ${path}`, 'rewrite the file with a fresh one');
     },
   };
+  return source;
 }
 
 interface MsalSettings {
@@ -171,8 +180,8 @@ function clientCredentialsSource(settings: MsalSettings & { secret: string }): T
     auth: { ...msalAuth(settings), clientSecret: settings.secret },
     system: msalSystem(network),
   });
-  return msalTokenSource('client credentials', settings, network, () =>
-    app.acquireTokenByClientCredential({ scopes: [CLIENT_CREDENTIALS_SCOPE] }),
+  return msalTokenSource('client credentials', settings, network, (force) =>
+    app.acquireTokenByClientCredential({ scopes: [CLIENT_CREDENTIALS_SCOPE], skipCache: force }),
   );
 }
 
@@ -190,12 +199,12 @@ function deviceCodeSource(
     system: msalSystem(network),
   });
   const { scopes } = settings;
-  return msalTokenSource('device code', settings, network, async () => {
+  return msalTokenSource('device code', settings, network, async (force) => {
     // The cache holds one person's sign-in; another's would have no tokens for this app and fall through.
     const [account] = await app.getAllAccounts();
     if (account) {
       try {
-        return await app.acquireTokenSilent({ account, scopes });
+        return await app.acquireTokenSilent({ account, scopes, forceRefresh: force });
       } catch (err) {
         const signInAgain =
           err instanceof InteractionRequiredAuthError ||
@@ -226,14 +235,15 @@ function msalTokenSource(
   kind: string,
   settings: MsalSettings,
   network: FetchNetworkClient,
-  acquire: () => Promise<AuthenticationResult | null>,
+  acquire: (force: boolean) => Promise<AuthenticationResult | null>,
 ): TokenSource {
   let current: { token: string; renewAt: number } | undefined;
   let pending: Promise<string> | undefined;
-  async function signIn(): Promise<string> {
+  let forced: Promise<string> | undefined;
+  async function signIn(force = false): Promise<string> {
     network.lastError = undefined;
     try {
-      const result = await acquire();
+      const result = await acquire(force);
       if (!result?.accessToken) throw new Error('no access token in the answer');
       const expiresAt = result.expiresOn?.getTime() ?? 0;
       current = { token: result.accessToken, renewAt: expiresAt - RENEW_BEFORE_EXPIRY_MS };
@@ -250,6 +260,14 @@ function msalTokenSource(
         pending = undefined;
       });
       return pending;
+    },
+    refresh() {
+      // Past msal's cache too: the cached token is the one refused.
+      current = undefined;
+      forced ??= signIn(true).finally(() => {
+        forced = undefined;
+      });
+      return forced;
     },
   };
 }

@@ -2,8 +2,10 @@
  * How the OneDrive core talks to Microsoft Graph: the Graph client with a
  * middleware chain of its own (authentication, redirects, the request) and,
  * around every call, the retry policy: `Retry-After` on 429 and 503, capped
- * exponential backoff with jitter for other 5xx and network errors, and an
- * immediate, actionable error for 401, 403 and 507. Every retry is counted.
+ * exponential backoff with jitter for other 5xx and network errors, one
+ * forced token refresh on a 401 (a token revoked or expired before its
+ * time), and an immediate, actionable error for a second 401, 403 and 507.
+ * Every retry and refresh is counted.
  */
 import {
   AuthenticationHandler,
@@ -37,6 +39,8 @@ export interface GraphStats {
   retries: number;
   /** Retries by the status that caused them (`network` for no answer). */
   retriesBy: Record<string, number>;
+  /** Tokens fetched again after a 401. */
+  tokenRefreshes: number;
 }
 
 export interface Graph {
@@ -70,7 +74,7 @@ export function createGraph(options: GraphOptions): Graph {
     // Bun's fetch takes the CA under `tls`.
     ...(options.ca ? { fetchOptions: { tls: { ca: options.ca } } as object } : {}),
   });
-  const stats: GraphStats = { requests: 0, retries: 0, retriesBy: {} };
+  const stats: GraphStats = { requests: 0, retries: 0, retriesBy: {}, tokenRefreshes: 0 };
   const maxRetries = options.maxRetries ?? 6;
   const baseDelay = options.baseDelayMs ?? 500;
   const maxDelay = options.maxDelayMs ?? 30_000;
@@ -80,6 +84,7 @@ export function createGraph(options: GraphOptions): Graph {
     client,
     stats,
     async call(what, call, callOptions = {}) {
+      let refreshed = false;
       for (let attempt = 0; ; attempt++) {
         stats.requests++;
         try {
@@ -87,7 +92,15 @@ export function createGraph(options: GraphOptions): Graph {
         } catch (error) {
           const status = statusOf(error);
           if (status === 404 && callOptions.notFound === 'null') return null;
-          const fatal = fatalReason(status, error);
+          if (status === 401 && !refreshed && options.tokens.refresh) {
+            // Revoked or expired early: one fresh token, then the call again.
+            refreshed = true;
+            stats.tokenRefreshes++;
+            await options.tokens.refresh();
+            attempt--;
+            continue;
+          }
+          const fatal = fatalReason(status, error, refreshed);
           if (fatal) throw new CoreCloudError(DRIVER_NAME, `${what}: ${fatal}`, { cause: error });
           if (!isRetryable(status) || attempt >= maxRetries) {
             throw new CoreCloudError(DRIVER_NAME, `${what} failed: ${describe(status, error)}`, {
@@ -115,14 +128,15 @@ export function statusOf(error: unknown): number {
 }
 
 function isRetryable(status: number) {
-  return status === 0 || status === 429 || status >= 500;
+  // 501: the service does not do that at all; asking again will not help.
+  return status === 0 || status === 429 || (status >= 500 && status !== 501);
 }
 
 /** Errors that waiting will not fix, and what to do instead. */
-function fatalReason(status: number, error: unknown): string | undefined {
+function fatalReason(status: number, error: unknown, refreshed = false): string | undefined {
   const code = (error as { code?: string })?.code;
   if (status === 401) {
-    return 'OneDrive refused the access token (401): sign in again, or check the CLOUDLET_ONEDRIVE_* settings (see the README)';
+    return `OneDrive refused the access token (401${refreshed ? ', and the one fetched again after it' : ''}): sign in again, or check the CLOUDLET_ONEDRIVE_* settings (see the README)`;
   }
   if (status === 403) {
     return `OneDrive denied access (403${code ? ` ${code}` : ''}): the app needs Files.ReadWrite.AppFolder, or write access to the configured drive`;

@@ -4,12 +4,17 @@
  * 60 MiB, as Graph requires. Bytes are also spooled to a temporary file, so
  * that the upload can resume from the session's `nextExpectedRanges` after a
  * failed fragment, and start a new session when the old one expired (404) —
- * without holding more than one fragment in memory.
+ * without holding more than one fragment in memory. The spool's name holds
+ * this process's pid, and a sidecar file the session's URL, so that a
+ * process that died mid-upload leaves nothing behind for long: the next one
+ * to start sweeps its spool and cancels its session
+ * (`sweepAbandonedSessions`).
  */
 import { randomUUID } from 'node:crypto';
-import { type FileHandle, open, rm } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isProcessAlive } from '../pid.ts';
 import { type Graph, statusOf } from './onedrive-http.ts';
 
 /** Graph's unit for upload fragments. */
@@ -50,9 +55,19 @@ export async function startUploadSession(options: SessionOptions): Promise<Uploa
   if (fragmentSize % FRAGMENT_UNIT !== 0 || fragmentSize >= 60 * 1024 * 1024) {
     throw new Error(`fragment size ${fragmentSize} must be a multiple of 320 KiB under 60 MiB`);
   }
-  const spoolPath = join(options.spoolDir ?? tmpdir(), `cloudlet-onedrive-${randomUUID()}`);
+  const spoolPath = join(
+    options.spoolDir ?? tmpdir(),
+    `${SPOOL_PREFIX}${process.pid}-${randomUUID()}`,
+  );
   const spool: FileHandle = await open(spoolPath, 'w+', 0o600);
-  let session = await create();
+  let session: SessionState;
+  try {
+    session = await create();
+  } catch (error) {
+    await spool.close().catch(() => {});
+    await rm(spoolPath, { force: true });
+    throw error;
+  }
   let written = 0;
   /** Bytes Graph has accepted so far. */
   let uploaded = 0;
@@ -65,6 +80,8 @@ export async function startUploadSession(options: SessionOptions): Promise<Uploa
         .api(`${itemPath}:/createUploadSession`)
         .post({ item: { '@microsoft.graph.conflictBehavior': 'replace' } }),
     )) as { uploadUrl: string };
+    // Where a sweep finds the session to cancel should this process die.
+    await writeFile(`${spoolPath}${SESSION_SUFFIX}`, created.uploadUrl, { mode: 0o600 });
     return { uploadUrl: created.uploadUrl };
   }
 
@@ -147,6 +164,7 @@ export async function startUploadSession(options: SessionOptions): Promise<Uploa
     }
     await spool.close().catch(() => {});
     await rm(spoolPath, { force: true });
+    await rm(`${spoolPath}${SESSION_SUFFIX}`, { force: true });
   };
 
   return {
@@ -165,4 +183,43 @@ export async function startUploadSession(options: SessionOptions): Promise<Uploa
     },
     cancel,
   };
+}
+
+const SPOOL_PREFIX = 'cloudlet-onedrive-';
+const SESSION_SUFFIX = '.session';
+
+/**
+ * Removes the spools of processes that died mid-upload, and cancels their
+ * upload sessions (OneDrive would keep an open session's bytes until it
+ * expires). Returns how many it swept. Live processes' spools are kept.
+ */
+export async function sweepAbandonedSessions(graph: Graph, spoolDir = tmpdir()): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(spoolDir);
+  } catch {
+    return 0;
+  }
+  let swept = 0;
+  for (const name of names) {
+    const pid = Number(new RegExp(`^${SPOOL_PREFIX}(\\d+)-[\\w-]+$`).exec(name)?.[1]);
+    if (!Number.isSafeInteger(pid) || pid === process.pid || isProcessAlive(pid)) continue;
+    const path = join(spoolDir, name);
+    const uploadUrl = await readFile(`${path}${SESSION_SUFFIX}`, 'utf8').catch(() => '');
+    if (uploadUrl) {
+      await graph
+        .call(
+          'cancelling an abandoned upload session',
+          () => graph.client.api(uploadUrl).delete(),
+          {
+            notFound: 'null',
+          },
+        )
+        .catch(() => {});
+    }
+    await rm(path, { force: true });
+    await rm(`${path}${SESSION_SUFFIX}`, { force: true });
+    swept++;
+  }
+  return swept;
 }

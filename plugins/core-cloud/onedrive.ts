@@ -5,12 +5,21 @@
  * a configured drive. Small objects go up in one PUT; larger ones, and every
  * writer, through an upload session (`onedrive-session.ts`). Reads follow
  * the content endpoint's redirect; listings follow `@odata.nextLink`.
+ * Deletes are for good (`permanentDelete`) where the drive allows it; where
+ * it does not, a plain DELETE moves the object to the drive's recycle bin,
+ * which keeps counting against its quota (counted in `stats().recycled`).
  */
 import { type PageCollection, PageIterator, ResponseType } from '@microsoft/microsoft-graph-client';
 import { sizeProblem, validateCoreKey, validateCorePrefix, validateRange } from './keys.ts';
 import type { TokenSource } from './onedrive-auth.ts';
-import { createGraph, DRIVER_NAME, type GraphOptions, type GraphStats } from './onedrive-http.ts';
-import { startUploadSession } from './onedrive-session.ts';
+import {
+  createGraph,
+  DRIVER_NAME,
+  type GraphOptions,
+  type GraphStats,
+  statusOf,
+} from './onedrive-http.ts';
+import { startUploadSession, sweepAbandonedSessions } from './onedrive-session.ts';
 import { type CoreCloud, CoreCloudError, type CoreWriter } from './types.ts';
 
 export interface OneDriveOptions {
@@ -35,8 +44,11 @@ export interface OneDriveOptions {
 }
 
 export interface OneDriveCoreCloud extends CoreCloud {
-  /** Requests, retries and restarted sessions so far. */
-  stats(): GraphStats & { sessionRestarts: number };
+  /**
+   * Requests, retries and restarted sessions so far; `recycled`: objects a
+   * drive without `permanentDelete` moved to its recycle bin instead.
+   */
+  stats(): GraphStats & { sessionRestarts: number; recycled: number };
 }
 
 export const SIMPLE_PUT_LIMIT = 4 * 1024 * 1024;
@@ -57,6 +69,9 @@ export function createOneDriveCoreCloud(options: OneDriveOptions): OneDriveCoreC
   );
   const simplePutLimit = options.simplePutLimit ?? SIMPLE_PUT_LIMIT;
   let sessionRestarts = 0;
+  let recycled = 0;
+  /** Until the drive refuses it once. */
+  let permanentDelete = true;
 
   const encodePath = (path: string) => path.split('/').map(encodeURIComponent).join('/');
   /** Graph's path addressing: `<drive>:/<folder>/<key>` is the item … */
@@ -106,6 +121,32 @@ export function createOneDriveCoreCloud(options: OneDriveOptions): OneDriveCoreC
         // The Graph client sends Buffers as they are (not Uint8Array views).
         .put(value),
     );
+  };
+
+  /** For good where the drive allows it; else into its recycle bin. */
+  const removeItem = async (path: string) => {
+    if (permanentDelete) {
+      try {
+        await graph.call(
+          `deleting ${JSON.stringify(path)}`,
+          // An action with no body: POST …:/permanentDelete, 204.
+          () => graph.client.api(actionUrl(path, 'permanentDelete')).post(undefined),
+          { notFound: 'null' },
+        );
+        return;
+      } catch (error) {
+        const status = statusOf((error as { cause?: unknown }).cause);
+        // Not on this drive (personal drives, some accounts): plain deletes from now on.
+        if (![400, 403, 405, 501].includes(status)) throw error;
+        permanentDelete = false;
+      }
+    }
+    const gone = await graph.call(
+      `deleting ${JSON.stringify(path)}`,
+      () => graph.client.api(itemUrl(path)).delete(),
+      { notFound: 'null' },
+    );
+    if (gone !== null) recycled++;
   };
 
   const listBelow = async (path: string, into: string[]) => {
@@ -201,13 +242,7 @@ export function createOneDriveCoreCloud(options: OneDriveOptions): OneDriveCoreC
     },
     async delete(key) {
       validateCoreKey(DRIVER_NAME, key);
-      await graph.call(
-        `deleting ${JSON.stringify(key)}`,
-        () => graph.client.api(itemUrl(key)).delete(),
-        {
-          notFound: 'null',
-        },
-      );
+      await removeItem(key);
       // Keep the drive tidy: a file's folder goes with its last chunk.
       const parent = key.split('/').slice(0, -1).join('/');
       if (parent) {
@@ -218,15 +253,7 @@ export function createOneDriveCoreCloud(options: OneDriveOptions): OneDriveCoreC
             notFound: 'null',
           },
         )) as { folder?: { childCount?: number } } | null;
-        if (item?.folder?.childCount === 0) {
-          await graph.call(
-            `deleting ${JSON.stringify(parent)}`,
-            () => graph.client.api(itemUrl(parent)).delete(),
-            {
-              notFound: 'null',
-            },
-          );
-        }
+        if (item?.folder?.childCount === 0) await removeItem(parent);
       }
     },
     async list(prefix = '') {
@@ -248,8 +275,16 @@ export function createOneDriveCoreCloud(options: OneDriveOptions): OneDriveCoreC
       )) as { size?: number } | null;
       return item?.size ?? 0;
     },
+    async sweepAbandoned() {
+      await sweepAbandonedSessions(graph, options.spoolDir);
+    },
     async close() {},
-    stats: () => ({ ...graph.stats, retriesBy: { ...graph.stats.retriesBy }, sessionRestarts }),
+    stats: () => ({
+      ...graph.stats,
+      retriesBy: { ...graph.stats.retriesBy },
+      sessionRestarts,
+      recycled,
+    }),
   };
   return cloud;
 }

@@ -9,14 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { newId } from '../../actors/ids.ts';
 import { createCoreCloud } from '../../plugins/core-cloud/index.ts';
-import {
-  createOneDriveCoreCloud,
-  type OneDriveOptions,
-} from '../../plugins/core-cloud/onedrive.ts';
+import type { OneDriveOptions } from '../../plugins/core-cloud/onedrive.ts';
 import { CoreCloudError } from '../../plugins/core-cloud/types.ts';
 import { useGraphServer } from '../support/graph-server.ts';
+import { onedriveOn } from '../support/onedrive-core.ts';
 import { testCoreCloud } from './core-cloud-conformance.ts';
 
 const KiB = 1024;
@@ -25,23 +22,10 @@ const server = useGraphServer({ pageSize: 3 });
 const delays: number[] = [];
 
 /** A OneDrive core in a fresh folder, retrying without real waits. */
-function onedrive(overrides: Partial<OneDriveOptions> = {}) {
-  return createOneDriveCoreCloud({
-    tokens: { kind: 'token', getToken: async () => server.token },
-    graphUrl: server.baseUrl,
-    ca: server.ca,
-    cluster: `c${newId(6).replace(/[-_]/g, 'x')}`,
-    // Small fragments, so a few MiB make a session of several.
-    fragmentSize: 320 * KiB,
-    retry: {
-      maxRetries: 3,
-      sleep: async (ms) => {
-        delays.push(ms);
-      },
-    },
-    ...overrides,
+const onedrive = (overrides: Partial<OneDriveOptions> = {}) =>
+  onedriveOn(server, overrides, async (ms) => {
+    delays.push(ms);
   });
-}
 
 testCoreCloud({ name: 'onedrive', create: async () => onedrive() });
 
@@ -184,7 +168,11 @@ describe('core cloud: onedrive, beyond the suite', () => {
     await cloud.put('file-1/0', Uint8Array.of(1));
     await cloud.put('file-1/1', Uint8Array.of(2));
     const folderDeleted = () =>
-      server.requests.some((r) => r.kind === 'delete' && r.path.endsWith('/file-1'));
+      server.requests.some(
+        (r) =>
+          (r.kind === 'delete' && r.path.endsWith('/file-1')) ||
+          (r.kind === 'permanent-delete' && r.path.endsWith('/file-1:/permanentDelete')),
+      );
     await cloud.delete('file-1/0');
     expect(folderDeleted()).toBe(false);
     await cloud.delete('file-1/1');

@@ -222,6 +222,18 @@ describe('client credentials', () => {
     expect(counts().clientCredentials).toBe(before.clientCredentials + 2);
   });
 
+  test('refresh() (after a 401) gets a new token past the cache, which later calls use', async () => {
+    const tokens = source(workEnv());
+    const token = await tokens.getToken();
+    const before = counts();
+    const fresh = await tokens.refresh?.();
+    expect(fresh).toBeDefined();
+    expect(fresh).not.toBe(token);
+    expect(server.issued.accessTokens).toContain(fresh as string);
+    expect(counts().clientCredentials).toBe(before.clientCredentials + 1);
+    expect(await tokens.getToken()).toBe(fresh as string);
+  });
+
   test('concurrent callers share one request', async () => {
     const before = counts();
     const tokens = source(workEnv());
@@ -305,6 +317,19 @@ describe('device code', () => {
     setSystemTime(new Date(Date.now() + 4 * HOUR_MS));
     expect(server.issued.accessTokens).toContain(await later.getToken());
     expect(user.prompts).toHaveLength(1); // signed in again
+  });
+
+  test('refresh() (after a 401) redeems the refresh token instead of serving the cached access token', async () => {
+    const cachePath = newCachePath();
+    const user = approvingUser();
+    const tokens = source(personalEnv(cachePath), { onDeviceCode: user.onDeviceCode });
+    const token = await tokens.getToken();
+    const before = counts();
+    const fresh = await tokens.refresh?.();
+    expect(fresh).not.toBe(token);
+    expect(server.issued.accessTokens).toContain(fresh as string);
+    expect(counts()).toEqual({ ...before, refresh: before.refresh + 1 });
+    expect(user.prompts).toHaveLength(1); // the first sign-in only
   });
 
   test('a cache file that exists with loose permissions is tightened before use', async () => {

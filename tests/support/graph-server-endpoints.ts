@@ -27,6 +27,8 @@ export interface EndpointState {
   drives: Map<string, Drive>;
   sessions: Map<string, UploadSession>;
   pageSize: number;
+  /** Whether `permanentDelete` is taken (a work drive). */
+  permanentDelete: boolean;
 }
 
 /**
@@ -138,14 +140,27 @@ export async function answer(
       });
     }
     case 'delete':
+      // Into the recycle bin, as OneDrive's DELETE does.
       return driveFor(route.drive).remove(route.path)
+        ? new Response(null, { status: 204 })
+        : itemNotFound(route.path);
+    case 'permanent-delete':
+      if (!state.permanentDelete) {
+        return graphError({
+          status: 400,
+          code: 'invalidRequest',
+          message: 'permanentDelete is not supported on this drive',
+        });
+      }
+      return driveFor(route.drive).purge(route.path)
         ? new Response(null, { status: 204 })
         : itemNotFound(route.path);
   }
 }
 
 const DRIVE_BASE = /^\/v1\.0\/(?:me\/drive\/special\/approot|drives\/([^/:]+)\/root)(.*)$/;
-const ITEM_PATH = /^:\/([^:]+)(?::(\/content|\/createUploadSession|\/children)?)?$/;
+const ITEM_PATH =
+  /^:\/([^:]+)(?::(\/content|\/createUploadSession|\/children|\/permanentDelete)?)?$/;
 const DRIVE_ACTIONS: Record<string, DriveRequestKind> = {
   'GET ': 'item',
   'DELETE ': 'delete',
@@ -153,6 +168,7 @@ const DRIVE_ACTIONS: Record<string, DriveRequestKind> = {
   'GET /content': 'content',
   'PUT /content': 'simple-put',
   'POST /createUploadSession': 'create-session',
+  'POST /permanentDelete': 'permanent-delete',
 };
 const SESSION_ACTIONS: Record<string, SessionRequestKind> = {
   PUT: 'session-put',

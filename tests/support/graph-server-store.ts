@@ -42,8 +42,17 @@ export interface Drive {
   item(path: string): DriveItemJson | undefined;
   /** The items directly in a folder, by name; undefined when there is no folder at `path`. */
   children(path: string): DriveItemJson[] | undefined;
-  /** Removes a file, or a folder with everything below it; false when nothing is at `path`. */
+  /**
+   * Moves a file, or a folder with everything below it, to the recycle bin
+   * (as OneDrive's DELETE does); false when nothing is at `path`.
+   */
   remove(path: string): boolean;
+  /** Removes for good (`permanentDelete`); false when nothing is at `path`. */
+  purge(path: string): boolean;
+  /** The files in the recycle bin, by their former paths (a path deleted twice is there twice). */
+  recycled(): string[];
+  /** The bytes of every file and of the recycle bin. */
+  quotaUsed(): number;
   /** Every file's path, sorted. */
   paths(): string[];
 }
@@ -60,6 +69,7 @@ interface Entry {
 /** A drive by its key: APP_FOLDER or a drive id. Paths are '/'-joined names, '' is the root. */
 export function createDrive(key: string): Drive {
   const entries = new Map<string, Entry>([['', newEntry()]]);
+  const recycleBin: Array<{ path: string; bytes: Buffer }> = [];
   const driveId = key === APP_FOLDER ? 'me' : key;
   // Where Graph says an item's parent is: the app folder lives at /Apps/{app} in the user's drive.
   const rootPath = key === APP_FOLDER ? '/drive/root:/Apps/cloudlet' : `/drives/${key}/root:`;
@@ -150,10 +160,26 @@ export function createDrive(key: string): Drive {
     remove(path) {
       if (path === '' || !entries.has(path)) return false;
       const isBelow = below(path);
+      for (const [other, entry] of [...entries]) {
+        if (other !== path && !isBelow(other)) continue;
+        if (entry.bytes) recycleBin.push({ path: other, bytes: entry.bytes });
+        entries.delete(other);
+      }
+      return true;
+    },
+    purge(path) {
+      if (path === '' || !entries.has(path)) return false;
+      const isBelow = below(path);
       for (const other of [...entries.keys()])
         if (other === path || isBelow(other)) entries.delete(other);
       return true;
     },
+    recycled: () => recycleBin.map((item) => item.path).sort(),
+    quotaUsed: () =>
+      [...entries.values(), ...recycleBin].reduce(
+        (sum, item) => sum + (item.bytes?.length ?? 0),
+        0,
+      ),
     paths: () =>
       [...entries]
         .filter(([, entry]) => entry.bytes)

@@ -53,6 +53,14 @@ export interface GraphServerOptions {
   token?: string;
   /** Items per children page, to exercise paging (default 3). */
   pageSize?: number;
+  /**
+   * Whether the drive takes `permanentDelete` (work drives do; default
+   * true). Refused, it answers 400 `invalidRequest`, and only a plain DELETE
+   * removes — into the recycle bin.
+   */
+  permanentDelete?: boolean;
+  /** Which bearer tokens are valid (default: only `token`). */
+  acceptToken?: (token: string) => boolean;
 }
 
 export type RequestKind =
@@ -65,7 +73,8 @@ export type RequestKind =
   | 'download'
   | 'children'
   | 'item'
-  | 'delete';
+  | 'delete'
+  | 'permanent-delete';
 
 export interface Fault {
   /** 429, 503, 507, 401, 403, 500, 404… */
@@ -113,6 +122,15 @@ export interface GraphServer {
   paths(drive?: string): string[];
   /** Open upload sessions. */
   sessionCount(): number;
+  /**
+   * Paths in the drive's recycle bin, where a plain DELETE sends an item,
+   * as OneDrive does; they still count against the quota.
+   */
+  recycleBin(drive?: string): string[];
+  /** Bytes counted against the drive's quota: its files and its recycle bin. */
+  quotaUsed(drive?: string): number;
+  /** From now on this token is refused with 401, as an expired or revoked one is. */
+  expireToken(token: string): void;
   close(): Promise<void>;
 }
 
@@ -129,6 +147,8 @@ const ERROR_CODES: Record<number, string> = {
 
 export async function startGraphServer(options: GraphServerOptions = {}): Promise<GraphServer> {
   const { token = 'test-token', pageSize = 3 } = options;
+  const expired = new Set<string>();
+  const accepts = options.acceptToken ?? ((candidate: string) => candidate === token);
   const { cert, key } = await localCertificate(HOST);
   const drives = new Map<string, Drive>();
   const sessions = new Map<string, UploadSession>();
@@ -155,6 +175,15 @@ export async function startGraphServer(options: GraphServerOptions = {}): Promis
     return fault;
   };
 
+  /** Graph's messages for a missing, unknown or expired bearer token. */
+  const authProblem = (request: Request): string | undefined => {
+    const header = request.headers.get('authorization');
+    if (!header) return 'Access token is empty.';
+    const bearer = header.replace(/^Bearer /, '');
+    if (expired.has(bearer)) return 'Access token has expired or is not yet valid.';
+    return accepts(bearer) ? undefined : 'Invalid bearer token.';
+  };
+
   const server = Bun.serve({
     port: 0,
     hostname: HOST,
@@ -168,25 +197,24 @@ export async function startGraphServer(options: GraphServerOptions = {}): Promis
         if (fault.status === 404 && route.kind === 'session-put') sessions.delete(route.sessionId);
         await request.arrayBuffer();
         response = faultResponse(fault);
-      } else if (
-        url.pathname.startsWith('/v1.0/') &&
-        request.headers.get('authorization') !== `Bearer ${token}`
-      ) {
+      } else if (url.pathname.startsWith('/v1.0/') && authProblem(request)) {
         response = graphError({
           status: 401,
           code: 'InvalidAuthenticationToken',
-          message: request.headers.has('authorization')
-            ? 'Invalid bearer token.'
-            : 'Access token is empty.',
+          message: authProblem(request) as string,
         });
       } else {
-        response = await answer(route, request, url, { drives, sessions, pageSize }).catch(
-          (error: unknown) =>
-            graphError({
-              status: 500,
-              code: 'generalException',
-              message: `fake Graph bug: ${error}`,
-            }),
+        response = await answer(route, request, url, {
+          drives,
+          sessions,
+          pageSize,
+          permanentDelete: options.permanentDelete ?? true,
+        }).catch((error: unknown) =>
+          graphError({
+            status: 500,
+            code: 'generalException',
+            message: `fake Graph bug: ${error}`,
+          }),
         );
       }
       requests.push({
@@ -217,6 +245,11 @@ export async function startGraphServer(options: GraphServerOptions = {}): Promis
     file: (path, drive) => storedDrive(drive)?.file(path),
     paths: (drive) => storedDrive(drive)?.paths() ?? [],
     sessionCount: () => sessions.size,
+    recycleBin: (drive) => storedDrive(drive)?.recycled() ?? [],
+    quotaUsed: (drive) => storedDrive(drive)?.quotaUsed() ?? 0,
+    expireToken: (expiring) => {
+      expired.add(expiring);
+    },
     close: () => server.stop(true),
   };
 }
