@@ -82,7 +82,10 @@ export interface FileSink extends ByteSink {
  */
 export async function fileSink(path: string): Promise<FileSink> {
   const partial = `${path}.partial-${newId(6)}`;
-  const handle = await open(partial, 'w+');
+  const handle = await open(partial, 'w+').catch((error: NodeJS.ErrnoException) => {
+    // Named as the user gave it, not as the hidden partial file.
+    throw new Error(`cannot write ${path}: ${error.code ?? error.message}`);
+  });
   let closed = false;
   const flusher = diskFlusher(handle);
   const close = async () => {

@@ -2,6 +2,8 @@
  * The flags of `bun run broker`: what each means, its environment variable
  * and its default (cli/broker.ts runs the broker they describe).
  */
+
+import { InvalidArgumentError } from 'commander';
 import { BROKER_DEFAULTS, DEFAULT_MAINTENANCE_RATE } from '../actors/broker.ts';
 import { MAX_REPLICAS } from '../protocol/messages.ts';
 import { parseListenAddress } from '../server/mqtt-server.ts';
@@ -229,7 +231,13 @@ export const brokerCommand = () =>
         'run an MQTT server (aedes) in this process and use it, for one box with no Mosquitto (host 127.0.0.1 unless given; no passwords, ACL or TLS)',
       )
         .env('CLOUDLET_SERVE_MQTT')
-        .argParser((text) => parseListenAddress(text)),
+        .argParser((text) => {
+          try {
+            return parseListenAddress(text);
+          } catch (error) {
+            throw new InvalidArgumentError((error as Error).message);
+          }
+        }),
     )
     .option('--no-admin', 'run without the admin endpoint')
     .option(

@@ -10,7 +10,7 @@ import { createLogger } from '../actors/log.ts';
 import { within } from '../actors/within.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createLeaseStore } from '../plugins/lease/index.ts';
-import { createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
+import { checkMetadataSpec, createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { createMetrics } from '../server/metrics.ts';
 import { startEmbeddedMqtt } from '../server/mqtt-server.ts';
@@ -63,6 +63,12 @@ program.action(async () => {
       },
     );
   }
+  // Both stores named well before anything is taken or said.
+  const core = createCoreCloud(flags.core, {
+    cluster: flags.topicRoot.replaceAll('/', '-'),
+    onDeviceCode: (message) => process.stderr.write(`${message}\n`),
+  });
+  checkMetadataSpec(flags.metadata);
   // The directory is the broker's only when a store lives in it.
   if (given.core === undefined || given.metadata === undefined) {
     const lock = lockDataDir(given.dataDir);
@@ -80,10 +86,6 @@ program.action(async () => {
       'serving MQTT in this process (aedes): members connect to it with --mqtt',
     );
   }
-  const core = createCoreCloud(flags.core, {
-    cluster: flags.topicRoot.replaceAll('/', '-'),
-    onDeviceCode: (message) => process.stderr.write(`${message}\n`),
-  });
   for (const [what, spec] of [
     ['core', flags.core],
     ['metadata', flags.metadata],

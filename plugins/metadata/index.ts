@@ -46,14 +46,19 @@ export function createMetadataStore(
         'only redis metadata can be fenced by a lease',
       );
   }
+  checkMetadataSpec(spec);
   if (spec === 'memory') return createMemoryMetadata();
   if (isRedisSpec(spec)) return createRedisMetadata({ url: spec, ...options });
+  return createSqliteMetadata({ path: spec.slice('sqlite:'.length) });
+}
+
+/** Throws what is wrong with a `--metadata` spec, before anything is opened. */
+export function checkMetadataSpec(spec: string): void {
+  if (spec === 'memory' || isRedisSpec(spec)) return;
   if (spec.startsWith('sqlite:')) {
-    const path = spec.slice('sqlite:'.length);
-    if (path === '') {
+    if (spec === 'sqlite:')
       throw new MetadataError('sqlite', `"${spec}" names no file; ${SPEC_HELP}`);
-    }
-    return createSqliteMetadata({ path });
+    return;
   }
   const backend = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1] ?? spec;
   throw new MetadataError(backend, `no such backend (${JSON.stringify(spec)}); ${SPEC_HELP}`);

@@ -119,4 +119,48 @@ describe('the broker with no store flags, serving its own MQTT', () => {
     // Both stores given: no data directory is touched.
     expect(memory.output()).not.toContain('keeping files in the data directory');
   }, 60_000);
+
+  test('every bad flag or store of broker, vm, start and cloudlet: one line, a non-zero exit, nothing taken', async () => {
+    const dataDir = join(work, 'untouched');
+    const cases: Array<[string, string[], number, RegExp]> = [
+      ['broker', ['--core', 'nope:x'], 1, /^broker: nope core cloud: no such backend/],
+      ['broker', ['--metadata', 'bogus'], 1, /^broker: bogus metadata store: no such backend/],
+      ['broker', ['--metadata', 'sqlite:'], 1, /^broker: .*names no file/],
+      ['broker', ['--serve-mqtt', 'abc'], 2, /is not \[HOST:\]PORT/],
+      ['broker', ['--split', '0'], 2, /"0" is not a whole number/],
+      ['vm', ['--store', 'nope'], 1, /^vm: nope chunk store: no such backend/],
+      ['vm', ['--memory', 'lots'], 2, /"lots" is not a size/],
+      ['vm', ['--id', 'a b'], 2, /"a b" is not a valid id/],
+      ['start', ['--vms', '0'], 2, /"0" is not a whole number from 1 to 64/],
+      ['cloudlet', ['acl', '--member', 'a b'], 1, /"a b" is not a member id/],
+      [
+        'cloudlet',
+        ['get', 'x', '-o', '/nonexistent/dir/f'],
+        1,
+        /^cloudlet: cannot write \/nonexistent\/dir\/f: ENOENT\n$/,
+      ],
+    ];
+    for (const [command, args, code, pattern] of cases) {
+      const result = await runCommand(
+        [process.execPath, join(ROOT, `cli/${command}.ts`), ...args],
+        {
+          env: {
+            CLOUDLET_MQTT_URL: 'mqtt://127.0.0.1:1',
+            CLOUDLET_DATA_DIR: dataDir,
+            CLOUDLET_LOG_LEVEL: 'info',
+          },
+        },
+      );
+      const seen = {
+        command,
+        args,
+        code: result.code,
+        lines: result.stderr.trim().split('\n').length,
+      };
+      expect(seen).toEqual({ command, args, code, lines: 1 });
+      expect(result.stderr).toMatch(pattern);
+    }
+    // A broker refused for its flags took no data directory.
+    expect(existsSync(dataDir)).toBe(false);
+  }, 60_000);
 });
