@@ -16,7 +16,7 @@ export function machineInfo() {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     bun: Bun.version,
     // The allocator's setting changes the figures by up to 2× where page
-    // faults are dear (README, Performance): every result says which it ran with.
+    // faults are dear (docs/performance.md): every result says which it ran with.
     mimallocPurgeDelay: process.env.MIMALLOC_PURGE_DELAY ?? 'default',
   };
 }

@@ -74,7 +74,7 @@ try {
     );
   log(`starting mosquitto for ${VMS + 50} connections…`);
   const mosquitto = await startMosquitto({
-    // The settings that matter at a thousand connections (README: running at scale).
+    // The settings that matter at a thousand connections (docs/performance.md: at scale).
     extraConfig: [
       'max_connections -1',
       'max_queued_messages 10000',

@@ -1,7 +1,7 @@
 /**
  * What every command shares: the MQTT options (flags win over CLOUDLET_*
  * environment variables), size and number parsing, and one-line errors with
- * the exit codes the README documents (1: the operation failed, 2: usage).
+ * the exit codes docs/operations.md documents (1: the operation failed, 2: usage).
  */
 import { readFileSync } from 'node:fs';
 import bytes from 'bytes-iec';

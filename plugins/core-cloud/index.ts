@@ -41,7 +41,7 @@ export function createCoreCloud(spec: string, options: CoreCloudSpecOptions = {}
 }
 
 /**
- * OneDrive as the CLOUDLET_ONEDRIVE_* variables describe it (the README
+ * OneDrive as the CLOUDLET_ONEDRIVE_* variables describe it (docs/onedrive.md
  * lists them): sign-in, Graph URL, drive, folder, and a CA to trust.
  */
 function oneDriveFromEnv(options: CoreCloudSpecOptions): CoreCloud {

@@ -136,7 +136,7 @@ function isRetryable(status: number) {
 function fatalReason(status: number, error: unknown, refreshed = false): string | undefined {
   const code = (error as { code?: string })?.code;
   if (status === 401) {
-    return `OneDrive refused the access token (401${refreshed ? ', and the one fetched again after it' : ''}): sign in again, or check the CLOUDLET_ONEDRIVE_* settings (see the README)`;
+    return `OneDrive refused the access token (401${refreshed ? ', and the one fetched again after it' : ''}): sign in again, or check the CLOUDLET_ONEDRIVE_* settings (see docs/onedrive.md)`;
   }
   if (status === 403) {
     return `OneDrive denied access (403${code ? ` ${code}` : ''}): the app needs Files.ReadWrite.AppFolder, or write access to the configured drive`;

@@ -1,5 +1,5 @@
 /**
- * `bun run bench:cpu`, as the README's performance section gives it (a small
+ * `bun run bench:cpu`, as docs/performance.md gives it (a small
  * size, one run): a put and a get through a cloudlet of real processes, and
  * the CPU each process spent per MiB.
  */

@@ -1,6 +1,7 @@
 /**
  * The README's commands, run as written: every command block a user is told
- * to run in Try it, Running a cloudlet, A standby broker and Locking it down,
+ * to run in Try it and Running a cloudlet (README.md), A standby broker and
+ * Locking it down (docs/operations.md),
  * with only addresses, ports and paths substituted (in the text, or through
  * the environment variables the README documents, for a port or directory
  * it does not write out). The secure setup runs with the admin endpoint on,
@@ -12,7 +13,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, type ManagedProcess, type Readiness, startProcess } from '../support/process.ts';
-import { blocksUnder, type Step, stepsOf, substitute } from '../support/readme.ts';
+import { blocksUnder, OPERATIONS_PATH, type Step, stepsOf, substitute } from '../support/readme.ts';
 import { runCommand } from '../support/run.ts';
 import { type ServiceHandle, serviceSkipReason, startRedis } from '../support/services.ts';
 import { localCertificate } from '../support/tls.ts';
@@ -150,7 +151,7 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     }, 120_000);
 
     test('A standby broker: the same command twice, one active and one standing by, which takes over', async () => {
-      const [block] = blocksUnder('### A standby broker');
+      const [block] = blocksUnder('## A standby broker', OPERATIONS_PATH);
       const dir = workDir();
       const mqttPort = await freePort();
       const redis = await startRedis();
@@ -189,7 +190,10 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
     }, 60_000);
 
     test('Locking it down: cloudlet acl, the mosquitto.conf, and broker (admin on), VM and client over mqtts://', async () => {
-      const [acl, conf, members] = blocksUnder('### Locking it down: passwords, ACL, TLS');
+      const [acl, conf, members] = blocksUnder(
+        '## Locking it down: passwords, ACL, TLS',
+        OPERATIONS_PATH,
+      );
       const dir = workDir();
       const tlsPort = await freePort();
       const adminPort = await freePort();

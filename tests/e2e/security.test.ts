@@ -332,7 +332,7 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('MQTT security', (
 });
 
 describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
-  'the secure setup, as the README runs it',
+  'the secure setup, as docs/operations.md runs it',
   () => {
     const ROOT = join(import.meta.dir, '..', '..');
     const dir = mkdtempSync(join(tmpdir(), 'cloudlet-secure-cli-'));
@@ -480,7 +480,7 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)(
 
 /**
  * Mosquitto with `dir`'s passwd and acl, anonymous clients refused, and a TLS
- * listener presenting `dir`'s server.pem and server.key, as the README says.
+ * listener presenting `dir`'s server.pem and server.key, as docs/operations.md says.
  */
 async function startSecureMosquitto(dir: string) {
   const tlsPort = await freePort();

@@ -6,7 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const README_PATH = join(import.meta.dir, '..', '..', 'README.md');
+const ROOT = join(import.meta.dir, '..', '..');
+export const README_PATH = join(ROOT, 'README.md');
+/** Where the README's longer sections live. */
+export const OPERATIONS_PATH = join(ROOT, 'docs', 'operations.md');
 
 export interface Block {
   /** The fence's language: `sh`, or '' for a plain block (a config file). */
@@ -15,7 +18,8 @@ export interface Block {
 }
 
 /** The fenced blocks between `heading` (e.g. `## Try it`) and the next heading of its level or above. */
-export function blocksUnder(heading: string, readme = readFileSync(README_PATH, 'utf8')): Block[] {
+export function blocksUnder(heading: string, path = README_PATH): Block[] {
+  const readme = readFileSync(path, 'utf8');
   const level = heading.indexOf(' ');
   const blocks: Block[] = [];
   let inside = false;
@@ -38,7 +42,7 @@ export function blocksUnder(heading: string, readme = readFileSync(README_PATH, 
       else if (inside && (match[1] as string).length <= level) break;
     }
   }
-  if (blocks.length === 0) throw new Error(`no blocks under "${heading}" in the README`);
+  if (blocks.length === 0) throw new Error(`no blocks under "${heading}" in ${path}`);
   return blocks;
 }
 
