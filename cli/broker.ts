@@ -4,7 +4,6 @@
  * placement, core backup, failover.
  */
 import { createBroker } from '../actors/broker.ts';
-import { createActorRegistry } from '../actors/inspection.ts';
 import { type LeaseKeeper, startLeaseKeeper } from '../actors/lease.ts';
 import { createLogger } from '../actors/log.ts';
 import { within } from '../actors/within.ts';
@@ -12,6 +11,7 @@ import { createCoreCloud } from '../plugins/core-cloud/index.ts';
 import { createLeaseStore } from '../plugins/lease/index.ts';
 import { checkMetadataSpec, createMetadataStore, isRedisSpec } from '../plugins/metadata/index.ts';
 import { createTopics } from '../protocol/topics.ts';
+import { createActorRegistry } from '../server/inspection.ts';
 import { createMetrics } from '../server/metrics.ts';
 import { startEmbeddedMqtt } from '../server/mqtt-server.ts';
 import { startAdminServer } from '../server/serve.ts';
@@ -100,7 +100,7 @@ program.action(async () => {
   const metrics = createMetrics();
   const stately = flags.inspect
     ? // Loaded only when asked for: the inspector's packages cost every node memory.
-      (await import('../actors/stately.ts')).startStatelyInspection(
+      (await import('../server/stately.ts')).startStatelyInspection(
         flags.inspect === true ? undefined : flags.inspect,
       )
     : null;

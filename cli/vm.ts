@@ -93,7 +93,7 @@ const program = withConnectionOptions(
     const flags = program.opts<VmFlags>();
     const stately = flags.inspect
       ? // Loaded only when asked for: the inspector's packages cost every node memory.
-        (await import('../actors/stately.ts')).startStatelyInspection(
+        (await import('../server/stately.ts')).startStatelyInspection(
           flags.inspect === true ? undefined : flags.inspect,
         )
       : null;

@@ -15,7 +15,6 @@ import type { Broker } from '../actors/broker.ts';
 import { decodeCursor, encodeCursor } from '../actors/broker-requests.ts';
 import { fileSink, fileSource } from '../actors/files.ts';
 import { newId } from '../actors/ids.ts';
-import type { ActorRegistry } from '../actors/inspection.ts';
 import type { Logger } from '../actors/log.ts';
 import type { Member } from '../actors/member.ts';
 import { CloudletError } from '../machines/shared.ts';
@@ -24,6 +23,7 @@ import { type ErrorCode, type FileInfo, listedFile, vmRow } from '../protocol/me
 import { fileNameProblem } from '../protocol/names.ts';
 import { bearerAuth } from './auth.ts';
 import type { AdminEvent, ErrorBody, MachineGraph, TransferView } from './contract.ts';
+import type { ActorRegistry } from './inspection.ts';
 import type { Metrics } from './metrics.ts';
 
 export interface AdminDeps {

@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Broker } from '../actors/broker.ts';
-import type { ActorRegistry } from '../actors/inspection.ts';
 import type { Logger } from '../actors/log.ts';
 import { createMember } from '../actors/member.ts';
 import { connectLink, type LinkOptions } from '../actors/mqtt-link.ts';
@@ -16,6 +15,7 @@ import { adminMemberId, adminPassword } from '../protocol/admin-identity.ts';
 import { createAdminApp } from './app.ts';
 import { isLoopback } from './auth.ts';
 import { buildDashboard } from './dashboard/build.ts';
+import type { ActorRegistry } from './inspection.ts';
 import { allMachineGraphs } from './machine-graph.ts';
 import type { Metrics } from './metrics.ts';
 

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { createActor, setup } from 'xstate';
-import { startStatelyInspection, withoutBytes } from '../../actors/stately.ts';
+import { startStatelyInspection, withoutBytes } from '../../server/stately.ts';
 
 describe('--inspect: Stately inspection over a WebSocket', () => {
   const received: string[] = [];

@@ -6,7 +6,7 @@
  * segments (which re-enter the same state) stays quiet.
  */
 import type { AnyActorRef, InspectionEvent } from 'xstate';
-import type { AdminEvent, LiveActor } from '../server/contract.ts';
+import type { AdminEvent, LiveActor } from './contract.ts';
 
 export interface ActorRegistry {
   /** Give to `createActor(machine, { inspect })`. */
