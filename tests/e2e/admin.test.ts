@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
 import { type Broker, createBroker } from '../../actors/broker.ts';
-import { createActorRegistry } from '../../actors/inspection.ts';
+import { createActorRegistry } from '../../server/inspection.ts';
 import { silentLogger } from '../../actors/log.ts';
 import { createMember, type Member } from '../../actors/member.ts';
 import { connectLink, type Link } from '../../actors/mqtt-link.ts';
