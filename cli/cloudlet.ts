@@ -11,9 +11,10 @@ import { newId } from '../actors/ids.ts';
 import { createLogger } from '../actors/log.ts';
 import { createMember, type Member } from '../actors/member.ts';
 import { connectLink } from '../actors/mqtt-link.ts';
-import { type FileInfo, holdersOf, listedFile, residencyOf, vmRow } from '../protocol/messages.ts';
+import { type FileInfo, holdersOf, residencyOf } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { createTopics } from '../protocol/topics.ts';
+import { listedFile, vmRow } from '../server/views.ts';
 import { generateAccess } from './access.ts';
 import {
   Command,

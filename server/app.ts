@@ -19,12 +19,13 @@ import type { Logger } from '../actors/log.ts';
 import type { Member } from '../actors/member.ts';
 import { CloudletError } from '../machines/shared.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
-import { type ErrorCode, type FileInfo, listedFile, vmRow } from '../protocol/messages.ts';
+import type { ErrorCode, FileInfo } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { bearerAuth } from './auth.ts';
 import type { AdminEvent, ErrorBody, MachineGraph, TransferView } from './contract.ts';
 import type { ActorRegistry } from './inspection.ts';
 import type { Metrics } from './metrics.ts';
+import { listedFile, vmRow } from './views.ts';
 
 export interface AdminDeps {
   broker: Broker;

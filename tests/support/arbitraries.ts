@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import {
   type ChunkInfo,
+  errorCode,
   type FileInfo,
   isValidFileName,
   MAX_CHUNKS,
@@ -339,19 +340,7 @@ export const messageArbitraries: MessageArbitraries = {
     {
       ...request,
       type: fc.constant('error'),
-      code: fc.constantFrom(
-        'bad-request',
-        'not-found',
-        'exists',
-        'no-space',
-        'unavailable',
-        'timeout',
-        'integrity',
-        'aborted',
-        'busy',
-        'too-large',
-        'internal',
-      ),
+      code: fc.constantFrom(...errorCode.options),
       message: shortTextArb,
       retryable: fc.boolean(),
       index: chunkIndexArb,
