@@ -3,19 +3,26 @@
  * latency against sequence number while (a) three VMs join the broker, (b) a
  * file is uploaded, (c) it is downloaded; 3 VMs (300/200/100 MiB), split 2.
  *
- * A probe is a `chunk.fetch` the broker sends each VM for a chunk no VM
- * holds; the VM answers at once with `not-found`. Its round trip is the VM's
- * response latency as the broker sees it, under whatever load the phase puts
- * on that VM. Writes bench/results/paper-fig3{a,b,c}.svg and paper-fig3.csv.
+ * A probe is a `chunk.fetch` for a chunk no VM holds, sent to each VM on
+ * its broker channel as the broker would send it; the VM answers at once
+ * with `not-found`. Its round trip (this process → Mosquitto → the VM →
+ * Mosquitto → this process) is the VM's response latency under whatever load
+ * the phase puts on that VM. The broker, the VMs and the uploading and
+ * downloading member each run as their own process, and this one only
+ * probes, so the broker's event loop is not in the round trip (it was when
+ * the broker ran here and sent the probes: they went out behind its own
+ * traffic, and the answers waited for whatever it was doing). Writes
+ * bench/results/paper-fig3{a,b,c}.svg and paper-fig3.csv.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { createBroker } from '../actors/broker.ts';
+import mqtt from 'mqtt';
+import { BROKER_DEFAULTS } from '../actors/broker.ts';
 import { createLogger } from '../actors/log.ts';
-import { connectLink } from '../actors/mqtt-link.ts';
-import { createFsCoreCloud } from '../plugins/core-cloud/fs.ts';
+import { connectLink, noDelay } from '../actors/mqtt-link.ts';
+import { encodeFrame } from '../protocol/frame.ts';
 import { createTopics } from '../protocol/topics.ts';
 import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
 import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
@@ -44,16 +51,32 @@ try {
   services.push(mosquitto);
   const redises = await Promise.all(VMS.map(() => startRedis()));
   services.push(...redises);
-  const core = createFsCoreCloud({ dir: join(work, 'core') });
-  const broker = await createBroker({
-    mqttUrl: mosquitto.url,
-    topicRoot: 'paper',
-    core,
-    split: 2,
-    log: quiet,
-  });
+  const env = {
+    CLOUDLET_MQTT_URL: mosquitto.url,
+    CLOUDLET_TOPIC_ROOT: 'paper',
+    CLOUDLET_LOG_LEVEL: 'info',
+  };
+  // The broker in a process of its own (SQLite metadata and an fs core in a
+  // temp data directory), so that its work is not on the probes' event loop.
+  processes.push(
+    await startProcess({
+      name: 'broker',
+      command: process.execPath,
+      args: [join(ROOT, 'cli/broker.ts'), '--split', '2', '--data-dir', join(work, 'data')],
+      env,
+      ready: { line: /"msg":"broker online"/ },
+    }),
+  );
   const topics = createTopics('paper');
+  // The answers come to the probe's inbox; the probes go out on each VM's
+  // broker channel, at QoS 0 as the broker's own frames do.
   const probe = await connectLink({ url: mosquitto.url, id: 'probe', topics, log: quiet });
+  const sender = await mqtt.connectAsync(mosquitto.url, {
+    clientId: 'paper_probe-sender',
+    clean: true,
+    writeCache: false,
+  });
+  noDelay(sender);
   const waiting = new Map<string, (at: number) => void>();
   probe.onFrame(({ message }) => {
     if (message.type === 'error' && message.id) waiting.get(message.id)?.(performance.now());
@@ -77,11 +100,10 @@ try {
                 resolve(at);
               });
             });
-            const sent = performance.now();
-            await broker.link.send(id, {
+            const frame = encodeFrame({
               type: 'chunk.fetch',
               id: probeId,
-              from: broker.config.brokerId,
+              from: BROKER_DEFAULTS.brokerId,
               to: 'probe',
               fileId: 'probe',
               index: 0,
@@ -90,6 +112,8 @@ try {
               segmentSize: 1,
               window: 1,
             });
+            const sent = performance.now();
+            await sender.publishAsync(topics.fromBroker(id), frame, { qos: 0 });
             const at = await answered;
             waiting.delete(probeId);
             if (at !== null) samples.push({ phase, seq: round, vm: id, ms: at - sent });
@@ -123,11 +147,7 @@ try {
             '--store',
             (redises[i] as ServiceHandle).url,
           ],
-          env: {
-            CLOUDLET_MQTT_URL: mosquitto.url,
-            CLOUDLET_TOPIC_ROOT: 'paper',
-            CLOUDLET_LOG_LEVEL: 'info',
-          },
+          env,
           ready: { line: /"msg":"joined the cloudlet"/ },
         });
         processes.push(proc);
@@ -160,8 +180,7 @@ try {
   await probed('c', client('get', 'figure3.bin', join(work, 'copy.bin')), 20);
 
   await probe.close();
-  await broker.close();
-  await core.close();
+  await sender.endAsync();
 
   mkdirSync(OUT, { recursive: true });
   writeFileSync(

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
 import { type Broker, createBroker } from '../../actors/broker.ts';
+import { bufferSource } from '../../actors/files.ts';
 import { silentLogger } from '../../actors/log.ts';
 import { createMember, type Member } from '../../actors/member.ts';
 import { connectLink, type Link } from '../../actors/mqtt-link.ts';
@@ -213,36 +214,66 @@ describe.skipIf(serviceSkipReason('mosquitto') !== undefined)('admin endpoint', 
     );
   });
 
-  test('/api/transfers shows an upload in flight with its progress', async () => {
-    await link.sendToBroker({
-      type: 'upload.begin',
-      id: 'held-upload',
-      from: link.id,
-      name: 'held.bin',
-      size: 100,
-      overwrite: false,
+  test('/api/transfers shows an upload in flight with its progress, until it is done', async () => {
+    const bytes = randomBytes(4 * MiB);
+    const source = bufferSource(bytes);
+    // The second half of the file is read only once the test lets it: until
+    // then the upload is in flight with the first half received, and no more.
+    const half = bytes.byteLength / 2;
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
     });
-    let transfers: Array<{ id: string }> = [];
-    for (let i = 0; i < 50 && transfers.length === 0; i++) {
-      transfers = (await json('/api/transfers')).body;
-      await Bun.sleep(10);
+    const held = {
+      size: source.size,
+      close: () => source.close(),
+      read: async (offset: number, length: number, into?: Buffer) => {
+        if (offset >= half) await gate;
+        return source.read(offset, length, into);
+      },
+    };
+    const view = async () =>
+      ((await json('/api/transfers')).body as Json[]).find((t) => t.name === 'progress.bin');
+    const put = member.put(held, 'progress.bin');
+    try {
+      let midway: Json;
+      for (let i = 0; i < 500 && !(midway?.done > 0); i++) {
+        midway = await view();
+        await Bun.sleep(10);
+      }
+      expect(midway).toEqual(
+        expect.objectContaining({
+          kind: 'upload',
+          name: 'progress.bin',
+          size: bytes.byteLength,
+          requester: 'admin-test',
+          state: expect.stringContaining('transferring'),
+        }),
+      );
+      expect(midway.done).toBeGreaterThan(0);
+      expect(midway.done).toBeLessThanOrEqual(half);
+      expect(midway.done).toBeLessThan(bytes.byteLength);
+      release();
+      // Then it runs to its end: what it shows never goes back, and it leaves the list.
+      const done: number[] = [midway.done];
+      for (let i = 0; i < 500; i++) {
+        const now = await view();
+        if (!now) break;
+        done.push(now.done);
+        await Bun.sleep(10);
+      }
+      expect(await view()).toBeUndefined();
+      expect(done).toEqual([...done].sort((a, b) => a - b));
+      expect(await put).toMatchObject({ name: 'progress.bin', size: bytes.byteLength });
+      expect((await json('/api/files/progress.bin')).body).toMatchObject({
+        name: 'progress.bin',
+        size: bytes.byteLength,
+      });
+    } finally {
+      release();
+      await put.catch(() => {});
     }
-    expect(transfers).toEqual([
-      expect.objectContaining({
-        id: 'held-upload',
-        kind: 'upload',
-        name: 'held.bin',
-        size: 100,
-        done: 0,
-        requester: 'admin-test',
-      }),
-    ]);
-    await link.sendToBroker({
-      type: 'upload.abort',
-      id: 'held-upload',
-      from: link.id,
-      reason: 'test done',
-    });
+    expect((await app.request('/api/files/progress.bin', { method: 'DELETE' })).status).toBe(204);
   });
 
   test('/api/machines: every statechart, generated; /api/actors: the live ones', async () => {

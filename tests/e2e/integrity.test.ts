@@ -45,10 +45,12 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)('r
       expect(sink.bytes().equals(file)).toBe(true);
       expect(result.chunks[0]).toMatchObject({ source: 'core', fallback: 'integrity' });
       expect(result.chunks[1]).toMatchObject({ source: 'edge', fallback: null });
-      // The whole chunk, and only it, came from the core.
-      expect(cloudlet.broker.stats().coreReadBytes - before.coreReadBytes).toBeGreaterThanOrEqual(
-        chunk.size,
-      );
+      // The whole chunk, and only it, came from the core: every byte of chunk
+      // 0 read once (from its start, not from the damaged segment on), and
+      // nothing of chunk 1.
+      expect(cloudlet.broker.stats().coreReadBytes - before.coreReadBytes).toBe(chunk.size);
+      expect(cloudlet.broker.stats().coreChunks.failover - before.coreChunks.failover).toBe(1);
+      expect(cloudlet.broker.stats().coreChunks.planned - before.coreChunks.planned).toBe(0);
 
       // The VM is rewritten from the core in the background (read-repair).
       const deadline = Date.now() + 20_000;

@@ -129,16 +129,31 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect((await hashFile(out)).sha256).toBe((await hashFile(path)).sha256);
       rmSync(out);
 
-      // Generous bounds (the benchmark's target is 150 MiB): a process that
-      // held the file, or a chunk, would be far above them.
+      // Every process within the README's bound (its performance table: peak
+      // RSS of any process ≤ 150 MiB). Measured here, 600 MiB in 64 KiB
+      // segments: broker 128–130 MiB (88 before this transfer), VM 129–131
+      // (72 before), put 73–79, get 112–120 — the same with both cores kept
+      // busy. That leaves some 20 MiB of headroom, and a process holding
+      // even a fraction of the chunk is over it (a VM that kept the last
+      // 40 MiB it stored peaked at 210). A peak that could not be read is
+      // NaN, not 0, and fails the first check.
       const peaks = {
         broker: peakRssMiB(broker.pid),
         vm: peakRssMiB(vm.pid),
         put: put.peak,
         get: get.peak,
       };
+      console.log(
+        `peak RSS, MiB: ${Object.entries(peaks)
+          .map(([who, peak]) => `${who} ${peak.toFixed(1)}`)
+          .join(', ')}`,
+      );
       for (const [who, peak] of Object.entries(peaks)) {
-        expect({ who, peak: peak < 300 }).toEqual({ who, peak: true });
+        expect({ who, measured: peak > 0, within: peak <= 150 }).toEqual({
+          who,
+          measured: true,
+          within: true,
+        });
       }
     }, 180_000);
   },

@@ -1,7 +1,9 @@
 /**
  * The chaos actor: every so often it kills -9 a random VM process and
  * restarts it a little later, never leaving more than `maxDown` VMs down at
- * once. Its schedule comes from its own seeded generator.
+ * once. Its schedule comes from its own seeded generator. Given `inFlight`,
+ * it aims: when some VMs take part in a transfer in flight, the victim is
+ * drawn from those, and every kill records what it landed on.
  */
 import type { Random } from './chaos-random.ts';
 
@@ -21,12 +23,19 @@ export interface ChaosOptions {
   pauseMs: readonly [number, number];
   /** How long a killed VM stays down before its restart begins, in ms. */
   downMs: readonly [number, number];
+  /**
+   * The transfers in flight that VM `id` takes part in, looked at for every
+   * VM up just before a kill (empty: killing it now hits nothing in flight).
+   */
+  inFlight?(id: string): Promise<readonly string[]>;
   /** Hears what the chaos actor did, for the test's log. */
   onEvent?(event: string): void;
 }
 
 export interface Chaos {
   readonly kills: number;
+  /** Kills that landed on a VM taking part in a transfer in flight (see `inFlight`). */
+  readonly killsInFlight: number;
   readonly restarts: number;
   /** VMs killed and not alive again yet. */
   readonly down: ReadonlySet<string>;
@@ -42,6 +51,7 @@ export function startChaos(options: ChaosOptions): Chaos {
   const failures: string[] = [];
   const reviving = new Set<Promise<void>>();
   let kills = 0;
+  let killsInFlight = 0;
   let restarts = 0;
   let stopped = false;
   let wake: () => void = () => {};
@@ -79,11 +89,20 @@ export function startChaos(options: ChaosOptions): Chaos {
       const downFor = random.between(...options.downMs);
       const up = targets.filter((target) => !down.has(target.id));
       if (down.size >= maxDown || up.length === 0) continue;
-      const target = up[Math.floor(choice * up.length)] as ChaosTarget;
+      const candidates: Array<{ target: ChaosTarget; hit: readonly string[] }> = [];
+      for (const target of up)
+        candidates.push({ target, hit: (await options.inFlight?.(target.id)) ?? [] });
+      const busy = candidates.filter(({ hit }) => hit.length > 0);
+      const pool = busy.length > 0 ? busy : candidates;
+      const { target, hit } = pool[Math.floor(choice * pool.length)] as (typeof pool)[number];
       down.add(target.id);
       await target.kill();
       kills++;
-      event(`${target.id} killed -9 (down for ${Math.round(downFor)} ms)`);
+      if (hit.length > 0) killsInFlight++;
+      event(
+        `${target.id} killed -9 (down for ${Math.round(downFor)} ms)` +
+          (hit.length > 0 ? ` in the middle of ${hit.join(', ')}` : ', nothing of it in flight'),
+      );
       const restart = Bun.sleep(downFor).then(() => revive(target));
       reviving.add(restart);
       void restart.finally(() => reviving.delete(restart));
@@ -93,6 +112,9 @@ export function startChaos(options: ChaosOptions): Chaos {
   return {
     get kills() {
       return kills;
+    },
+    get killsInFlight() {
+      return killsInFlight;
     },
     get restarts() {
       return restarts;

@@ -80,6 +80,8 @@ export interface Workload {
   readonly tally: Tally;
   /** Broken promises found so far: a non-retryable failure, a wrong byte. */
   readonly problems: readonly string[];
+  /** The operations running now: the name each touches, and what it does to it. */
+  readonly running: ReadonlyMap<string, OperationKind>;
   /** Runs the operations; stops taking new ones at the first problem. */
   run(workers: number): Promise<void>;
 }
@@ -101,7 +103,7 @@ export function createWorkload(options: {
   const { member, intents, journal } = options;
   const retries = options.retries ?? { get: GET_RETRIES, rm: RM_RETRIES };
   const model = new Map<string, Committed>();
-  const busy = new Set<string>();
+  const busy = new Map<string, OperationKind>();
   const problems: string[] = [];
   const tally: Tally = {
     operations: 0,
@@ -247,7 +249,7 @@ export function createWorkload(options: {
       const intent = intents[taken++] as Intent;
       const { kind, name } = settle(intent);
       const began = performance.now();
-      busy.add(name);
+      busy.set(name, kind);
       let outcome: string;
       try {
         if (kind === 'put') outcome = await put(intent, name);
@@ -270,6 +272,7 @@ export function createWorkload(options: {
     model,
     tally,
     problems,
+    running: busy,
     async run(workers) {
       await Promise.all(Array.from({ length: workers }, (_, number) => worker(number + 1)));
     },

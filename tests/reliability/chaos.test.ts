@@ -2,7 +2,9 @@
  * Issue 7, chaos: five VM processes (each with its own redis-server), split
  * 3, and 200 seeded put/get/rm operations of 1 KiB–8 MiB files, three at a
  * time, while a chaos actor kills -9 random VMs and restarts them (never the
- * broker, never more than two VMs down at once). Uploads hit by a kill fail
+ * broker, never more than two VMs down at once). It aims at VMs taking part
+ * in a transfer in flight when there are some, and at least one kill must
+ * land on one (counted and printed). Uploads hit by a kill fail
  * retryably and leave the previous version; downloads always succeed, from
  * the core where the edge is gone. Afterwards every committed file downloads
  * byte-identical, nothing else is listed, the broker still runs, and the VMs
@@ -111,6 +113,35 @@ for (const variant of VARIANTS)
       let chaos: Chaos | undefined;
       let chaosSeconds = 0;
 
+      /**
+       * What VM `vm` takes part in right now: uploads with a chunk planned on
+       * it that are still moving bytes, and gets of a file with a chunk on it.
+       */
+      const inFlightOn = async (vm: string): Promise<string[]> => {
+        const found: string[] = [];
+        for (const [key, child] of Object.entries(cloudlet.broker.actor.getSnapshot().children)) {
+          if (!key.startsWith('upload:') || !child) continue;
+          const upload = child.getSnapshot() as unknown as {
+            status: string;
+            matches(state: string): boolean;
+            context: { name: string; plan: { chunks: { replicas: string[] }[] } | null };
+          };
+          if (
+            upload.status === 'active' &&
+            upload.matches('transferring') &&
+            upload.context.plan?.chunks.some((chunk) => chunk.replicas.includes(vm))
+          )
+            found.push(`put ${upload.context.name}`);
+        }
+        for (const [name, kind] of workload?.running ?? []) {
+          if (kind !== 'get') continue;
+          const file = await store.getFile(name);
+          if (file?.chunks.some((chunk) => holdersOf(chunk).includes(vm)))
+            found.push(`get ${name}`);
+        }
+        return found;
+      };
+
       /** The journal's lines about a fileId, and how the put that made it ended. */
       const story = (fileId: string) => {
         const begun = journal.findIndex((line) => line.endsWith(` is ${fileId}`));
@@ -183,8 +214,9 @@ for (const variant of VARIANTS)
           })),
           random: random.fork(),
           maxDown: MAX_DOWN,
+          inFlight: inFlightOn,
           // The 200 operations take some 5–10 s here: kills come often enough
-          // that several land on transfers in flight.
+          // that several land on transfers in flight (asserted below).
           pauseMs: [150, 700],
           downMs: [200, 2000],
           onEvent: (event) => note(`chaos: ${event}`),
@@ -202,6 +234,11 @@ for (const variant of VARIANTS)
         expect(chaos.failures).toEqual([]);
         expect(workload.tally.operations).toBe(OPERATIONS);
         expect(chaos.kills).toBeGreaterThan(0);
+        // Kills that only ever hit idle VMs would prove nothing about transfers.
+        console.log(
+          `chaos seed ${SEED}: ${chaos.killsInFlight} of ${chaos.kills} kills landed on a VM in the middle of a transfer`,
+        );
+        expect(chaos.killsInFlight).toBeGreaterThan(0);
       }, 75_000);
 
       test('every VM is alive again, and the broker and the MQTT server still run', async () => {
@@ -308,7 +345,7 @@ function summary(
     `${failed} failed retryably ${JSON.stringify(put.failed)}), ` +
     `get ${get.ok} ok (${get.retries} retries, ${get.chunksFromCore} chunks from the core), ` +
     `rm ${rm.ok} ok (${rm.retries} retries); ${workload.model.size} files at the end; ` +
-    `kills ${chaos?.kills ?? 0}, restarts ${chaos?.restarts ?? 0}; ` +
+    `kills ${chaos?.kills ?? 0} (${chaos?.killsInFlight ?? 0} in the middle of a transfer), restarts ${chaos?.restarts ?? 0}; ` +
     `core chunks ${stats.coreChunks.failover} failovers + ${stats.coreChunks.planned} planned; ` +
     `read-repairs ${stats.readRepairs}; evicted ${stats.maintenance.evictedFiles} files, ` +
     `re-warmed ${stats.maintenance.rewarmedChunks}, repaired ${stats.maintenance.repairedChunks} and rebalanced ${stats.maintenance.rebalancedChunks} chunks ` +

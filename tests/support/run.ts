@@ -1,13 +1,18 @@
 // Runs a command to its end and returns what it printed, its exit code and
 // its own peak RSS (polled from /proc: resourceUsage() after exit reports
-// the largest of all children so far, not this one's).
+// the largest of all children so far, not this one's). A peak that could not
+// be measured is NaN, never 0, so that a bound on it fails instead of
+// passing on nothing.
 import { readFileSync } from 'node:fs';
 
 export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
-  /** The process's peak resident set, in MiB, as last seen. */
+  /**
+   * The process's peak resident set, in MiB, as last seen; NaN when it was
+   * never measured (/proc unreadable, or it ended before the first look).
+   */
   peakRssMiB: number;
   /** From spawn to exit. */
   wallMs: number;
@@ -27,8 +32,11 @@ export async function runCommand(
     stderr: 'pipe',
   });
   let peak = 0;
+  let unmeasured = false;
   const poll = setInterval(() => {
-    peak = Math.max(peak, peakRssMiB(child.pid));
+    const now = peakRssMiB(child.pid);
+    if (Number.isNaN(now)) unmeasured = true;
+    else peak = Math.max(peak, now);
   }, 50);
   try {
     let lastOutput = 0;
@@ -53,7 +61,7 @@ export async function runCommand(
       code,
       stdout,
       stderr,
-      peakRssMiB: peak,
+      peakRssMiB: unmeasured || peak === 0 ? Number.NaN : peak,
       wallMs: exitedAt - spawned,
       lingerMs: lastOutput > 0 ? Math.max(0, exitedAt - lastOutput) : 0,
     };
@@ -62,12 +70,31 @@ export async function runCommand(
   }
 }
 
-/** A process's peak RSS in MiB (Linux VmHWM); 0 once it is gone. */
+/**
+ * A process's peak RSS in MiB (Linux VmHWM); 0 once it has exited (gone, or
+ * a zombie not reaped yet). NaN when it cannot be measured: no pid (a
+ * process not running), or no /proc status to read for a process that is
+ * alive — a bound on it then fails rather than passes on a 0.
+ */
 export function peakRssMiB(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  let status: string;
   try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
-    return 0;
+    return isAlive(pid) ? Number.NaN : 0;
+  }
+  const kB = /^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1];
+  if (kB !== undefined) return Number(kB) / 1024;
+  return /^State:\s+Z/m.test(status) ? 0 : Number.NaN;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user; ESRCH: there is no such process.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
