@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import {
   fileIdsOn,
   MiB,
@@ -102,7 +102,9 @@ describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(
       expect(held).toContain(stored.fileId);
 
       await a.redis?.restart();
-      expect(await fileIdsOn(a)).toEqual([]);
+      // Not checked as empty here: the VM may report and get its chunk back
+      // before a look could see the empty store (a CI run did). The restore
+      // counted below is the proof that the chunk was gone.
       // No VM restart, no rejoin: the store's reconnection prompts the inventory.
       await until(
         async () => JSON.stringify(await fileIdsOn(a)) === JSON.stringify(held),
