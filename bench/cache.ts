@@ -20,12 +20,12 @@
  *   bun run bench:cache [--quick]      (starts its own Mosquitto)
  *   runCacheBench(url) from bench/run.ts, in `bun run bench`
  */
-import { type Broker, createBroker } from '../actors/broker.ts';
-import { bufferSource, memorySink } from '../actors/files.ts';
+import { type Broker, createBroker } from '../actors/broker/broker.ts';
+import { connectLink } from '../actors/link/mqtt-link.ts';
 import { createLogger, silentLogger } from '../actors/log.ts';
-import { createMember } from '../actors/member.ts';
-import { connectLink } from '../actors/mqtt-link.ts';
-import { createVm, type Vm } from '../actors/vm.ts';
+import { bufferSource, memorySink } from '../actors/member/files.ts';
+import { createMember } from '../actors/member/member.ts';
+import { createVm, type Vm } from '../actors/vm/vm.ts';
 import { createMemoryChunkStore } from '../plugins/chunk-store/memory.ts';
 import { createMemoryCoreCloud } from '../plugins/core-cloud/memory.ts';
 import { createTopics } from '../protocol/topics.ts';
@@ -390,7 +390,7 @@ function table(header: string[], rows: string[][]): string[] {
 }
 
 if (import.meta.main) {
-  const { startMosquitto } = await import('../tests/support/services.ts');
+  const { startMosquitto } = await import('./harness/services.ts');
   const quick = process.argv.includes('--quick');
   const mosquitto = await startMosquitto();
   try {

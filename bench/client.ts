@@ -9,11 +9,11 @@
  *   raw-rtt TOPIC N BYTES [W]  N request/reply round trips, each in ms (after W untimed)
  */
 import mqtt from 'mqtt';
-import { fileSink, fileSource, memorySink } from '../actors/files.ts';
 import { newId } from '../actors/ids.ts';
+import { connectLink, noDelay } from '../actors/link/mqtt-link.ts';
 import { createLogger } from '../actors/log.ts';
-import { createMember } from '../actors/member.ts';
-import { connectLink, noDelay } from '../actors/mqtt-link.ts';
+import { fileSink, fileSource, memorySink } from '../actors/member/files.ts';
+import { createMember } from '../actors/member/member.ts';
 import { createTopics } from '../protocol/topics.ts';
 
 const url = process.env.CLOUDLET_MQTT_URL ?? 'mqtt://127.0.0.1:1883';

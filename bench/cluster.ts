@@ -6,8 +6,8 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
-import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
+import { type ManagedProcess, startProcess } from './harness/process.ts';
+import { type ServiceHandle, startMosquitto, startRedis } from './harness/services.ts';
 
 const ROOT = join(import.meta.dir, '..');
 

@@ -14,9 +14,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileSink } from '../actors/files.ts';
-import { runCommand } from '../tests/support/run.ts';
+import { fileSink } from '../actors/member/files.ts';
 import { cpuReadings, startBenchCloudlet } from './cluster.ts';
+import { runCommand } from './harness/run.ts';
 
 const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dir, '..');

@@ -19,13 +19,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { BROKER_DEFAULTS } from '../actors/broker.ts';
+import { BROKER_DEFAULTS } from '../actors/broker/broker.ts';
+import { connectLink, noDelay } from '../actors/link/mqtt-link.ts';
 import { createLogger } from '../actors/log.ts';
-import { connectLink, noDelay } from '../actors/mqtt-link.ts';
 import { encodeFrame } from '../protocol/frame.ts';
 import { createTopics } from '../protocol/topics.ts';
-import { type ManagedProcess, startProcess } from '../tests/support/process.ts';
-import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
+import { type ManagedProcess, startProcess } from './harness/process.ts';
+import { type ServiceHandle, startMosquitto, startRedis } from './harness/services.ts';
 import { lineChart } from './svg.ts';
 
 const MiB = 1024 * 1024;

@@ -5,9 +5,9 @@
  * as cloudlet, through `bench/nats-client.ts` in its own process.
  */
 import { join } from 'node:path';
-import { runCommand } from '../tests/support/run.ts';
-import { missingServices, startNats } from '../tests/support/services.ts';
 import { cpuMs } from './cluster.ts';
+import { runCommand } from './harness/run.ts';
+import { missingServices, startNats } from './harness/services.ts';
 
 const ROOT = join(import.meta.dir, '..');
 

@@ -5,7 +5,7 @@
 import os from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { noDelay } from '../actors/mqtt-link.ts';
+import { noDelay } from '../actors/link/mqtt-link.ts';
 
 const ROOT = join(import.meta.dir, '..');
 

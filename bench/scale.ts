@@ -20,18 +20,18 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import os from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
-import { encodeCursor } from '../actors/broker-requests.ts';
-import { bufferSource, memorySink } from '../actors/files.ts';
+import { encodeCursor } from '../actors/broker/requests.ts';
+import { connectLink, type Link } from '../actors/link/mqtt-link.ts';
 import { createLogger } from '../actors/log.ts';
-import { createMember, type Member } from '../actors/member.ts';
-import { connectLink, type Link } from '../actors/mqtt-link.ts';
+import { bufferSource, memorySink } from '../actors/member/files.ts';
+import { createMember, type Member } from '../actors/member/member.ts';
 import { createRedisMetadata } from '../plugins/metadata/redis.ts';
 import { createSqliteMetadata } from '../plugins/metadata/sqlite.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
 import type { FileInfo } from '../protocol/messages.ts';
 import { createTopics } from '../protocol/topics.ts';
-import { freePort, type ManagedProcess, startProcess } from '../tests/support/process.ts';
-import { type ServiceHandle, startMosquitto, startRedis } from '../tests/support/services.ts';
+import { freePort, type ManagedProcess, startProcess } from './harness/process.ts';
+import { type ServiceHandle, startMosquitto, startRedis } from './harness/services.ts';
 import { machineInfo, rawMqttRoundTrip } from './raw.ts';
 
 const ROOT = join(import.meta.dir, '..');

@@ -4,7 +4,7 @@
  */
 
 import { InvalidArgumentError } from 'commander';
-import { BROKER_DEFAULTS, DEFAULT_MAINTENANCE_RATE } from '../actors/broker.ts';
+import { BROKER_DEFAULTS, DEFAULT_MAINTENANCE_RATE } from '../actors/broker/broker.ts';
 import { MAX_REPLICAS } from '../protocol/messages.ts';
 import { parseListenAddress } from '../server/mqtt-server.ts';
 import {

@@ -3,8 +3,8 @@
  * `bun run broker`: the cloudlet's coordinator (§IV, §V) — the VM table,
  * placement, core backup, failover.
  */
-import { createBroker } from '../actors/broker.ts';
-import { type LeaseKeeper, startLeaseKeeper } from '../actors/lease.ts';
+import { createBroker } from '../actors/broker/broker.ts';
+import { type LeaseKeeper, startLeaseKeeper } from '../actors/broker/lease.ts';
 import { createLogger } from '../actors/log.ts';
 import { within } from '../actors/within.ts';
 import { createCoreCloud } from '../plugins/core-cloud/index.ts';

@@ -6,11 +6,11 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { fileSink, fileSource } from '../actors/files.ts';
 import { newId } from '../actors/ids.ts';
+import { connectLink } from '../actors/link/mqtt-link.ts';
 import { createLogger } from '../actors/log.ts';
-import { createMember, type Member } from '../actors/member.ts';
-import { connectLink } from '../actors/mqtt-link.ts';
+import { fileSink, fileSource } from '../actors/member/files.ts';
+import { createMember, type Member } from '../actors/member/member.ts';
 import { type FileInfo, holdersOf, residencyOf } from '../protocol/messages.ts';
 import { fileNameProblem } from '../protocol/names.ts';
 import { createTopics } from '../protocol/topics.ts';

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import bytes from 'bytes-iec';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LinkError } from '../actors/mqtt-link.ts';
+import { LinkError } from '../actors/link/mqtt-link.ts';
 import type { MqttAuth } from '../actors/options.ts';
 import { CloudletError } from '../machines/shared.ts';
 import { ChunkStoreError } from '../plugins/chunk-store/types.ts';

@@ -7,7 +7,7 @@ import { InvalidArgumentError } from 'commander';
  */
 import type { InspectionEvent } from 'xstate';
 import { createLogger } from '../actors/log.ts';
-import { createVm, joined } from '../actors/vm.ts';
+import { createVm, joined } from '../actors/vm/vm.ts';
 import { createChunkStore } from '../plugins/chunk-store/index.ts';
 import { isMemberId } from '../protocol/topics.ts';
 import {

@@ -308,7 +308,7 @@ export function route(
       break;
     }
     // Segments and the VMs' confirmations go straight to the upload's chunk
-    // writer (actors/upload-writer.ts); late ones of a transfer that already
+    // writer (actors/broker/upload-writer.ts); late ones of a transfer that already
     // ended find none, and are dropped here.
     case 'upload.segment':
     case 'chunk.stored':

@@ -30,7 +30,7 @@ import type { SendCommand } from './shared.ts';
 
 /**
  * How much later than the broker a VM may be back on the MQTT server after
- * an outage: the longest reconnect backoff of a link (actors/mqtt-link.ts,
+ * an outage: the longest reconnect backoff of a link (actors/link/mqtt-link.ts,
  * 8 s plus 20% jitter), rounded up.
  */
 export const RECONNECT_GRACE_MS = 10_000;

@@ -2,7 +2,7 @@
  * The broker's count of an upload's segments (§V.D steps 4–6): which have
  * come, in order within each chunk, and how many are not yet stored on
  * every VM holding their chunk and in the core. Pure; the chunk writer
- * (actors/upload-writer.ts) asks it about each segment, and the upload
+ * (actors/broker/upload-writer.ts) asks it about each segment, and the upload
  * statechart hears only what it changes: progress, and the end.
  */
 export type SegmentVerdict = { ok: true } | { ok: false; reason: string };

@@ -248,7 +248,7 @@ export const messageSchemas = {
     /**
      * Page `part` (0, 1, …) of listing `stream`, which begins after
      * `cursor`: part n goes on where part n − 1 ended, so a member can ask
-     * for several at once (actors/list-streams.ts). Both or neither.
+     * for several at once (actors/member/list-streams.ts). Both or neither.
      */
     stream: opaqueId.optional(),
     part: z.number().int().min(0).max(MAX_STREAM_PARTS).optional(),

@@ -4,7 +4,7 @@
  * histograms are fed as transfers end and core chunks are served.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Broker, BrokerObserver, BrokerStats } from '../actors/broker.ts';
+import type { Broker, BrokerObserver, BrokerStats } from '../actors/broker/broker.ts';
 
 export interface Metrics {
   readonly registry: Registry;

@@ -6,10 +6,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Broker } from '../actors/broker.ts';
+import type { Broker } from '../actors/broker/broker.ts';
+import { connectLink, type LinkOptions } from '../actors/link/mqtt-link.ts';
 import type { Logger } from '../actors/log.ts';
-import { createMember } from '../actors/member.ts';
-import { connectLink, type LinkOptions } from '../actors/mqtt-link.ts';
+import { createMember } from '../actors/member/member.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
 import { adminMemberId, adminPassword } from '../protocol/admin-identity.ts';
 import { createAdminApp } from './app.ts';

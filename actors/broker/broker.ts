@@ -17,42 +17,42 @@ import {
   inspectedVmRows,
   type RequestInput,
   vmTable,
-} from '../machines/broker.ts';
-import { membershipMachine } from '../machines/membership.ts';
+} from '../../machines/broker.ts';
+import { membershipMachine } from '../../machines/membership.ts';
 import type {
   CoreServerCommand,
   CoreServerInput,
   ServeDownloadOutput,
-} from '../machines/serveDownload.ts';
-import { serveDownloadMachine } from '../machines/serveDownload.ts';
-import { CloudletError, type SendCommand } from '../machines/shared.ts';
-import type { UploadOutput } from '../machines/upload.ts';
-import { uploadMachine } from '../machines/upload.ts';
-import type { CoreCloud } from '../plugins/core-cloud/types.ts';
-import { createMemoryMetadata } from '../plugins/metadata/memory.ts';
-import type { MetadataStore } from '../plugins/metadata/types.ts';
-import { sharedPool } from '../protocol/buffer-pool.ts';
-import { encodeFrame, type Frame } from '../protocol/frame.ts';
-import { type FileInfo, holdersOf, type VmInfo } from '../protocol/messages.ts';
-import { createTopics, type ParsedTopic } from '../protocol/topics.ts';
-import { linkBridge, sendThrough } from './bridge.ts';
-import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './broker-requests.ts';
-import { rangeSegments, type SendResult, startChunkSender } from './chunk-sender.ts';
+} from '../../machines/serveDownload.ts';
+import { serveDownloadMachine } from '../../machines/serveDownload.ts';
+import { CloudletError, type SendCommand } from '../../machines/shared.ts';
+import type { UploadOutput } from '../../machines/upload.ts';
+import { uploadMachine } from '../../machines/upload.ts';
+import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
+import type { MetadataStore } from '../../plugins/metadata/types.ts';
+import { sharedPool } from '../../protocol/buffer-pool.ts';
+import { encodeFrame, type Frame } from '../../protocol/frame.ts';
+import { type FileInfo, holdersOf, type VmInfo } from '../../protocol/messages.ts';
+import { createTopics, type ParsedTopic } from '../../protocol/topics.ts';
+import { newId } from '../ids.ts';
+import { linkBridge, sendThrough } from '../link/bridge.ts';
+import { connectLink, type Link } from '../link/mqtt-link.ts';
+import { createReplyBox } from '../link/replies.ts';
+import { type Logger, logActorFailure, silentLogger } from '../log.ts';
+import { createListStreams } from '../member/list-streams.ts';
+import { GiB, KiB, MiB, type MqttAuth } from '../options.ts';
+import { rangeSegments, type SendResult, startChunkSender } from '../vm/chunk-sender.ts';
+import { within } from '../within.ts';
 import {
   createEdgeKeeper,
   type EdgeKeeper,
   type MaintenanceStats,
   noMaintenance,
 } from './edge-keeper.ts';
-import { newId } from './ids.ts';
-import { createListStreams } from './list-streams.ts';
-import { type Logger, logActorFailure, silentLogger } from './log.ts';
-import { connectLink, type Link } from './mqtt-link.ts';
-import { GiB, KiB, MiB, type MqttAuth } from './options.ts';
 import { reconcileActor } from './reconcile.ts';
-import { createReplyBox } from './replies.ts';
+import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './requests.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';
-import { within } from './within.ts';
 
 export interface BrokerOptions extends Partial<BrokerConfig> {
   mqttUrl: string;

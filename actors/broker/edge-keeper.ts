@@ -29,23 +29,23 @@ import {
   chunkFootprint,
   createEdgeIndex,
   type EdgeIndex,
-} from '../machines/edge-index.ts';
-import { createPacer } from '../machines/pacer.ts';
+} from '../../machines/edge-index.ts';
+import { createPacer } from '../../machines/pacer.ts';
 import {
   missingReplicas,
   type PlacementCandidate,
   type PlannedChunk,
   planPlacement,
-} from '../machines/placement.ts';
-import { CloudletError } from '../machines/shared.ts';
-import type { PlaceInput } from '../machines/upload.ts';
-import type { CoreCloud } from '../plugins/core-cloud/types.ts';
-import type { MetadataStore } from '../plugins/metadata/types.ts';
-import type { Frame } from '../protocol/frame.ts';
-import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
-import { newId } from './ids.ts';
-import type { Logger } from './log.ts';
-import type { ReplyBox } from './replies.ts';
+} from '../../machines/placement.ts';
+import { CloudletError } from '../../machines/shared.ts';
+import type { PlaceInput } from '../../machines/upload.ts';
+import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import type { MetadataStore } from '../../plugins/metadata/types.ts';
+import type { Frame } from '../../protocol/frame.ts';
+import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../protocol/messages.ts';
+import { newId } from '../ids.ts';
+import type { ReplyBox } from '../link/replies.ts';
+import type { Logger } from '../log.ts';
 import { coreKeyOf } from './upload-writer.ts';
 
 export interface EdgeKeeperDeps {

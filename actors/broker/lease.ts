@@ -10,10 +10,10 @@ import {
   type LeaseInput,
   leaseMachine,
   leaseTimings,
-} from '../machines/lease.ts';
-import type { LeaseStore } from '../plugins/lease/types.ts';
-import { newId } from './ids.ts';
-import type { Logger } from './log.ts';
+} from '../../machines/lease.ts';
+import type { LeaseStore } from '../../plugins/lease/types.ts';
+import { newId } from '../ids.ts';
+import type { Logger } from '../log.ts';
 
 export interface LeaseKeeperOptions {
   lease: LeaseStore;

@@ -12,17 +12,17 @@
  * Downloads meanwhile fall back to the core for what is not restored yet.
  */
 import { fromPromise } from 'xstate';
-import type { ReconcileInput, ReconcileOutput } from '../machines/broker.ts';
-import type { MetadataStore, PlacedChunk } from '../plugins/metadata/types.ts';
+import type { ReconcileInput, ReconcileOutput } from '../../machines/broker.ts';
+import type { MetadataStore, PlacedChunk } from '../../plugins/metadata/types.ts';
 import {
   type FileInfo,
   type InventoryEntry,
   inventoryEntry,
   MAX_INVENTORY,
   type Message,
-} from '../protocol/messages.ts';
-import { newId } from './ids.ts';
-import type { Logger } from './log.ts';
+} from '../../protocol/messages.ts';
+import { newId } from '../ids.ts';
+import type { Logger } from '../log.ts';
 
 export interface ReconcileDeps {
   brokerId: string;

@@ -4,16 +4,16 @@
  * file's VMs itself (a direct download). Each answer is a `SendCommand` that
  * the broker machine publishes.
  */
-import type { RequestInput } from '../machines/broker.ts';
-import { directAnswer } from '../machines/serveDownload.ts';
-import { CloudletError, type SendCommand, toFailure } from '../machines/shared.ts';
-import type { CoreCloud } from '../plugins/core-cloud/types.ts';
-import type { Cleanup, MetadataStore } from '../plugins/metadata/types.ts';
-import { DEFAULT_MAX_HEADER_BYTES, encodeListPage, joinListRecords } from '../protocol/frame.ts';
-import { type FileInfo, holdersOf, type Message, type VmInfo } from '../protocol/messages.ts';
-import type { ListPage, ListStreams, ReadPage } from './list-streams.ts';
-import type { Logger } from './log.ts';
-import type { ReplyBox } from './replies.ts';
+import type { RequestInput } from '../../machines/broker.ts';
+import { directAnswer } from '../../machines/serveDownload.ts';
+import { CloudletError, type SendCommand, toFailure } from '../../machines/shared.ts';
+import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
+import type { Cleanup, MetadataStore } from '../../plugins/metadata/types.ts';
+import { DEFAULT_MAX_HEADER_BYTES, encodeListPage, joinListRecords } from '../../protocol/frame.ts';
+import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../protocol/messages.ts';
+import type { ReplyBox } from '../link/replies.ts';
+import type { Logger } from '../log.ts';
+import type { ListPage, ListStreams, ReadPage } from '../member/list-streams.ts';
 import { coreKeyOf } from './upload-writer.ts';
 
 export interface RequestDeps {

@@ -12,13 +12,13 @@
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { fromCallback } from 'xstate';
-import { SegmentLedger } from '../machines/segment-ledger.ts';
-import { CloudletError, toFailure } from '../machines/shared.ts';
-import type { UploadEvent, UploadPlan, WriterCommand } from '../machines/upload.ts';
-import type { CoreCloud, CoreWriter } from '../plugins/core-cloud/types.ts';
-import type { Frame } from '../protocol/frame.ts';
-import type { Message, MessageOf } from '../protocol/messages.ts';
-import type { Logger } from './log.ts';
+import { SegmentLedger } from '../../machines/segment-ledger.ts';
+import { CloudletError, toFailure } from '../../machines/shared.ts';
+import type { UploadEvent, UploadPlan, WriterCommand } from '../../machines/upload.ts';
+import type { CoreCloud, CoreWriter } from '../../plugins/core-cloud/types.ts';
+import type { Frame } from '../../protocol/frame.ts';
+import type { Message, MessageOf } from '../../protocol/messages.ts';
+import type { Logger } from '../log.ts';
 
 export interface UploadWriterDeps {
   brokerId: string;

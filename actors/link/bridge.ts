@@ -4,10 +4,10 @@
  * publishes what a machine names.
  */
 import { type EventObject, fromCallback } from 'xstate';
-import type { SendCommand } from '../machines/shared.ts';
-import type { Frame } from '../protocol/frame.ts';
-import type { ParsedTopic } from '../protocol/topics.ts';
-import type { Logger } from './log.ts';
+import type { SendCommand } from '../../machines/shared.ts';
+import type { Frame } from '../../protocol/frame.ts';
+import type { ParsedTopic } from '../../protocol/topics.ts';
+import type { Logger } from '../log.ts';
 import type { Link } from './mqtt-link.ts';
 
 export interface BridgeOptions {

@@ -1,6 +1,6 @@
 /**
  * One member's connection to the MQTT server: it publishes frames at QoS 0
- * through the fast lane of actors/mqtt-wire.ts (retained statuses, and the
+ * through the fast lane of actors/link/mqtt-wire.ts (retained statuses, and the
  * will, at QoS 1 through mqtt.js), decodes every inbound payload, rejects
  * malformed ones with a logged and counted reason (answering the sender when
  * it can be named), and hands valid frames to the node. Handlers that throw
@@ -28,8 +28,8 @@ import {
   type MessageType,
   type ParsedTopic,
   type Topics,
-} from '../protocol/index.ts';
-import type { Logger } from './log.ts';
+} from '../../protocol/index.ts';
+import type { Logger } from '../log.ts';
 import { createMemoryGovernor } from './memory.ts';
 import { createFastWire, type FastWire } from './mqtt-wire.ts';
 
@@ -61,7 +61,7 @@ export interface LinkOptions {
   connectTimeoutMs?: number;
   maxHeaderBytes?: number;
   /**
-   * Segment traffic through the fast lane (actors/mqtt-wire.ts): default on
+   * Segment traffic through the fast lane (actors/link/mqtt-wire.ts): default on
    * for `mqtt://` and `mqtts://` where the runtime has `Bun.connect`; off,
    * every message goes through mqtt.js (segments still at QoS 0).
    */

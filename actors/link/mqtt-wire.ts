@@ -18,15 +18,15 @@
  *   packet (CONNACK, SUBACK, PINGRESP, QoS 1 publishes and their
  *   acknowledgements) and nothing of these.
  *
- * Every frame travels at QoS 0 (actors/mqtt-link.ts says why); retained
+ * Every frame travels at QoS 0 (actors/link/mqtt-link.ts says why); retained
  * statuses and the will at QoS 1 through mqtt.js. Where `Bun.connect` is
  * missing (another runtime) or for WebSocket URLs, the link uses mqtt.js
  * alone.
  */
 import { Duplex } from 'node:stream';
-import { type BufferPool, POOL_MIN_BYTES, sharedPool as pool } from '../protocol/buffer-pool.ts';
-import { ByteQueue } from '../protocol/byte-queue.ts';
-import { closeNow, type NativeSocket, WriteQueue } from '../protocol/write-queue.ts';
+import { type BufferPool, POOL_MIN_BYTES, sharedPool as pool } from '../../protocol/buffer-pool.ts';
+import { ByteQueue } from '../../protocol/byte-queue.ts';
+import { closeNow, type NativeSocket, WriteQueue } from '../../protocol/write-queue.ts';
 
 export interface WireTarget {
   host: string;
@@ -141,7 +141,7 @@ class Connection {
         callback(error);
       },
     });
-    // Our noDelay() (actors/mqtt-link.ts) asks the stream; the socket has it on already.
+    // Our noDelay() (actors/link/mqtt-link.ts) asks the stream; the socket has it on already.
     Object.assign(this.stream, { setNoDelay: () => this.stream });
     this.connect();
   }

@@ -3,8 +3,8 @@
  * offers every inbound frame here first, and what nobody waits for goes on
  * to the statechart.
  */
-import type { Frame } from '../protocol/frame.ts';
-import type { MessageType } from '../protocol/messages.ts';
+import type { Frame } from '../../protocol/frame.ts';
+import type { MessageType } from '../../protocol/messages.ts';
 
 export interface ReplyBox {
   /**

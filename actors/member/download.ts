@@ -8,22 +8,22 @@ import {
   type ChunkSinkInput,
   chunkFetchMachine,
   type SinkCommand,
-} from '../machines/chunkFetch.ts';
+} from '../../machines/chunkFetch.ts';
 import {
   type DownloadEvent,
   type DownloadOutput,
   type DownloadPlan,
   downloadMachine,
   readableDirectly,
-} from '../machines/download.ts';
-import { CloudletError } from '../machines/shared.ts';
-import type { Frame } from '../protocol/frame.ts';
-import type { ErrorCode } from '../protocol/messages.ts';
-import { sendThrough } from './bridge.ts';
+} from '../../machines/download.ts';
+import { CloudletError } from '../../machines/shared.ts';
+import type { Frame } from '../../protocol/frame.ts';
+import type { ErrorCode } from '../../protocol/messages.ts';
+import { newId } from '../ids.ts';
+import { sendThrough } from '../link/bridge.ts';
+import type { Link } from '../link/mqtt-link.ts';
+import type { Logger } from '../log.ts';
 import type { ByteSink } from './files.ts';
-import { newId } from './ids.ts';
-import type { Logger } from './log.ts';
-import type { Link } from './mqtt-link.ts';
 import { createOrderedHash, type OrderedHash } from './ordered-hash.ts';
 
 export interface DownloaderOptions {
@@ -31,9 +31,9 @@ export interface DownloaderOptions {
   brokerId: string;
   requestTimeoutMs: number;
   idleTimeoutMs: number;
-  /** Resolves when the broker is not known to be offline (see actors/member.ts). */
+  /** Resolves when the broker is not known to be offline (see actors/member/member.ts). */
   brokerReady(): Promise<void>;
-  /** Hears the broker go away (see actors/member.ts) until the returned function is called. */
+  /** Hears the broker go away (see actors/member/member.ts) until the returned function is called. */
   onBrokerLost(handler: (reason: string) => void): () => void;
   /** Routes the frames of one transfer id to `handler` until the returned function is called. */
   route(id: string, handler: (frame: Frame) => void): () => void;

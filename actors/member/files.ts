@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
-import { CloudletError } from '../machines/shared.ts';
-import { diskFlusher } from '../plugins/disk-flush.ts';
-import { newId } from './ids.ts';
+import { CloudletError } from '../../machines/shared.ts';
+import { diskFlusher } from '../../plugins/disk-flush.ts';
+import { newId } from '../ids.ts';
 
 export interface ByteSource {
   readonly size: number;

@@ -13,7 +13,7 @@
  * before the listing began and not removed by the time its page is read is
  * in it; one committed or removed while it runs may or may not be).
  */
-import { CloudletError } from '../machines/shared.ts';
+import { CloudletError } from '../../machines/shared.ts';
 
 /** One page of a listing, its records joined for the frame (protocol/frame `joinListRecords`). */
 export interface ListPage {

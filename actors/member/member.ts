@@ -5,9 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import type { DownloadOutput } from '../machines/download.ts';
-import { CloudletError } from '../machines/shared.ts';
-import type { Frame } from '../protocol/frame.ts';
+import type { DownloadOutput } from '../../machines/download.ts';
+import { CloudletError } from '../../machines/shared.ts';
+import type { Frame } from '../../protocol/frame.ts';
 import {
   type FileInfo,
   holdersOf,
@@ -16,14 +16,14 @@ import {
   type MessageOf,
   type MessageType,
   type VmInfo,
-} from '../protocol/messages.ts';
+} from '../../protocol/messages.ts';
+import { newId } from '../ids.ts';
+import type { Link } from '../link/mqtt-link.ts';
+import type { Logger } from '../log.ts';
+import { within } from '../within.ts';
+import type { Downloader, DownloadOptions } from './download.ts';
 import type { ByteSink, ByteSource } from './files.ts';
-import { newId } from './ids.ts';
 import { MAX_LIST_AHEAD } from './list-streams.ts';
-import type { Logger } from './log.ts';
-import type { Downloader, DownloadOptions } from './member-download.ts';
-import type { Link } from './mqtt-link.ts';
-import { within } from './within.ts';
 
 export interface MemberOptions {
   link: Link;
@@ -142,7 +142,7 @@ export function createMember(options: MemberOptions): Member {
     );
     for (const inbox of waiting) inbox.fail(lost);
   });
-  // The broker's retained status (actors/broker.ts): when the broker this
+  // The broker's retained status (actors/broker/broker.ts): when the broker this
   // member was talking to vanishes (its will) or another process takes over
   // as the broker (a standby, a restart), what is in flight will never be
   // answered: it fails at once, retryable, instead of timing out.
@@ -302,7 +302,7 @@ export function createMember(options: MemberOptions): Member {
   // every other command's start.
   let downloader: Downloader | undefined;
   const loadDownloader = async () =>
-    (downloader ??= (await import('./member-download.ts')).createDownloader({
+    (downloader ??= (await import('./download.ts')).createDownloader({
       link,
       brokerId,
       requestTimeoutMs,

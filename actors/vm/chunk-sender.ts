@@ -8,7 +8,7 @@
  * segment whatever the size.
  */
 import { crc32 } from 'node:zlib';
-import type { Message } from '../protocol/messages.ts';
+import type { Message } from '../../protocol/messages.ts';
 
 export interface Segment {
   /** Offset within the chunk. */

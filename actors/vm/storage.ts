@@ -20,13 +20,13 @@
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { fromCallback } from 'xstate';
-import { chunkFootprint } from '../machines/edge-index.ts';
-import { CloudletError } from '../machines/shared.ts';
-import type { ServerCommand, StorerCommand } from '../machines/vm.ts';
-import type { ChunkStore } from '../plugins/chunk-store/types.ts';
-import type { ErrorCode, InventoryEntry, Message, MessageOf } from '../protocol/messages.ts';
+import { chunkFootprint } from '../../machines/edge-index.ts';
+import { CloudletError } from '../../machines/shared.ts';
+import type { ServerCommand, StorerCommand } from '../../machines/vm.ts';
+import type { ChunkStore } from '../../plugins/chunk-store/types.ts';
+import type { ErrorCode, InventoryEntry, Message, MessageOf } from '../../protocol/messages.ts';
+import type { Logger } from '../log.ts';
 import { type ChunkSender, type Leased, type Segment, startChunkSender } from './chunk-sender.ts';
-import type { Logger } from './log.ts';
 
 export interface VmStorageDeps {
   id: string;

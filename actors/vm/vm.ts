@@ -5,17 +5,17 @@
  */
 import os from 'node:os';
 import { type Actor, createActor, fromPromise, type InspectionEvent, waitFor } from 'xstate';
-import { vmMachine } from '../machines/vm.ts';
-import type { ChunkStore } from '../plugins/chunk-store/types.ts';
-import { encodeFrame } from '../protocol/frame.ts';
-import type { CpuInfo } from '../protocol/messages.ts';
-import { createTopics } from '../protocol/topics.ts';
-import { linkBridge, sendThrough } from './bridge.ts';
-import { newId } from './ids.ts';
-import { type Logger, logActorFailure, silentLogger } from './log.ts';
-import { createMember, type Member } from './member.ts';
-import { connectLink, type Link } from './mqtt-link.ts';
-import type { MqttAuth } from './options.ts';
+import { vmMachine } from '../../machines/vm.ts';
+import type { ChunkStore } from '../../plugins/chunk-store/types.ts';
+import { encodeFrame } from '../../protocol/frame.ts';
+import type { CpuInfo } from '../../protocol/messages.ts';
+import { createTopics } from '../../protocol/topics.ts';
+import { newId } from '../ids.ts';
+import { linkBridge, sendThrough } from '../link/bridge.ts';
+import { connectLink, type Link } from '../link/mqtt-link.ts';
+import { type Logger, logActorFailure, silentLogger } from '../log.ts';
+import { createMember, type Member } from '../member/member.ts';
+import type { MqttAuth } from '../options.ts';
 import {
   chunkServer,
   chunkStorer,
@@ -23,7 +23,7 @@ import {
   type StoreSpace,
   takeInventory,
   type VmStorageDeps,
-} from './vm-storage.ts';
+} from './storage.ts';
 
 export interface VmOptions {
   mqttUrl: string;

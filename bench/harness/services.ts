@@ -1,6 +1,5 @@
 // mosquitto and redis-server for tests: each on its own free port on
 // 127.0.0.1, keeping nothing on disk, with the fault injection of process.ts.
-import { afterAll, beforeAll } from 'bun:test';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -151,19 +150,6 @@ function natsConfig(port: number, dir: string, extraConfig: string[]): string {
   ].join('\n');
 }
 
-/**
- * Starts mosquitto in this file's (or describe block's) beforeAll and disposes
- * of it in afterAll, even when tests fail. The handle is usable from beforeAll on.
- */
-export function useMosquitto(options?: MosquittoOptions): ServiceHandle {
-  return useService('mosquitto', 'useMosquitto', () => startMosquitto(options));
-}
-
-/** useMosquitto() for redis-server. */
-export function useRedis(options?: RedisOptions): ServiceHandle {
-  return useService('redis-server', 'useRedis', () => startRedis(options));
-}
-
 const MQTT_CONNECT = mqttConnectPacket('cloudlet-test-probe');
 const MQTT_DISCONNECT = Uint8Array.of(0xe0, 0x00);
 
@@ -242,48 +228,6 @@ function serviceHandle(proc: ManagedProcess, port: number, url: string, dir: str
     },
   };
   return handle;
-}
-
-function useService(
-  name: ServiceName,
-  helper: string,
-  start: () => Promise<ServiceHandle>,
-): ServiceHandle {
-  let service: ServiceHandle | undefined;
-  const current = () => {
-    if (service) return service;
-    throw new Error(
-      `${helper}() handle used before its beforeAll ran: read it inside tests or hooks, not while the file loads`,
-    );
-  };
-  beforeAll(async () => {
-    service = await start();
-  });
-  afterAll(async () => {
-    await service?.[Symbol.asyncDispose]();
-  });
-  return {
-    name,
-    get port() {
-      return current().port;
-    },
-    get url() {
-      return current().url;
-    },
-    get pid() {
-      return current().pid;
-    },
-    get running() {
-      return current().running;
-    },
-    stop: () => current().stop(),
-    kill: () => current().kill(),
-    pause: () => current().pause(),
-    resume: () => current().resume(),
-    restart: () => current().restart(),
-    output: () => current().output(),
-    [Symbol.asyncDispose]: () => current()[Symbol.asyncDispose](),
-  };
 }
 
 function mosquittoConfig(port: number, extraConfig: string[]): string {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
-import { runCommand } from '../support/run.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 import { serviceSkipReason } from '../support/services.ts';
 
 const ROOT = join(import.meta.dir, '../..');

@@ -6,11 +6,11 @@
  * when the broker goes away).
  */
 import { afterAll, describe, expect, test } from 'bun:test';
-import { createBroker } from '../../actors/broker.ts';
+import { createBroker } from '../../actors/broker/broker.ts';
 import { newId } from '../../actors/ids.ts';
+import { connectLink } from '../../actors/link/mqtt-link.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { createMember } from '../../actors/member.ts';
-import { connectLink } from '../../actors/mqtt-link.ts';
+import { createMember } from '../../actors/member/member.ts';
 import { createMemoryCoreCloud } from '../../plugins/core-cloud/memory.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import { createTopics } from '../../protocol/topics.ts';

@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, startProcess } from '../../bench/harness/process.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
-import { freePort, startProcess } from '../support/process.ts';
-import { runCommand } from '../support/run.ts';
 import { serviceSkipReason, startRedis, useMosquitto } from '../support/services.ts';
 
 describe.skipIf(serviceSkipReason('mosquitto', 'redis-server') !== undefined)(

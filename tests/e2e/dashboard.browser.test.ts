@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { freePort, type ManagedProcess, startProcess } from '../support/process.ts';
+import { freePort, type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 
 const ROOT = join(import.meta.dir, '../..');

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, type ManagedProcess, startProcess } from '../support/process.ts';
-import { runCommand } from '../support/run.ts';
+import { freePort, type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
 

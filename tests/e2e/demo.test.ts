@@ -4,7 +4,7 @@
  */
 import { expect, test } from 'bun:test';
 import { join } from 'node:path';
-import { runCommand } from '../support/run.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 
 test('bun run demo walks through every flow and ends well', async () => {
   // No PATH: the demo must not need mosquitto, redis-server or anything else.

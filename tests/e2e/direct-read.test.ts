@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 

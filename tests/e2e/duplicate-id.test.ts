@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
+import { type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
-import { type ManagedProcess, startProcess } from '../support/process.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 import { until } from '../support/until.ts';
 

@@ -4,8 +4,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
-import { bufferSource, memorySink } from '../../actors/files.ts';
-import { coreKeyOf } from '../../actors/upload-writer.ts';
+import { coreKeyOf } from '../../actors/broker/upload-writer.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { createClient, RESP_TYPES } from 'redis';
 import '../../plugins/chunk-store/tracing-channel-polyfill.ts';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';
 

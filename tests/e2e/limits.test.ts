@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import type { FileInfo } from '../../protocol/messages.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';

@@ -1,7 +1,7 @@
 /**
  * The MQTT link's own edges on a real Mosquitto: closing never hangs, even
  * when the server stops answering with messages still unacknowledged; and
- * the fast lane (actors/mqtt-wire.ts) carries segment traffic byte for byte
+ * the fast lane (actors/link/mqtt-wire.ts) carries segment traffic byte for byte
  * and in order, beside control messages (in order among themselves), across
  * reconnects. MQTT orders messages within a QoS level, not across levels,
  * and the protocol does not ask for more.
@@ -9,8 +9,8 @@
 import { describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
+import { connectLink, type Link } from '../../actors/link/mqtt-link.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { connectLink, type Link } from '../../actors/mqtt-link.ts';
 import type { Frame } from '../../protocol/frame.ts';
 import { createTopics } from '../../protocol/topics.ts';
 import { serviceSkipReason, useMosquitto } from '../support/services.ts';

@@ -4,9 +4,9 @@
  * listing at once with the reason instead of leaving it to time out.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { connectLink } from '../../actors/link/mqtt-link.ts';
 import { createLogger } from '../../actors/log.ts';
-import { createMember } from '../../actors/member.ts';
-import { connectLink } from '../../actors/mqtt-link.ts';
+import { createMember } from '../../actors/member/member.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import type { FileInfo } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import {
   decodeFrame,
   encodeFrame,

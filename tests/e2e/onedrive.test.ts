@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { createOneDriveCoreCloud } from '../../plugins/core-cloud/onedrive.ts';
 import { MiB, startCloudlet, type TestCloudlet } from '../support/cloudlet.ts';
 import { useGraphServer } from '../support/graph-server.ts';

@@ -12,9 +12,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, type ManagedProcess, type Readiness, startProcess } from '../support/process.ts';
+import {
+  freePort,
+  type ManagedProcess,
+  type Readiness,
+  startProcess,
+} from '../../bench/harness/process.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 import { blocksUnder, OPERATIONS_PATH, type Step, stepsOf, substitute } from '../support/readme.ts';
-import { runCommand } from '../support/run.ts';
 import { type ServiceHandle, serviceSkipReason, startRedis } from '../support/services.ts';
 import { localCertificate } from '../support/tls.ts';
 

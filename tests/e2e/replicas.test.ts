@@ -9,7 +9,7 @@
 import { afterAll, afterEach, describe, expect, test } from 'bun:test';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { bufferSource, memorySink } from '../../actors/files.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
 import { planPlacement } from '../../machines/placement.ts';
 import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
 import { type FileInfo, holdersOf, residencyOf } from '../../protocol/messages.ts';

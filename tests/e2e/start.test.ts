@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { canConnect, freePort } from '../support/process.ts';
-import { runCommand } from '../support/run.ts';
+import { canConnect, freePort } from '../../bench/harness/process.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'cloudlet-start-'));

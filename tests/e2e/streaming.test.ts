@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
 import '../../plugins/chunk-store/tracing-channel-polyfill.ts';
-import { hashFile } from '../../actors/files.ts';
-import { type ManagedProcess, startProcess } from '../support/process.ts';
-import { peakRssMiB, runCommand } from '../support/run.ts';
+import { hashFile } from '../../actors/member/files.ts';
+import { type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
+import { peakRssMiB, runCommand } from '../../bench/harness/run.ts';
 import {
   type ServiceHandle,
   serviceSkipReason,

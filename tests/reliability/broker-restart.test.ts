@@ -11,18 +11,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ByteSource, bufferSource, memorySink } from '../../actors/files.ts';
 import { newId } from '../../actors/ids.ts';
+import { connectLink, type Link } from '../../actors/link/mqtt-link.ts';
 import { createLogger } from '../../actors/log.ts';
-import { createMember, type Member } from '../../actors/member.ts';
-import { connectLink, type Link } from '../../actors/mqtt-link.ts';
+import { type ByteSource, bufferSource, memorySink } from '../../actors/member/files.ts';
+import { createMember, type Member } from '../../actors/member/member.ts';
+import { type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import { RESERVED_SEGMENT } from '../../plugins/core-cloud/keys.ts';
 import { createMetadataStore } from '../../plugins/metadata/index.ts';
 import { type FileInfo, residencyOf } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';
 import { fileIdsOn, MiB, startVmProcess, type VmProcess } from '../support/cloudlet.ts';
-import { type ManagedProcess, startProcess } from '../support/process.ts';
 import {
   type ServiceHandle,
   serviceSkipReason,

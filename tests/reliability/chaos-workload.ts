@@ -5,8 +5,8 @@
  * model stays exact while transfers overlap.
  */
 import { createHash } from 'node:crypto';
-import { bufferSource, memorySink } from '../../actors/files.ts';
-import type { Member } from '../../actors/member.ts';
+import { bufferSource, memorySink } from '../../actors/member/files.ts';
+import type { Member } from '../../actors/member/member.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import { logUniformSize, type Random, seededBytes } from './chaos-random.ts';
 

@@ -7,7 +7,7 @@
  * fast-check sample, so a seed replays every byte.
  */
 import fc from 'fast-check';
-import { BROKER_ONLY, channelProblem } from '../../actors/mqtt-link.ts';
+import { BROKER_ONLY, channelProblem } from '../../actors/link/mqtt-link.ts';
 import {
   DATA_MESSAGE_TYPES,
   DEFAULT_MAX_HEADER_BYTES,

@@ -7,18 +7,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Broker, type BrokerOptions, createBroker } from '../../actors/broker.ts';
+import { type Broker, type BrokerOptions, createBroker } from '../../actors/broker/broker.ts';
 import { newId } from '../../actors/ids.ts';
+import { connectLink, type Link } from '../../actors/link/mqtt-link.ts';
 import { createLogger } from '../../actors/log.ts';
-import { createMember, type Member } from '../../actors/member.ts';
-import { connectLink, type Link } from '../../actors/mqtt-link.ts';
+import { createMember, type Member } from '../../actors/member/member.ts';
+import { type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
+import { runCommand } from '../../bench/harness/run.ts';
 import { createRedisChunkStore } from '../../plugins/chunk-store/redis.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import { type FileInfo, holdersOf } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';
-import { type ManagedProcess, startProcess } from './process.ts';
-import { runCommand } from './run.ts';
 import { type ServiceHandle, startRedis } from './services.ts';
 
 export const MiB = 1024 * 1024;

@@ -5,7 +5,12 @@ import { Objm, StorageType, setSha256Backend } from '@nats-io/obj';
 import { connect as connectNats } from '@nats-io/transport-node';
 import mqtt from 'mqtt';
 import { createClient } from 'redis';
-import { canConnect, freePort, ProcessStartError, startProcess } from './process.ts';
+import {
+  canConnect,
+  freePort,
+  ProcessStartError,
+  startProcess,
+} from '../../bench/harness/process.ts';
 import {
   mqttAnswers,
   natsAnswers,

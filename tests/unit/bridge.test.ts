@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
-import { sendThrough } from '../../actors/bridge.ts';
+import { sendThrough } from '../../actors/link/bridge.ts';
+import type { Link } from '../../actors/link/mqtt-link.ts';
 import { silentLogger } from '../../actors/log.ts';
-import type { Link } from '../../actors/mqtt-link.ts';
 import type { Message } from '../../protocol/messages.ts';
 
 /** A link whose sends of `refuse` types fail as the frame encoder does. */

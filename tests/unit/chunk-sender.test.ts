@@ -1,5 +1,5 @@
 /**
- * The chunk sender (actors/chunk-sender.ts) that a VM and the broker (from
+ * The chunk sender (actors/vm/chunk-sender.ts) that a VM and the broker (from
  * the core) stream a chunk with: at most `window` segments unacknowledged,
  * done once every segment is out, each segment's buffer given back once
  * sent, and a clear error for a chunk that is not there or cannot be read.
@@ -11,7 +11,7 @@ import {
   rangeSegments,
   type Segment,
   startChunkSender,
-} from '../../actors/chunk-sender.ts';
+} from '../../actors/vm/chunk-sender.ts';
 import type { Message } from '../../protocol/messages.ts';
 import { until } from '../support/until.ts';
 

@@ -1,5 +1,5 @@
 /**
- * A member's downloads against a scripted broker and VM (actors/member-download.ts):
+ * A member's downloads against a scripted broker and VM (actors/member/download.ts):
  * bytes that come before their plan, a segment that fails its CRC-32, and
  * the direct path — a name downloaded before is read straight from its VMs
  * while the broker checks the plan still holds, and read again as the
@@ -8,10 +8,10 @@
 import { describe, expect, test } from 'bun:test';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { memorySink } from '../../actors/files.ts';
+import type { Link } from '../../actors/link/mqtt-link.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { createDownloader } from '../../actors/member-download.ts';
-import type { Link } from '../../actors/mqtt-link.ts';
+import { createDownloader } from '../../actors/member/download.ts';
+import { memorySink } from '../../actors/member/files.ts';
 import type { Frame } from '../../protocol/frame.ts';
 import type { FileInfo, Message, MessageOf } from '../../protocol/messages.ts';
 import { createTopics } from '../../protocol/topics.ts';

@@ -5,7 +5,7 @@ import {
   MAX_LIST_AHEAD,
   type ReadPage,
   STREAM_IDLE_MS,
-} from '../../actors/list-streams.ts';
+} from '../../actors/member/list-streams.ts';
 import { CloudletError } from '../../machines/shared.ts';
 
 /** A store of names `n00`…, read `limit` at a time, each read logged. */

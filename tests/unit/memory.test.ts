@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { createMemoryGovernor, softLimitFromEnv } from '../../actors/memory.ts';
+import { createMemoryGovernor, softLimitFromEnv } from '../../actors/link/memory.ts';
 
 describe('memory governor', () => {
   test('the soft limit comes from CLOUDLET_MEMORY_SOFT_LIMIT, 128 MiB by default, 0 to turn it off', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
-import { PacketSplitter, publishHead } from '../../actors/mqtt-wire.ts';
+import { PacketSplitter, publishHead } from '../../actors/link/mqtt-wire.ts';
 
 /** What the splitter hands on, in order: packets for mqtt.js, and the publishes it took. */
 function split(version: 4 | 5, reads: Buffer[]) {

@@ -1,8 +1,8 @@
 import { describe, expect, test } from 'bun:test';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { memorySink } from '../../actors/files.ts';
-import { createOrderedHash } from '../../actors/ordered-hash.ts';
+import { memorySink } from '../../actors/member/files.ts';
+import { createOrderedHash } from '../../actors/member/ordered-hash.ts';
 
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 

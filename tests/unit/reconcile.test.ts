@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test';
 import { createActor, toPromise } from 'xstate';
+import { reconcileActor } from '../../actors/broker/reconcile.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { reconcileActor } from '../../actors/reconcile.ts';
 import type { ReconcileInput } from '../../machines/broker.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
 import type { FileInfo, Message } from '../../protocol/messages.ts';

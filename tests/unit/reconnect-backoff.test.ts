@@ -1,11 +1,11 @@
 /**
  * A member that lost the MQTT server retries after 0.5 s, then twice as long
- * each time up to 8 s, each wait spread by ±20% (actors/mqtt-link.ts): the
+ * each time up to 8 s, each wait spread by ±20% (actors/link/mqtt-link.ts): the
  * delay computation alone, with the randomness given, so no time passes.
  */
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import { nextReconnectDelay } from '../../actors/mqtt-link.ts';
+import { nextReconnectDelay } from '../../actors/link/mqtt-link.ts';
 
 /** The waits after the first (0.5 s), each from the one before. */
 function waitsFrom(randoms: number[]) {

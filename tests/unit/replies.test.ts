@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { createReplyBox } from '../../actors/replies.ts';
+import { createReplyBox } from '../../actors/link/replies.ts';
 import type { Frame } from '../../protocol/frame.ts';
 import type { Message } from '../../protocol/messages.ts';
 

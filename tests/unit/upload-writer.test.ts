@@ -1,5 +1,5 @@
 /**
- * The broker's chunk writer (actors/upload-writer.ts): segments come
+ * The broker's chunk writer (actors/broker/upload-writer.ts): segments come
  * straight from the link, each CRC-checked and streamed into the core, and
  * are acknowledged to the uploader only once the core and every VM holding
  * the chunk have them.
@@ -8,8 +8,8 @@ import { describe, expect, test } from 'bun:test';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { createActor, setup } from 'xstate';
+import { coreKeyOf, uploadWriter } from '../../actors/broker/upload-writer.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { coreKeyOf, uploadWriter } from '../../actors/upload-writer.ts';
 import type { UploadEvent, UploadPlan, WriterCommand } from '../../machines/upload.ts';
 import { createMemoryCoreCloud } from '../../plugins/core-cloud/memory.ts';
 import type { Frame } from '../../protocol/frame.ts';
