@@ -49,7 +49,7 @@ import {
   type EdgeKeeper,
   type MaintenanceStats,
   noMaintenance,
-} from './edge-keeper.ts';
+} from './edge/keeper.ts';
 import { reconcileActor } from './reconcile.ts';
 import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './requests.ts';
 import { coreKeyOf, uploadWriter } from './upload-writer.ts';

@@ -1,12 +1,12 @@
 /**
  * The edge keeper's least-recently-used order across restarts
- * (actors/broker/edge-keeper.ts), with memory metadata and no VMs: uses are written
+ * (actors/broker/edge/keeper.ts), with memory metadata and no VMs: uses are written
  * in batches (one write per flush, not per download), on close too, never for
  * a file removed meanwhile, and again after a failed write; a keeper that
  * loads orders files by their last recorded use, else by creation.
  */
 import { describe, expect, test } from 'bun:test';
-import { createEdgeKeeper, type EdgeKeeper } from '../../actors/broker/edge-keeper.ts';
+import { createEdgeKeeper, type EdgeKeeper } from '../../actors/broker/edge/keeper.ts';
 import { createReplyBox } from '../../actors/link/replies.ts';
 import { silentLogger } from '../../actors/log.ts';
 import { createMemoryCoreCloud } from '../../plugins/core-cloud/memory.ts';

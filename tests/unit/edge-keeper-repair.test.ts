@@ -1,5 +1,5 @@
 /**
- * Repair on a full edge (actors/broker/edge-keeper.ts), with memory metadata and
+ * Repair on a full edge (actors/broker/edge/keeper.ts), with memory metadata and
  * VMs faked in process (they store, send and delete chunks as a VM answers
  * the broker): when no VM has room for a failed VM's chunk, repair evicts
  * files used less recently than the one repaired, from a VM the copy can go
@@ -10,7 +10,7 @@
 import { describe, expect, test } from 'bun:test';
 import { createHash, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { createEdgeKeeper } from '../../actors/broker/edge-keeper.ts';
+import { createEdgeKeeper } from '../../actors/broker/edge/keeper.ts';
 import { createReplyBox } from '../../actors/link/replies.ts';
 import { silentLogger } from '../../actors/log.ts';
 import { chunkFootprint } from '../../machines/edge-index.ts';

@@ -18,35 +18,36 @@
  *   emptiest, each move one that brings the two closer without crossing,
  *   until the fractions are within REBALANCE_TOLERANCE of each other.
  *
- * Copies run one at a time, one segment in flight, paced to `rate` bytes per
- * second (machines/pacer.ts), so that they never starve the uploads and
- * downloads in the foreground. Every placement change is written to the
+ * Copies (copier.ts) run one at a time, one segment in flight, paced to
+ * `rate` bytes per second (machines/pacer.ts), so that they never starve the
+ * uploads and downloads in the foreground; when each file was last used is
+ * written in batches (recency.ts). Every placement change is written to the
  * metadata store (compare-and-set on the fileId) before the index believes it.
  */
-import { crc32 } from 'node:zlib';
+
 import {
   bytesByVm,
   chunkFootprint,
   createEdgeIndex,
   type EdgeIndex,
-} from '../../machines/edge-index.ts';
-import { createPacer } from '../../machines/pacer.ts';
+} from '../../../machines/edge-index.ts';
+import { createPacer } from '../../../machines/pacer.ts';
 import {
   missingReplicas,
   type PlacementCandidate,
   type PlannedChunk,
   planPlacement,
-} from '../../machines/placement.ts';
-import { CloudletError } from '../../machines/shared.ts';
-import type { PlaceInput } from '../../machines/upload.ts';
-import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
-import type { MetadataStore } from '../../plugins/metadata/types.ts';
-import type { Frame } from '../../protocol/frame.ts';
-import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../protocol/messages.ts';
-import { newId } from '../ids.ts';
-import type { ReplyBox } from '../link/replies.ts';
-import type { Logger } from '../log.ts';
-import { coreKeyOf } from './upload-writer.ts';
+} from '../../../machines/placement.ts';
+import { CloudletError } from '../../../machines/shared.ts';
+import type { PlaceInput } from '../../../machines/upload.ts';
+import type { CoreCloud } from '../../../plugins/core-cloud/types.ts';
+import type { MetadataStore } from '../../../plugins/metadata/types.ts';
+import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../../protocol/messages.ts';
+import { newId } from '../../ids.ts';
+import type { ReplyBox } from '../../link/replies.ts';
+import type { Logger } from '../../log.ts';
+import { createChunkCopier } from './copier.ts';
+import { createRecency } from './recency.ts';
 
 export interface EdgeKeeperDeps {
   brokerId: string;
@@ -185,17 +186,19 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   let running: Promise<void> | null = null;
   let closed = false;
   const pacer = createPacer(deps.rate, () => performance.now());
-  // Files used (uploaded, downloaded) since the last flush, and when: written
-  // to the metadata store in one batch every few seconds and on close, never
-  // one write per download. A crash loses at most those seconds of recency
-  // (those files come back where their last flushed use put them), which
-  // costs at worst a worse choice of what to evict, never a byte.
-  const usedSince = new Map<string, string>();
-  let flushing: Promise<void> | null = null;
-  const flushTimer = setInterval(() => {
-    void flushUses();
-  }, deps.recencyFlushMs ?? RECENCY_FLUSH_MS);
-  flushTimer.unref?.();
+  const recency = createRecency({
+    metadata: deps.metadata,
+    flushMs: deps.recencyFlushMs ?? RECENCY_FLUSH_MS,
+    listed: (name) => index.get(name) !== undefined,
+    log: deps.log,
+  });
+  const copier = createChunkCopier({
+    ...deps,
+    pace,
+    readFromCore: (bytes) => {
+      stats.coreBytes += bytes;
+    },
+  });
 
   const taskKey = (task: Task) =>
     task.kind === 'rewarm' ? `w:${task.name}` : task.kind === 'repair' ? `r:${task.vm}` : 'b';
@@ -348,33 +351,6 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     else index.remove(name);
   }
 
-  /** `name` was just used: it is the most recently used, here and, at the next flush, in the store. */
-  function used(name: string) {
-    usedSince.set(name, new Date().toISOString());
-  }
-
-  /** Writes the uses since the last flush in one batch (one flush at a time, so none lands out of order). */
-  function flushUses(): Promise<void> {
-    if (flushing || usedSince.size === 0) return flushing ?? Promise.resolve();
-    const entries = [...usedSince].map(([name, usedAt]) => ({ name, usedAt }));
-    usedSince.clear();
-    flushing = deps.metadata
-      .touchFiles(entries)
-      .catch((error: Error) => {
-        // Written with the next batch, unless used again (or removed) meanwhile.
-        for (const { name, usedAt } of entries)
-          if (!usedSince.has(name) && index.get(name)) usedSince.set(name, usedAt);
-        deps.log.warn(
-          { files: entries.length, err: error.message },
-          'could not record when files were last used; trying again with the next batch',
-        );
-      })
-      .finally(() => {
-        flushing = null;
-      });
-    return flushing;
-  }
-
   async function pace(bytes: number) {
     const wait = pacer.book(bytes);
     if (wait > 0) await Bun.sleep(wait);
@@ -415,7 +391,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       ];
       for (const source of sources) {
         try {
-          await copyFromVm(file, chunkIndex, source, to);
+          await copier.fromVm(file, chunkIndex, source, to);
           stats.copies.fromEdge++;
           return 'edge' as const;
         } catch (error) {
@@ -425,7 +401,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
           );
         }
       }
-      await copyFromCore(file, chunkIndex, to);
+      await copier.fromCore(file, chunkIndex, to);
       stats.copies.fromCore++;
       return 'core' as const;
     } catch (error) {
@@ -438,146 +414,6 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       copiesTo.get(to)?.delete(copy);
       if (copiesTo.get(to)?.size === 0) copiesTo.delete(to);
     }
-  }
-
-  /** Stores one segment on `to` and returns the VM's sha256 once the chunk is whole. */
-  async function storeSegment(
-    file: FileInfo,
-    chunkIndex: number,
-    to: string,
-    id: string,
-    offset: number,
-    bytes: Buffer,
-    checksum: number,
-  ) {
-    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
-    const replied = deps.replies.wait(
-      { type: ['chunk.stored', 'error'], id, from: to },
-      deps.storeTimeoutMs,
-    );
-    await deps.send(
-      to,
-      {
-        type: 'chunk.store',
-        id,
-        from: deps.brokerId,
-        fileId: file.fileId,
-        index: chunkIndex,
-        chunkSize: chunk.size,
-        offset,
-        crc32: checksum,
-      },
-      bytes,
-    );
-    const reply = await replied;
-    if (reply?.message.type === 'error')
-      throw new CloudletError(reply.message.code, `VM ${to}: ${reply.message.message}`, true);
-    if (reply?.message.type !== 'chunk.stored')
-      throw new CloudletError('timeout', `VM ${to} did not confirm a copied segment`, true);
-    return reply.message.sha256;
-  }
-
-  async function copyFromCore(file: FileInfo, chunkIndex: number, to: string) {
-    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
-    const id = newId();
-    const key = coreKeyOf(file.fileId, chunkIndex);
-    let sha256: string | undefined;
-    for (let offset = 0; offset < chunk.size || offset === 0; offset += deps.segmentSize) {
-      const length = Math.min(deps.segmentSize, chunk.size - offset);
-      await pace(length);
-      const bytes = length > 0 ? await deps.core.getRange(key, offset, length) : Buffer.alloc(0);
-      if (!bytes || bytes.byteLength !== length)
-        throw new CloudletError('not-found', `core object ${key} is missing or short`);
-      stats.coreBytes += bytes.byteLength;
-      sha256 = await storeSegment(file, chunkIndex, to, id, offset, bytes, crc32(bytes));
-      if (chunk.size === 0) break;
-    }
-    if (sha256 !== chunk.sha256)
-      throw new CloudletError('integrity', `VM ${to} holds sha256 ${sha256} after the copy`);
-  }
-
-  /** The source VM sends the chunk to the broker, one segment at a time; each goes on to `to`. */
-  async function copyFromVm(file: FileInfo, chunkIndex: number, source: string, to: string) {
-    const chunk = file.chunks[chunkIndex] as FileInfo['chunks'][number];
-    const fetchId = newId();
-    const storeId = newId();
-    let expected = 0;
-    let sha256: string | undefined;
-    // The next segment (or a refusal) is waited for before anything that
-    // lets the source send it: the fetch, then each acknowledgement. A wait
-    // registered after the ack could miss a reply that arrives in the same
-    // read. The fetch timeout counts from the fetch or the ack, below.
-    // However the copy ends, the wait it registered last goes with it.
-    const copied = new AbortController();
-    const registered = deps.storeTimeoutMs + deps.fetchTimeoutMs + 60_000;
-    const next = () =>
-      deps.replies.wait(
-        { type: ['chunk.data', 'error'], id: fetchId, from: source },
-        registered,
-        copied.signal,
-      );
-    const within = async (arriving: Promise<Frame | null>) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<null>((resolve) => {
-        timer = setTimeout(() => resolve(null), deps.fetchTimeoutMs);
-      });
-      try {
-        return await Promise.race([arriving, late]);
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    try {
-      let arriving = next();
-      await deps.send(source, {
-        type: 'chunk.fetch',
-        id: fetchId,
-        from: deps.brokerId,
-        to: deps.brokerId,
-        fileId: file.fileId,
-        index: chunkIndex,
-        chunkSize: chunk.size,
-        offset: 0,
-        segmentSize: deps.segmentSize,
-        window: 1,
-      });
-      for (;;) {
-        const frame = await within(arriving);
-        if (frame?.message.type === 'error')
-          throw new CloudletError(frame.message.code, `VM ${source}: ${frame.message.message}`);
-        if (frame?.message.type !== 'chunk.data')
-          throw new CloudletError('timeout', `VM ${source} did not send its chunk`);
-        const { offset } = frame.message;
-        if (offset !== expected) throw new CloudletError('bad-request', `segment at ${offset}`);
-        // The source sends each segment with the CRC-32 it stored it with.
-        if (crc32(frame.body) !== frame.message.crc32)
-          throw new CloudletError('integrity', `VM ${source}'s segment at ${offset} is damaged`);
-        await pace(frame.body.byteLength);
-        sha256 = await storeSegment(
-          file,
-          chunkIndex,
-          to,
-          storeId,
-          offset,
-          frame.body,
-          frame.message.crc32,
-        );
-        expected += frame.body.byteLength;
-        if (expected < chunk.size) arriving = next();
-        await deps.send(source, {
-          type: 'chunk.ack',
-          id: fetchId,
-          from: deps.brokerId,
-          index: chunkIndex,
-          offset,
-        });
-        if (expected >= chunk.size) break;
-      }
-    } finally {
-      copied.abort();
-    }
-    if (sha256 !== chunk.sha256)
-      throw new CloudletError('integrity', `VM ${to} holds sha256 ${sha256} after the copy`);
   }
 
   /** Adds (and drops) holders of one chunk in the metadata store, then in the index. */
@@ -868,7 +704,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     },
     committed(transferId, file) {
       index.put(file, true);
-      used(file.name);
+      recency.used(file.name);
       index.release(`upload:${transferId}`);
     },
     released(transferId) {
@@ -877,13 +713,13 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     removed(name) {
       index.remove(name);
       // (The store forgets its recorded use with the record.)
-      usedSince.delete(name);
+      recency.forget(name);
     },
     downloaded(file) {
       const known = index.get(file.name);
       if (known?.fileId !== file.fileId) index.put(file, true);
       else index.touch(file.name);
-      used(file.name);
+      recency.used(file.name);
       // (Counting the VMs that could hold a chunk walks the table: only when it may matter.)
       const cold = file.chunks.some((chunk) => {
         const holders = holdersOf(chunk).length;
@@ -913,10 +749,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       closed = true;
       queue.length = 0;
       queued.clear();
-      clearInterval(flushTimer);
-      // A flush in flight holds older uses than those left: after it, the rest.
-      if (flushing) await flushing;
-      await flushUses();
+      await recency.close();
     },
   };
 }
