@@ -2,14 +2,7 @@
  * createBroker(): the broker statechart with its real side effects — the
  * MQTT link, the core cloud, the metadata store — provided to it.
  */
-import {
-  type Actor,
-  createActor,
-  fromCallback,
-  fromPromise,
-  type InspectionEvent,
-  waitFor,
-} from 'xstate';
+import { createActor, fromPromise, type InspectionEvent, waitFor } from 'xstate';
 import {
   type BrokerConfig,
   brokerMachine,
@@ -19,136 +12,36 @@ import {
   vmTable,
 } from '../../machines/broker.ts';
 import { membershipMachine } from '../../machines/membership.ts';
-import type {
-  CoreServerCommand,
-  CoreServerInput,
-  ServeDownloadOutput,
-} from '../../machines/serveDownload.ts';
+import type { ServeDownloadOutput } from '../../machines/serveDownload.ts';
 import { serveDownloadMachine } from '../../machines/serveDownload.ts';
 import { CloudletError, type SendCommand } from '../../machines/shared.ts';
 import type { UploadOutput } from '../../machines/upload.ts';
 import { uploadMachine } from '../../machines/upload.ts';
-import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import { createMemoryMetadata } from '../../plugins/metadata/memory.ts';
-import type { MetadataStore } from '../../plugins/metadata/types.ts';
-import { sharedPool } from '../../protocol/buffer-pool.ts';
 import { encodeFrame, type Frame } from '../../protocol/frame.ts';
-import { type FileInfo, holdersOf, type VmInfo } from '../../protocol/messages.ts';
+import { holdersOf } from '../../protocol/messages.ts';
 import { createTopics, type ParsedTopic } from '../../protocol/topics.ts';
 import { newId } from '../ids.ts';
 import { linkBridge, sendThrough } from '../link/bridge.ts';
 import { connectLink, type Link } from '../link/mqtt-link.ts';
 import { createReplyBox } from '../link/replies.ts';
-import { type Logger, logActorFailure, silentLogger } from '../log.ts';
+import { logActorFailure, silentLogger } from '../log.ts';
 import { createListStreams } from '../member/list-streams.ts';
-import { GiB, KiB, MiB, type MqttAuth } from '../options.ts';
-import { rangeSegments, type SendResult, startChunkSender } from '../vm/chunk-sender.ts';
 import { within } from '../within.ts';
 import {
-  createEdgeKeeper,
-  type EdgeKeeper,
-  type MaintenanceStats,
-  noMaintenance,
-} from './edge/keeper.ts';
+  BROKER_DEFAULTS,
+  type Broker,
+  type BrokerOptions,
+  type BrokerStats,
+  DEFAULT_MAINTENANCE_RATE,
+} from './config.ts';
+import { coreServer } from './core-server.ts';
+import { createEdgeKeeper, noMaintenance } from './edge/keeper.ts';
 import { reconcileActor } from './reconcile.ts';
 import { answerRequest, discardChunks, type RequestDeps, sweepLedger } from './requests.ts';
-import { coreKeyOf, uploadWriter } from './upload-writer.ts';
+import { uploadServices } from './upload-services.ts';
 
-export interface BrokerOptions extends Partial<BrokerConfig> {
-  mqttUrl: string;
-  mqtt?: MqttAuth;
-  topicRoot?: string;
-  core: CoreCloud;
-  metadata?: MetadataStore;
-  /** A VM that does not confirm a stored segment within this fails the upload. */
-  storeTimeoutMs?: number;
-  /** How often the ledger of chunks no file owns is swept (default 60 s). */
-  sweepIntervalMs?: number;
-  /** Bytes per second for background copies: re-warming, repair (default 32 MiB). */
-  maintenanceRate?: number;
-  /**
-   * After each VM joins, move up to this many chunks from the fullest VMs
-   * toward the emptiest (placed bytes over capacity); 0 or absent: never.
-   */
-  rebalance?: number;
-  log?: Logger;
-  /** Hears XState's inspection events of every actor (the admin endpoint, --inspect). */
-  inspect?: (event: InspectionEvent) => void;
-  /** Hears each finished transfer and each chunk served from the core (metrics). */
-  observe?: BrokerObserver;
-}
-
-export interface BrokerObserver {
-  transfer(kind: 'upload' | 'download', result: string, seconds: number): void;
-  coreChunk(seconds: number, result: SendResult): void;
-  /** One upload's placement (§V.D step 3, with any room made by eviction). */
-  placement?(seconds: number): void;
-}
-
-export const BROKER_DEFAULTS: BrokerConfig = {
-  brokerId: 'broker',
-  split: 2,
-  minChunk: 64 * KiB,
-  reductionFactor: 64 * MiB,
-  heartbeatMs: 5000,
-  fetchTimeoutMs: 2000,
-  segmentSize: 1 * MiB,
-  window: 8,
-  transferIdleTimeoutMs: 30_000,
-  maxFileSize: 64 * GiB,
-  maxTransfersPerMember: 16,
-  maxPendingRequests: 256,
-  replicas: 1,
-  repairAfterMs: 5 * 60_000,
-};
-
-/** Background copies (re-warming, repair) are paced to this by default. */
-export const DEFAULT_MAINTENANCE_RATE = 32 * MiB;
-
-export interface BrokerStats {
-  /** Bytes read from the core to serve downloads (§V.G). */
-  coreReadBytes: number;
-  /** Chunks served from the core: planned (VM failed) or failovers (§V.G). */
-  coreChunks: { planned: number; failover: number };
-  /** Finished transfers by how they ended. */
-  transfers: {
-    upload: Record<'committed' | 'aborted' | 'rejected', number>;
-    /** `direct`: the requester read the chunks itself, the broker confirmed the version. */
-    download: Record<'ok' | 'failed' | 'abandoned' | 'direct', number>;
-  };
-  /** Bytes stored (in) and served (out), on the edge and in the core. */
-  bytes: { in: { edge: number; core: number }; out: { edge: number; core: number } };
-  /** Edge chunks rewritten from the core after failing their checksum. */
-  readRepairs: number;
-  /** What VM inventories led to: orphan chunks deleted, lost ones restored from the core. */
-  reconciled: { deleted: number; restored: number; unrestored: number };
-  /** Payloads rejected by the link, by reason. */
-  rejected: Record<string, number>;
-  /** The edge as a cache: evictions, re-warming, repair, and what they cost. */
-  maintenance: MaintenanceStats;
-  /** Downloads' chunks sent by another replica after the first did not deliver. */
-  replicaFailovers: number;
-  /** Uploads placed, and the time placement took (§V.D step 3). */
-  placement: { count: number; seconds: number; cpuSeconds: number; maxSeconds: number };
-}
-
-export interface Broker {
-  readonly config: BrokerConfig;
-  readonly actor: Actor<typeof brokerMachine>;
-  readonly link: Link;
-  /** The VM table (§IV.1). */
-  vms(): VmInfo[];
-  stats(): BrokerStats;
-  /** What the edge holds, and the background work that keeps it. */
-  readonly keeper: EdgeKeeper;
-  /** This broker process's incarnation, in its retained status. */
-  readonly incarnation: string;
-  /**
-   * Stops. `announce: false` (a broker that lost its lease) leaves the
-   * broker status to the process that holds the lease now.
-   */
-  close(options?: { announce?: boolean }): Promise<void>;
-}
+export * from './config.ts';
 
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const log = options.log ?? silentLogger();
@@ -335,83 +228,23 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       ),
       upload: uploadMachine.provide({
         actions: { send },
-        actors: {
-          reserveName: fromPromise(async ({ input }) => {
-            if (!input.overwrite && (await metadata.getFile(input.name))) {
-              throw new CloudletError(
-                'exists',
-                `"${input.name}" already exists; use --overwrite to replace it`,
-              );
-            }
-            const fileId = newId();
-            // Until it commits, its chunks are the ledger's to remove after a crash.
-            await metadata.beginUpload({ fileId, name: input.name });
-            return { fileId };
-          }),
-          placeChunks: fromPromise(async ({ input }) => ({ chunks: await keeper.place(input) })),
-          chunkWriter: uploadWriter({
-            brokerId: config.brokerId,
-            core,
-            send: sendTo,
-            route: (transferId, handler) => {
-              transferRoutes.set(transferId, handler);
-              return () => {
-                if (transferRoutes.get(transferId) === handler) transferRoutes.delete(transferId);
-              };
-            },
-            storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
-            log,
-            settling: coreSettling,
-          }),
-          commitFile: fromPromise(async ({ input }) => {
-            const file: FileInfo = {
-              name: input.name,
-              fileId: input.plan.fileId,
-              size: input.size,
-              sha256: input.sha256,
-              createdAt: new Date().toISOString(),
-              chunks: input.plan.chunks.map((chunk) => ({
-                index: chunk.index,
-                offset: chunk.offset,
-                size: chunk.size,
-                vm: chunk.vm,
-                replicas: chunk.replicas,
-                sha256: input.chunkSha256[chunk.index] as string,
-              })),
+        actors: uploadServices({
+          config,
+          core,
+          metadata,
+          keeper,
+          sendTo,
+          routeTransfer: (transferId, handler) => {
+            transferRoutes.set(transferId, handler);
+            return () => {
+              if (transferRoutes.get(transferId) === handler) transferRoutes.delete(transferId);
             };
-            const replaced = await metadata.commitFile(file);
-            keeper.committed(input.transferId, file);
-            if (replaced && replaced.fileId !== file.fileId) {
-              // The old version stayed readable until the new one was listed.
-              void discardChunks(requestDeps, replaced, newId(), table());
-            }
-            return file;
-          }),
-          cleanUp: fromPromise(async ({ input }) => {
-            keeper.released(input.transferId);
-            if (!input.plan) return;
-            const { fileId, chunks } = input.plan;
-            // A core commit under way when the upload stopped lands first.
-            await coreSettling.get(input.transferId);
-            for (const vm of new Set(chunks.flatMap((chunk) => chunk.replicas))) {
-              if (vm)
-                link
-                  .send(vm, {
-                    type: 'chunk.delete',
-                    id: input.transferId,
-                    from: config.brokerId,
-                    fileId,
-                  })
-                  .catch(() => {});
-            }
-            const removed = await Promise.allSettled(
-              chunks.map((chunk) => core.delete(coreKeyOf(fileId, chunk.index))),
-            );
-            // What the core still holds is left to the ledger's next sweep.
-            if (removed.every((result) => result.status === 'fulfilled'))
-              await metadata.settle(fileId);
-          }),
-        },
+          },
+          storeTimeoutMs: options.storeTimeoutMs ?? 10_000,
+          coreSettling,
+          discardOld: (replaced) => discardChunks(requestDeps, replaced, newId(), table()),
+          log,
+        }),
       }),
       serveDownload: serveDownloadMachine.provide({
         actions: { send },
@@ -423,67 +256,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             keeper.downloaded(file);
             return file;
           }),
-          coreServer: fromCallback<CoreServerCommand, CoreServerInput>(({ input, receive }) => {
-            const senders = new Map<number, ReturnType<typeof startChunkSender>>();
-            receive((command) => {
-              if (command.type === 'ACK') {
-                senders.get(command.index)?.ack(command.offset);
-                return;
-              }
-              const chunk = input.file.chunks[command.index];
-              if (!chunk) return;
-              senders.get(command.index)?.stop();
-              const key = coreKeyOf(input.file.fileId, chunk.index);
-              const sender = startChunkSender({
-                id: input.transferId,
-                index: chunk.index,
-                from: config.brokerId,
-                to: input.requester,
-                window: config.window,
-                ackTimeoutMs: config.transferIdleTimeoutMs,
-                send: sendTo,
-                open: async () => {
-                  // Read into pooled buffers, given back once sent: a fresh
-                  // megabyte per segment costs page faults here.
-                  const read = async (offset: number, length: number) => {
-                    const into = sharedPool.take(length);
-                    const bytes = await core.getRange(key, offset, length, into).catch((error) => {
-                      sharedPool.give(into);
-                      throw error;
-                    });
-                    const inPool = bytes !== null && bytes.buffer === into.buffer;
-                    if (!inPool) sharedPool.give(into);
-                    if (!bytes) throw new Error(`core object ${key} is missing`);
-                    stats.coreReadBytes += bytes.byteLength;
-                    return inPool ? sharedPool.lease(bytes, into) : bytes;
-                  };
-                  const segments = rangeSegments(
-                    read,
-                    chunk.size,
-                    command.offset,
-                    config.segmentSize,
-                  );
-                  return segments;
-                },
-              });
-              const planned = input.planCore.includes(chunk.index) && !senders.has(chunk.index);
-              if (planned) stats.coreChunks.planned++;
-              else stats.coreChunks.failover++;
-              senders.set(command.index, sender);
-              const begun = performance.now();
-              sender.done.then((result: SendResult) => {
-                options.observe?.coreChunk((performance.now() - begun) / 1000, result);
-                if (result !== 'sent' && result !== 'stopped') {
-                  log.warn(
-                    { file: input.file.name, index: chunk.index, result },
-                    'serving a chunk from the core stopped',
-                  );
-                }
-              });
-            });
-            return () => {
-              for (const sender of senders.values()) sender.stop();
-            };
+          coreServer: coreServer({
+            config,
+            core,
+            sendTo,
+            stats,
+            observe: options.observe,
+            log,
           }),
         },
       }),
