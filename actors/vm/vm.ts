@@ -16,14 +16,9 @@ import { connectLink, type Link } from '../link/mqtt-link.ts';
 import { type Logger, logActorFailure, silentLogger } from '../log.ts';
 import { createMember, type Member } from '../member/member.ts';
 import type { MqttAuth } from '../options.ts';
-import {
-  chunkServer,
-  chunkStorer,
-  memoryFree,
-  type StoreSpace,
-  takeInventory,
-  type VmStorageDeps,
-} from './storage.ts';
+import { memoryFree, type StoreSpace, takeInventory } from './chunk-layout.ts';
+import { chunkServer } from './server.ts';
+import { chunkStorer, type VmStorageDeps } from './storer.ts';
 
 export interface VmOptions {
   mqttUrl: string;

@@ -10,7 +10,7 @@ import { crc32 } from 'node:zlib';
 import { createActor } from 'xstate';
 import { coreKeyOf, uploadWriter } from '../../actors/broker/upload-writer.ts';
 import { silentLogger } from '../../actors/log.ts';
-import { chunkStorer } from '../../actors/vm/storage.ts';
+import { chunkStorer } from '../../actors/vm/storer.ts';
 import { createMemoryChunkStore } from '../../plugins/chunk-store/memory.ts';
 import { createFsCoreCloud } from '../../plugins/core-cloud/fs.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';

@@ -10,7 +10,7 @@ import { describe, expect, test } from 'bun:test';
 import { crc32 } from 'node:zlib';
 import { createActor } from 'xstate';
 import { silentLogger } from '../../actors/log.ts';
-import { chunkStorer } from '../../actors/vm/storage.ts';
+import { chunkStorer } from '../../actors/vm/storer.ts';
 import { chunkFootprint } from '../../machines/edge-index.ts';
 import { createMemoryChunkStore } from '../../plugins/chunk-store/memory.ts';
 import type { ChunkStore } from '../../plugins/chunk-store/types.ts';
