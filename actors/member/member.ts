@@ -3,14 +3,11 @@
  * the broker to upload (§V.D), list (§V.E), download (§V.F, §V.G) and
  * delete files, and to show the VM table.
  */
-import { createHash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
 import type { DownloadOutput } from '../../machines/download.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import type { Frame } from '../../protocol/frame.ts';
 import {
   type FileInfo,
-  holdersOf,
   MAX_PAGE,
   type Message,
   type MessageOf,
@@ -23,7 +20,9 @@ import type { Logger } from '../log.ts';
 import { within } from '../within.ts';
 import type { Downloader, DownloadOptions } from './download.ts';
 import type { ByteSink, ByteSource } from './files.ts';
+import { Inbox, throwIfError } from './inbox.ts';
 import { MAX_LIST_AHEAD } from './list-streams.ts';
+import { createUploader } from './upload.ts';
 
 export interface MemberOptions {
   link: Link;
@@ -63,50 +62,6 @@ export interface Member {
 
 /** Pages of a listing asked for at once: as many as a broker reads ahead. */
 const LIST_AHEAD = MAX_LIST_AHEAD;
-
-/** Frames of one request or transfer, in arrival order. */
-class Inbox {
-  private frames: Frame[] = [];
-  /** Hears each frame taken that ends the exchange: an error, or a `*.done`. */
-  onAnswer: () => void = () => {};
-  private waiter: ((frame: Frame | null) => void) | null = null;
-  private failure: Error | null = null;
-  /** Makes the next wait throw: the transfer cannot go on. */
-  fail(error: Error) {
-    this.failure ??= error;
-    this.waiter?.(null);
-  }
-  private seen(frame: Frame): Frame {
-    const { type } = frame.message;
-    if (type === 'error' || type.endsWith('.done')) this.onAnswer();
-    return frame;
-  }
-  push(frame: Frame) {
-    if (this.waiter) {
-      const wake = this.waiter;
-      this.waiter = null;
-      wake(frame);
-    } else this.frames.push(frame);
-  }
-  next(timeoutMs: number, signal?: AbortSignal): Promise<Frame | null> {
-    if (this.failure) return Promise.reject(this.failure);
-    const queued = this.frames.shift();
-    if (queued) return Promise.resolve(this.seen(queued));
-    return new Promise((resolve, reject) => {
-      const finish = (frame: Frame | null) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.waiter = null;
-        if (this.failure) reject(this.failure);
-        else resolve(frame && this.seen(frame));
-      };
-      const onAbort = () => finish(null);
-      const timer = setTimeout(() => finish(null), timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiter = finish;
-    });
-  }
-}
 
 /** How long a member's first request waits for the broker's retained status (none: no broker yet). */
 const FIRST_STATUS_MS = 1000;
@@ -301,6 +256,16 @@ export function createMember(options: MemberOptions): Member {
   // The download statecharts (xstate) load with the first get: ~10 ms of
   // every other command's start.
   let downloader: Downloader | undefined;
+  const uploader = createUploader({
+    link,
+    brokerId,
+    requestTimeoutMs,
+    idleTimeoutMs,
+    routes,
+    waiting,
+    brokerReady,
+    silent,
+  });
   const loadDownloader = async () =>
     (downloader ??= (await import('./download.ts')).createDownloader({
       link,
@@ -364,7 +329,7 @@ export function createMember(options: MemberOptions): Member {
     },
     put: (source, name, putOptions = {}) => {
       downloader?.forget(name);
-      return upload(source, name, putOptions);
+      return uploader.upload(source, name, putOptions);
     },
     get: async (name, sink, getOptions) =>
       (await loadDownloader()).download(name, sink, getOptions),
@@ -378,164 +343,4 @@ export function createMember(options: MemberOptions): Member {
       for (const inbox of waiting) inbox.fail(closedError());
     },
   };
-
-  /** §V.D step 1: the file goes to the broker, chunk by chunk, in segments. */
-  async function upload(
-    source: ByteSource,
-    name: string,
-    opts: TransferOptions & { overwrite?: boolean },
-  ) {
-    const id = newId();
-    const inbox = new Inbox();
-    routes.set(id, (frame) => {
-      if (frame.message.from === brokerId) inbox.push(frame);
-    });
-    const abort = (reason = 'interrupted') =>
-      link
-        .sendToBroker({ type: 'upload.abort', id, from: link.id, reason: reason.slice(0, 1024) })
-        .catch(() => {});
-    const interrupted = () => abort();
-    opts.signal?.addEventListener('abort', interrupted, { once: true });
-    /** The broker has said how the upload ended (done, or an error): nothing to tell it. */
-    let answered = false;
-    inbox.onAnswer = () => {
-      answered = true;
-    };
-    try {
-      await brokerReady();
-      waiting.add(inbox);
-      await link.sendToBroker({
-        type: 'upload.begin',
-        id,
-        from: link.id,
-        name,
-        size: source.size,
-        overwrite: opts.overwrite ?? false,
-      });
-      const ready = await expectFrame(inbox, 'upload.ready', requestTimeoutMs, opts.signal);
-      // One sha256 pass over the file; each segment carries its CRC-32, which
-      // the VMs and the broker check as they take it (and the VMs hash each
-      // chunk as they store it).
-      const hash = createHash('sha256');
-      const buffers = createBufferRing(ready.segmentSize);
-      let inFlight = 0;
-      let acked = 0;
-      const awaitAck = async () => {
-        const ack = await expectFrame(inbox, 'upload.ack', idleTimeoutMs, opts.signal);
-        inFlight--;
-        acked += segmentLength(ready, ack.index, ack.offset);
-        opts.onProgress?.(acked, source.size);
-      };
-      const failed = (error: Error) =>
-        inbox.fail(new CloudletError('unavailable', error.message, true));
-      for (const chunk of ready.chunks) {
-        // Once to each VM holding the chunk; the first copy reaches the
-        // broker too, for the core (to the broker alone when no VM holds it).
-        const holders = holdersOf(chunk);
-        const targets: Array<[string, boolean]> =
-          holders.length > 0 ? holders.map((vm, i) => [vm, i === 0]) : [[brokerId, true]];
-        // An empty chunk is sent as one empty segment.
-        for (
-          let offset = 0;
-          offset < chunk.size || (chunk.size === 0 && offset === 0);
-          offset += ready.segmentSize
-        ) {
-          while (inFlight >= ready.window) await awaitAck();
-          const length = Math.min(ready.segmentSize, chunk.size - offset);
-          const buffer = buffers.take();
-          const bytes =
-            length > 0
-              ? await abortable(source.read(chunk.offset + offset, length, buffer), opts.signal)
-              : Buffer.alloc(0);
-          hash.update(bytes);
-          const segment = {
-            type: 'upload.segment' as const,
-            id,
-            from: link.id,
-            index: chunk.index,
-            offset,
-            crc32: crc32(bytes),
-          };
-          // Not awaited: the broker's acknowledgements pace the upload. The
-          // buffer is read again once the socket has taken every copy.
-          Promise.all(
-            targets.map(([holder, core]) => link.sendUpload(holder, core, segment, bytes)),
-          ).then(() => buffers.give(buffer), failed);
-          inFlight++;
-          if (chunk.size === 0) break;
-        }
-      }
-      while (inFlight > 0) await awaitAck();
-      await link.sendToBroker({
-        type: 'upload.end',
-        id,
-        from: link.id,
-        sha256: hash.digest('hex'),
-      });
-      return (await expectFrame(inbox, 'upload.done', idleTimeoutMs, opts.signal)).file;
-    } catch (error) {
-      // Given up here (a lost connection, a silent broker, a source that
-      // failed): the broker cleans up now rather than at its idle timeout.
-      if (!answered && !opts.signal?.aborted) void abort((error as Error).message);
-      throw error;
-    } finally {
-      opts.signal?.removeEventListener('abort', interrupted);
-      routes.delete(id);
-      waiting.delete(inbox);
-    }
-  }
-
-  async function expectFrame<T extends MessageType>(
-    inbox: Inbox,
-    type: T,
-    timeoutMs: number,
-    signal?: AbortSignal,
-  ) {
-    const frame = await inbox.next(timeoutMs, signal);
-    if (signal?.aborted) throw new CloudletError('aborted', 'interrupted', true);
-    if (!frame) throw silent(type, timeoutMs);
-    throwIfError(frame.message);
-    if (frame.message.type !== type) {
-      throw new CloudletError(
-        'internal',
-        `expected ${type} from the broker, got ${frame.message.type}`,
-      );
-    }
-    return frame.message as MessageOf<T>;
-  }
-}
-
-/**
- * Segment buffers an upload reads into and reuses once sent: a fresh buffer
- * per segment made the allocator fault in new pages for every one.
- */
-function createBufferRing(size: number) {
-  const free: Buffer[] = [];
-  return {
-    take: () => free.pop() ?? Buffer.allocUnsafe(size),
-    give: (buffer: Buffer) => {
-      if (free.length < 32) free.push(buffer);
-    },
-  };
-}
-
-/** `work`, or an `aborted` error as soon as `signal` fires (a stuck source must not hold an abort). */
-function abortable<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return work;
-  if (signal.aborted) return Promise.reject(new CloudletError('aborted', 'interrupted', true));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new CloudletError('aborted', 'interrupted', true));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-function throwIfError(message: Message) {
-  if (message.type === 'error')
-    throw new CloudletError(message.code, message.message, message.retryable);
-}
-
-function segmentLength(ready: MessageOf<'upload.ready'>, index: number, offset: number) {
-  const chunk = ready.chunks[index];
-  return chunk ? Math.max(0, Math.min(ready.segmentSize, chunk.size - offset)) : 0;
 }
