@@ -19,6 +19,8 @@
  *
  *   bun run bench:cache [--quick]      (starts its own Mosquitto)
  *   runCacheBench(url) from bench/run.ts, in `bun run bench`
+ *
+ * Kept whole: one benchmark, its set-up, its runs and its report.
  */
 import { type Broker, createBroker } from '../actors/broker/broker.ts';
 import { connectLink } from '../actors/link/mqtt-link.ts';

@@ -12,6 +12,8 @@
  *
  * Figures go to stdout as a table and to bench/results/scale-<date>.json.
  * Nothing here is a pass/fail test: the targets are printed beside the figures.
+ *
+ * Kept whole: one benchmark, its set-up, its runs and its report.
  */
 import '../plugins/chunk-store/tracing-channel-polyfill.ts';
 import { Database } from 'bun:sqlite';

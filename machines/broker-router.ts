@@ -2,6 +2,9 @@
  * Where each inbound message goes (§V.A–§V.G), as a list of steps the chart
  * carries out: to the actor it concerns, to a new one, or straight back as
  * a reply.
+ *
+ * Kept whole: one switch over the message kinds, a few lines each, all
+ * reading the same snapshot and configuration.
  */
 import type { Message } from '../protocol/messages.ts';
 import type { BrokerSnapshot } from './broker.ts';

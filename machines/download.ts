@@ -13,6 +13,9 @@
  * not stand it fails as `stale`, and the member asks again as above. One
  * round trip to the VMs and one to the broker, side by side, instead of
  * three in a row.
+ *
+ * Kept whole: one statechart, whose states, guards and actions read best side
+ * by side; each chunk's own is chunkFetch.ts.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import type { FileInfo, MessageOf } from '../protocol/messages.ts';

@@ -21,6 +21,9 @@
  * `unheard` too, and its VM is asked to join again (so it reports its
  * inventory): with the same incarnation it is alive with no penalty (it
  * never stopped), with a new one it failed while the broker was away.
+ *
+ * Kept whole: one statechart, whose states, guards and actions read best side
+ * by side.
  */
 import { assign, enqueueActions, type SnapshotFrom, sendParent, setup } from 'xstate';
 import type { VmRecord } from '../plugins/metadata/types.ts';

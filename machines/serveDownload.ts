@@ -11,6 +11,9 @@
  * straight to the requester, and streams from the core the chunks whose VM
  * failed. Later the requester may ask for any chunk from the core (a VM that
  * timed out, or bytes that failed their checksum): that is a failover.
+ *
+ * Kept whole: one statechart and the direct answer that shares its planning;
+ * the core server it invokes is actors/broker/core-server.ts.
  */
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import { type FileInfo, holdersOf, type MessageOf, type VmInfo } from '../protocol/messages.ts';

@@ -17,6 +17,9 @@
  * idle timer from running out) and when every one is in. The upload is
  * committed only when every chunk is acknowledged by its VMs and stored in
  * the core; the uploader always learns the outcome.
+ *
+ * Kept whole: one statechart, whose states, guards and actions read best side
+ * by side; the actors it invokes are in actors/broker/.
  */
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import type { ErrorCode, FileInfo } from '../protocol/messages.ts';

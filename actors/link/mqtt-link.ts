@@ -12,6 +12,10 @@
  * connection drops, and sessions are clean. An MQTT acknowledgement on top
  * bought nothing the protocol does not have, and doubled the packets: on a
  * small download most of each process's CPU was socket writes.
+ *
+ * Kept whole: everything that touches the one mqtt.js client (connecting,
+ * subscriptions, publishing, decoding and rejecting frames, the retained
+ * statuses); the fast lane is mqtt-wire.ts.
  */
 import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, MqttClient } from 'mqtt';

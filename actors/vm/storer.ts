@@ -3,7 +3,7 @@
  * copy the broker makes) and keeps them in the chunk store in the layout of
  * chunk-layout.ts, one operation at a time per chunk, within the VM's
  * memory budget; answers each with its sha256 once the chunk is whole, and
- * deletes chunks when told. One job, kept whole: the expectations, the
+ * deletes chunks when told. Kept whole: one job; the expectations, the
  * segments parked until their expectation arrives, and the tombstones of
  * deleted files all guard the same writes.
  */

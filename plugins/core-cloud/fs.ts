@@ -1,3 +1,13 @@
+/**
+ * The fs core cloud: every object a file under a directory (`fs:DIR`),
+ * written to a temporary file named by the writer's pid, synced, and renamed
+ * into place, so that a reader never sees half an object and a crash leaves
+ * only temporaries, swept at the next start. Keys cannot climb out of the
+ * directory, through `..` or a symbolic link.
+ *
+ * Kept whole: one backend of the core-cloud contract (types.ts), which its
+ * conformance suite checks as a whole.
+ */
 import { randomUUID } from 'node:crypto';
 import type { Dirent } from 'node:fs';
 import {

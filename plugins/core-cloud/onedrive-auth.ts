@@ -8,6 +8,9 @@
  *   token cache file so that it happens once.
  * Tokens, secrets and refresh tokens never reach a message: errors say which
  * variable or setting to fix.
+ *
+ * Kept whole: the three sign-ins share msal's settings, the network client
+ * and the error explanations.
  */
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';

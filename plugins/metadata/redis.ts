@@ -1,3 +1,12 @@
+/**
+ * Metadata in Redis (`--metadata redis://…`): file records, the VM table,
+ * the upload ledger and last uses under the cloudlet's topic root, so that
+ * several brokers can share them; with a lease (a standby broker), every
+ * write is checked against it in the same script.
+ *
+ * Kept whole: one backend of the metadata contract (types.ts), which its
+ * conformance suite checks as a whole.
+ */
 import type { FileInfo } from '../../protocol/messages.ts';
 import { leaseKey } from '../lease/redis.ts';
 import {

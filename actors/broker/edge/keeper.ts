@@ -1,189 +1,56 @@
 /**
  * The edge as a cache (beyond the paper): the broker's keeper of what the
- * VMs hold. It
+ * VMs hold, in this folder by job:
  *
- * - counts the bytes the file table puts on each VM (machines/edge-index),
- *   so placement never plans more onto a VM than its budget;
- * - makes room for an upload by evicting the least recently used files from
- *   the edge (they stay in the core, listed core-only); when each file was
- *   last used is kept in the metadata store, so the order survives a restart;
- * - re-warms a file read from the core back onto the edge, in the background;
- * - repairs: when a VM has been failed for `--repair-after`, re-creates its
- *   chunks on other VMs, from a surviving replica when there is one, else
- *   from the core, evicting files less recently used than the one repaired
- *   when no VM has room;
- * - copies chunks for read-repair and reconciliation;
- * - rebalances, if asked (`rebalance`): after a VM joins, moves up to that
- *   many chunks from the fullest VMs (placed bytes over capacity) to the
- *   emptiest, each move one that brings the two closer without crossing,
- *   until the fractions are within REBALANCE_TOLERANCE of each other.
- *
- * Copies (copier.ts) run one at a time, one segment in flight, paced to
- * `rate` bytes per second (machines/pacer.ts), so that they never starve the
- * uploads and downloads in the foreground; when each file was last used is
- * written in batches (recency.ts). Every placement change is written to the
- * metadata store (compare-and-set on the fileId) before the index believes it.
+ * - keeper.ts (this file): the index of what the file table puts on each VM
+ *   (machines/edge-index, with machines/edge-room's arithmetic), so that
+ *   placement never plans more onto a VM than it has room for; placing an
+ *   upload, making room when the edge is full; restoring a chunk for
+ *   read-repair and reconciliation; every change to where a file's chunks
+ *   live, under a per-file lock, written to the metadata store
+ *   (compare-and-set on the fileId) before the index believes it;
+ * - eviction.ts: the least recently used file off the edge (it stays in the
+ *   core, listed core-only);
+ * - recency.ts: when each file was last used, written in batches, so the
+ *   order survives a restart;
+ * - maintenance.ts: re-warming, repair after `--repair-after`, rebalancing;
+ * - copier.ts: a chunk from a VM or the core onto a VM, one segment in
+ *   flight, paced to `rate` bytes per second so that it never starves the
+ *   transfers in the foreground.
  */
 
-import {
-  bytesByVm,
-  chunkFootprint,
-  createEdgeIndex,
-  type EdgeIndex,
-} from '../../../machines/edge-index.ts';
+import { bytesByVm, chunkFootprint, createEdgeIndex } from '../../../machines/edge-index.ts';
+import { couldHoldCount, mostRoomFor, roomOf } from '../../../machines/edge-room.ts';
 import { createPacer } from '../../../machines/pacer.ts';
 import {
   missingReplicas,
   type PlacementCandidate,
-  type PlannedChunk,
   planPlacement,
 } from '../../../machines/placement.ts';
 import { CloudletError } from '../../../machines/shared.ts';
-import type { PlaceInput } from '../../../machines/upload.ts';
-import type { CoreCloud } from '../../../plugins/core-cloud/types.ts';
-import type { MetadataStore } from '../../../plugins/metadata/types.ts';
-import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../../protocol/messages.ts';
+import { type FileInfo, holdersOf, type VmInfo } from '../../../protocol/messages.ts';
+import { threadCpu } from '../../cpu.ts';
 import { newId } from '../../ids.ts';
-import type { ReplyBox } from '../../link/replies.ts';
-import type { Logger } from '../../log.ts';
 import { createChunkCopier } from './copier.ts';
+import { createEviction } from './eviction.ts';
+import { createMaintenance } from './maintenance.ts';
 import { createRecency } from './recency.ts';
+import { type EdgeKeeper, type EdgeKeeperDeps, noMaintenance } from './types.ts';
 
-export interface EdgeKeeperDeps {
-  brokerId: string;
-  /** VMs to hold each chunk. */
-  replicas: number;
-  /** §IV.4.b: bytes taken off a VM's memory per penalty point. */
-  reductionFactor: number;
-  segmentSize: number;
-  metadata: MetadataStore;
-  core: CoreCloud;
-  send(to: string, message: Message, body?: Uint8Array): Promise<void>;
-  replies: ReplyBox;
-  /** The VM table now, in any order. */
-  table(): VmInfo[];
-  /** Names with a transfer in flight: never evicted from under it. */
-  busy(): Set<string>;
-  /** Background copies are paced to this many bytes per second. */
-  rate: number;
-  /** Chunks a rebalance round may move (after each join); 0: no rebalance. */
-  rebalance?: number;
-  /**
-   * Hears how long each placement took (its own work, and any room made by
-   * eviction), in wall time and in the broker thread's CPU time (which a busy
-   * machine does not inflate).
-   */
-  placed?(seconds: number, cpuSeconds: number): void;
-  /** Files used meanwhile are written to the metadata store, in one batch, this often (ms). */
-  recencyFlushMs?: number;
-  /** A VM that does not answer a copied segment within this fails the copy. */
-  storeTimeoutMs: number;
-  /** A source VM that sends nothing for this long fails the copy (the next source is tried). */
-  fetchTimeoutMs: number;
-  log: Logger;
-}
-
-/** What the keeper did, for stats and metrics. */
-export interface MaintenanceStats {
-  evictedFiles: number;
-  evictedBytes: number;
-  rewarmedChunks: number;
-  repairedChunks: number;
-  /** Chunks moved from a fuller VM to an emptier one. */
-  rebalancedChunks: number;
-  /** Chunks copied between VMs (no core bytes) and from the core. */
-  copies: { fromEdge: number; fromCore: number };
-  /** Bytes read from the core by copies. */
-  coreBytes: number;
-  /** Copies that failed. */
-  failed: number;
-}
-
-export function noMaintenance(): MaintenanceStats {
-  return {
-    evictedFiles: 0,
-    evictedBytes: 0,
-    rewarmedChunks: 0,
-    repairedChunks: 0,
-    rebalancedChunks: 0,
-    copies: { fromEdge: 0, fromCore: 0 },
-    coreBytes: 0,
-    failed: 0,
-  };
-}
-
-export interface EdgeKeeper {
-  readonly index: EdgeIndex;
-  readonly stats: MaintenanceStats;
-  /** Reads every file from the metadata store (at start). */
-  load(): Promise<void>;
-  /** Alive VMs with the room the edge has for them (budget − placed − reserved − penalty). */
-  candidates(): PlacementCandidate[];
-  /** §V.D step 3 with room made: plans an upload, evicting cold files when the edge is full. */
-  place(input: PlaceInput): Promise<PlannedChunk[]>;
-  /** An upload committed (its reservation becomes placement). */
-  committed(transferId: string, file: FileInfo): void;
-  /** An upload ended without committing. */
-  released(transferId: string): void;
-  /** A file was deleted. */
-  removed(name: string): void;
-  /** A download was asked for: the file is hot; re-warm it if it is not all on the edge. */
-  downloaded(file: FileInfo): void;
-  /** A VM failed long enough: re-create its chunks elsewhere. */
-  repair(vm: string): void;
-  /** A VM joined: move chunks toward the memory-fraction balance (if `rebalance` allows). */
-  rebalance(): void;
-  /**
-   * Writes chunk `index` of `file` onto `vm` again (a restore after a rejoin,
-   * a read-repair), from a live replica, else the core, if the file table
-   * still places it there; resolves with where it came from, or null when
-   * the placement changed and nothing was copied.
-   */
-  restore(file: FileInfo, index: number, vm: string): Promise<'edge' | 'core' | null>;
-  /**
-   * `fileId/index` of the chunks being copied onto `vm` now: not orphans,
-   * whatever its inventory says (the copy records them or deletes them).
-   */
-  copying(vm: string): ReadonlySet<string>;
-  /** Resolves when no background work is queued or running (tests, bench). */
-  idle(): Promise<void>;
-  /** Stops the background work; resolves once the last uses are written. */
-  close(): Promise<void>;
-}
-
-/**
- * CPU time of this thread: what a placement itself costs. The process's
- * (cpuUsage) also counts the collector's and the I/O threads' work done
- * meanwhile (bench:scale at 3 VMs: 0.15–0.17 ms by the process in earlier
- * runs, 0.04 ms by this thread; at 1,000 VMs about the same either way,
- * 1.3–1.6 ms: there the work is the placement's own).
- */
-const threadCpu: (since?: NodeJS.CpuUsage) => NodeJS.CpuUsage =
-  typeof process.threadCpuUsage === 'function'
-    ? (since) => process.threadCpuUsage(since)
-    : (since) => process.cpuUsage(since);
-
-type Task =
-  | { kind: 'rewarm'; name: string }
-  | { kind: 'repair'; vm: string }
-  | { kind: 'rebalance' };
+export * from './types.ts';
 
 /** How often the files used meanwhile are written to the metadata store, by default. */
 export const RECENCY_FLUSH_MS = 5000;
 
-/** A rebalance stops once no VM's fill fraction is more than this above another's (2 points). */
-export const REBALANCE_TOLERANCE = 0.02;
+export { REBALANCE_TOLERANCE } from './maintenance.ts';
 
 export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
   const index = createEdgeIndex(deps.segmentSize);
   const stats = noMaintenance();
-  const queue: Task[] = [];
-  const queued = new Set<string>();
   const inFlight = new Map<string, number>();
   /** `fileId/index` of the chunks being copied onto each VM. */
   const copiesTo = new Map<string, Set<string>>();
   const locks = new Map<string, Promise<void>>();
-  let running: Promise<void> | null = null;
   let closed = false;
   const pacer = createPacer(deps.rate, () => performance.now());
   const recency = createRecency({
@@ -200,25 +67,11 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     },
   });
 
-  const taskKey = (task: Task) =>
-    task.kind === 'rewarm' ? `w:${task.name}` : task.kind === 'repair' ? `r:${task.vm}` : 'b';
   const statusOf = (vm: string) => deps.table().find((row) => row.id === vm)?.status;
 
   function room(vm: VmInfo): { free: number; capacity: number } {
-    const penalty = vm.penalty * deps.reductionFactor;
-    const placed = index.placedOn(vm.id);
-    const reserved = index.reservedOn(vm.id);
-    // A VM that does not say its budget: what it reported free is all we know.
-    const budget = vm.memoryBudget ?? vm.memoryFree + placed;
-    // Room for the manifest of a chunk as big as the whole budget.
-    const margin = chunkFootprint(budget, deps.segmentSize) - budget;
-    // It refused a chunk for want of space (its store holds less than it
-    // lends): nothing more until it reports room again.
-    const full = vm.memoryFree === 0;
-    return {
-      free: full ? 0 : Math.max(0, budget - placed - reserved - penalty - margin),
-      capacity: Math.max(0, budget - penalty - margin),
-    };
+    const use = { placed: index.placedOn(vm.id), reserved: index.reservedOn(vm.id) };
+    return roomOf(vm, use, deps.reductionFactor, deps.segmentSize);
   }
 
   /** The alive VMs of `table` (the VM table now by default). */
@@ -232,12 +85,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
 
   /** How many of the alive VMs could hold a chunk of `size` if they were empty. */
   function couldHold(size: number, alive: readonly VmInfo[] = aliveOf()) {
-    let count = 0;
-    for (const vm of alive) {
-      const { capacity } = room(vm);
-      if (capacity >= size && capacity > 0) count++;
-    }
-    return count;
+    return couldHoldCount(alive, size, room);
   }
 
   function wanted(size: number) {
@@ -265,75 +113,6 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     return run;
   }
 
-  /**
-   * Takes the least recently used file off the edge, never one in `spare`,
-   * in transfer or being copied; with `only`, just a file used less recently
-   * than `colderThan` with a chunk on one of `onVms` (where room is wanted).
-   * False when there is none to take.
-   */
-  async function evictColdest(
-    spare: ReadonlySet<string>,
-    only?: { colderThan: string; onVms: ReadonlySet<string> },
-  ): Promise<boolean> {
-    const busy = deps.busy();
-    const victim = index.coldest(
-      (file) =>
-        spare.has(file.name) ||
-        busy.has(file.name) ||
-        inFlight.has(file.fileId) ||
-        locks.has(file.name) ||
-        (only !== undefined &&
-          !file.chunks.some((chunk) => holdersOf(chunk).some((vm) => only.onVms.has(vm)))),
-    );
-    if (!victim || (only !== undefined && !usedBefore(victim.name, only.colderThan))) return false;
-    await withFile(victim.name, () => evict(victim.name));
-    return true;
-  }
-
-  /** Whether `name` comes before `other` in least-recently-used order. */
-  function usedBefore(name: string, other: string) {
-    for (const file of index.files()) {
-      if (file.name === name) return true;
-      if (file.name === other) return false;
-    }
-    return false;
-  }
-
-  async function evict(name: string) {
-    const file = await deps.metadata.getFile(name);
-    if (!file) {
-      index.remove(name);
-      return;
-    }
-    const chunks = file.chunks.map((chunk) => ({
-      index: chunk.index,
-      vm: null,
-      replicas: [] as string[],
-    }));
-    const updated = await deps.metadata.updateChunks(file.name, file.fileId, chunks);
-    if (!updated) {
-      // Deleted or replaced meanwhile: the index was behind.
-      await refresh(file.name);
-      return;
-    }
-    index.put({
-      ...file,
-      chunks: file.chunks.map((chunk) => ({ ...chunk, vm: null, replicas: [] })),
-    });
-    const bytes = [...bytesByVm(file.chunks, deps.segmentSize).values()].reduce(
-      (sum, n) => sum + n,
-      0,
-    );
-    stats.evictedFiles++;
-    stats.evictedBytes += bytes;
-    deps.log.info({ file: file.name, bytes }, 'evicted from the edge (it stays in the core)');
-    await Promise.all(
-      file.chunks.flatMap((chunk) =>
-        holdersOf(chunk).map((vm) => dropChunk(vm, file.fileId, chunk.index)),
-      ),
-    );
-  }
-
   /** Deletes one chunk from one VM and waits (a while) for it to say so. */
   async function dropChunk(vm: string, fileId: string, chunkIndex: number) {
     if (statusOf(vm) === 'failed') return; // reconciled when it rejoins
@@ -351,6 +130,17 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     else index.remove(name);
   }
 
+  const { evictColdest } = createEviction({
+    deps,
+    index,
+    stats,
+    // Files being copied, or under another change, are not taken.
+    inUse: (file) => inFlight.has(file.fileId) || locks.has(file.name),
+    withFile,
+    refresh,
+    dropChunk,
+  });
+
   async function pace(bytes: number) {
     const wait = pacer.book(bytes);
     if (wait > 0) await Bun.sleep(wait);
@@ -358,15 +148,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
 
   /** The alive VM not holding it with the most room for `size`; null if none has room. */
   function target(size: number, exclude: readonly string[]): string | null {
-    let best: { id: string; free: number } | null = null;
-    for (const vm of deps.table()) {
-      if (vm.status !== 'alive' || exclude.includes(vm.id)) continue;
-      const { free } = room(vm);
-      if (free < size || free <= 0) continue;
-      if (!best || free > best.free || (free === best.free && vm.id < best.id))
-        best = { id: vm.id, free };
-    }
-    return best?.id ?? null;
+    return mostRoomFor(deps.table(), size, exclude, room);
   }
 
   async function copyChunk(file: FileInfo, chunkIndex: number, to: string) {
@@ -485,163 +267,19 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
     }
   }
 
-  async function rewarm(name: string) {
-    const file = await deps.metadata.getFile(name);
-    if (!file) return;
-    index.put(file);
-    for (const chunk of file.chunks) {
-      for (;;) {
-        const latest = index.get(name);
-        if (latest?.fileId !== file.fileId || closed) return;
-        const holders = holdersOf(latest.chunks[chunk.index] ?? chunk);
-        if (holders.length >= wanted(chunk.size)) break;
-        let to = target(chunk.size, holders);
-        // The file was just asked for: colder ones make room for it.
-        while (to === null && (await evictColdest(new Set([name])))) {
-          to = target(chunk.size, holders);
-        }
-        if (to === null) return;
-        try {
-          if (!(await addReplica(latest, chunk.index, to))) return;
-          stats.rewarmedChunks++;
-        } catch (error) {
-          deps.log.warn(
-            { file: name, index: chunk.index, to, err: (error as Error).message },
-            're-warming a chunk failed',
-          );
-          return;
-        }
-      }
-    }
-    deps.log.info({ file: name }, 're-warmed onto the edge');
-  }
-
-  async function repairVm(vm: string) {
-    let repaired = 0;
-    for (const stale of index.filesOn(vm)) {
-      for (const chunk of stale.chunks) {
-        // It came back: what is left on it is its own again.
-        if (statusOf(vm) !== 'failed' || closed) return;
-        const file = index.get(stale.name);
-        if (file?.fileId !== stale.fileId) break;
-        const holders = holdersOf(file.chunks[chunk.index] ?? chunk);
-        if (!holders.includes(vm)) continue;
-        let to = target(chunk.size, holders);
-        if (to === null) {
-          // A full edge makes room as for a re-warm, but only from files used
-          // less recently than this one (a hotter file is not taken off the
-          // edge to give a colder one back a replica), and only from files on
-          // a VM the copy could go to (any other eviction frees nothing for it).
-          const ids = aliveOf().map((each) => each.id);
-          const only = {
-            colderThan: file.name,
-            onVms: new Set(ids.filter((id) => !holders.includes(id))),
-          };
-          while (to === null && (await evictColdest(new Set([file.name]), only))) {
-            to = target(chunk.size, holders);
-          }
-        }
-        if (to === null) {
-          deps.log.warn(
-            { vm, file: file.name, index: chunk.index },
-            holders.length > 1
-              ? 'no VM has room to repair a chunk, nor a colder file to evict; it has a replica fewer meanwhile'
-              : 'no VM has room to repair a chunk, nor a colder file to evict; it is served from the core meanwhile',
-          );
-          continue;
-        }
-        try {
-          if (await addReplica(file, chunk.index, to, vm)) {
-            stats.repairedChunks++;
-            repaired++;
-          }
-        } catch (error) {
-          deps.log.warn(
-            { vm, file: file.name, index: chunk.index, to, err: (error as Error).message },
-            'repairing a chunk failed',
-          );
-        }
-      }
-    }
-    deps.log.info({ vm, chunks: repaired }, 'repaired the chunks of a failed VM');
-  }
-
-  /**
-   * One move toward the balance: the emptiest VM (by placed and reserved
-   * bytes over capacity) takes a chunk of the fullest that it does not hold,
-   * no bigger than brings them level. False when there is none to make.
-   */
-  async function rebalanceOnce(): Promise<boolean> {
-    const fills: { vm: VmInfo; used: number; capacity: number; free: number }[] = [];
-    for (const vm of aliveOf()) {
-      const { capacity, free } = room(vm);
-      if (capacity <= 0) continue;
-      fills.push({ vm, used: index.placedOn(vm.id) + index.reservedOn(vm.id), capacity, free });
-    }
-    if (fills.length < 2) return false;
-    const fraction = (fill: { used: number; capacity: number }) => fill.used / fill.capacity;
-    fills.sort((a, b) => fraction(b) - fraction(a) || (a.vm.id < b.vm.id ? -1 : 1));
-    const emptiestFirst = [...fills].reverse();
-    const busy = deps.busy();
-    // The fullest first, each against the emptiest that can take something.
-    for (const from of fills) {
-      for (const to of emptiestFirst) {
-        if (fraction(from) - fraction(to) <= REBALANCE_TOLERANCE) break;
-        for (const file of index.filesOn(from.vm.id)) {
-          if (busy.has(file.name)) continue;
-          for (const chunk of file.chunks) {
-            const holders = holdersOf(chunk);
-            if (!holders.includes(from.vm.id) || holders.includes(to.vm.id)) continue;
-            const bytes = chunkFootprint(chunk.size, deps.segmentSize);
-            if (bytes > to.free) continue;
-            // Not past level: the receiver ends no fuller than the giver.
-            if ((to.used + bytes) / to.capacity > (from.used - bytes) / from.capacity) continue;
-            if (!(await addReplica(file, chunk.index, to.vm.id, from.vm.id))) return true;
-            stats.rebalancedChunks++;
-            return true;
-          }
-        }
-      }
-    }
-    return false;
-  }
-
-  async function rebalanceRound(limit: number) {
-    let moved = 0;
-    for (; moved < limit && !closed; moved++) {
-      try {
-        if (!(await rebalanceOnce())) break;
-      } catch (error) {
-        deps.log.warn({ err: (error as Error).message }, 'moving a chunk to rebalance failed');
-        break;
-      }
-    }
-    if (moved > 0) deps.log.info({ attempts: moved }, 'rebalanced the edge');
-  }
-
-  function enqueue(task: Task) {
-    if (closed) return;
-    const key = taskKey(task);
-    if (queued.has(key)) return;
-    queued.add(key);
-    queue.push(task);
-    running ??= work().finally(() => {
-      running = null;
-    });
-  }
-
-  async function work() {
-    for (let task = queue.shift(); task && !closed; task = queue.shift()) {
-      queued.delete(taskKey(task));
-      try {
-        if (task.kind === 'rewarm') await rewarm(task.name);
-        else if (task.kind === 'repair') await repairVm(task.vm);
-        else await rebalanceRound(deps.rebalance ?? 0);
-      } catch (error) {
-        deps.log.warn({ task, err: (error as Error).message }, 'background edge work failed');
-      }
-    }
-  }
+  const maintenance = createMaintenance({
+    deps,
+    index,
+    stats,
+    isClosed: () => closed,
+    statusOf,
+    room,
+    aliveOf,
+    target,
+    wanted,
+    evictColdest,
+    addReplica,
+  });
 
   return {
     index,
@@ -725,13 +363,13 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
         const holders = holdersOf(chunk).length;
         return holders < deps.replicas && holders < wanted(chunk.size);
       });
-      if (cold) enqueue({ kind: 'rewarm', name: file.name });
+      if (cold) maintenance.enqueue({ kind: 'rewarm', name: file.name });
     },
     repair(vm) {
-      enqueue({ kind: 'repair', vm });
+      maintenance.enqueue({ kind: 'repair', vm });
     },
     rebalance() {
-      if ((deps.rebalance ?? 0) > 0) enqueue({ kind: 'rebalance' });
+      if ((deps.rebalance ?? 0) > 0) maintenance.enqueue({ kind: 'rebalance' });
     },
     restore: (file, chunkIndex, vm) =>
       withFile(file.name, async () => {
@@ -743,12 +381,11 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
       }),
     copying: (vm) => new Set(copiesTo.get(vm) ?? []),
     async idle() {
-      while (running) await running;
+      await maintenance.idle();
     },
     async close() {
       closed = true;
-      queue.length = 0;
-      queued.clear();
+      maintenance.stop();
       await recency.close();
     },
   };
