@@ -208,3 +208,13 @@ function best(candidates: readonly PlacementCandidate[], count: number): Placeme
 function compareIds(a: string, b: string) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/** What the `placeChunks` actor is given. */
+export interface PlaceInput {
+  transferId: string;
+  name: string;
+  size: number;
+  split: number;
+  replicas: number;
+  candidates: PlacementCandidate[];
+}

@@ -55,15 +55,9 @@ export interface UploadPlan {
   chunks: PlannedChunk[];
 }
 
-/** What the `placeChunks` actor is given. */
-export interface PlaceInput {
-  transferId: string;
-  name: string;
-  size: number;
-  split: number;
-  replicas: number;
-  candidates: PlacementCandidate[];
-}
+import type { PlaceInput } from './placement.ts';
+
+export type { PlaceInput };
 
 export interface CommitRequest {
   transferId: string;

@@ -242,3 +242,13 @@ function describeFailure(err: unknown, timeoutMs: number, lastError: Error | und
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/** Whether a store spec names a Redis server (the one store brokers can share). */
+export function isRedisSpec(spec: string) {
+  return spec.startsWith('redis://') || spec.startsWith('rediss://');
+}
+
+/** The key of the brokers' lease in `namespace` (plugins/lease/redis.ts); the metadata store fences on it. */
+export function leaseKey(namespace = 'cloudlet') {
+  return `${encodeURIComponent(namespace)}:lease`;
+}

@@ -10,13 +10,13 @@ import type {
   CoreServerInput,
   serveDownloadMachine,
 } from '../../machines/serveDownload.ts';
+import { coreKeyOf } from '../../plugins/core-cloud/keys.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import { sharedPool } from '../../protocol/buffer-pool.ts';
 import type { Message } from '../../protocol/messages.ts';
 import type { Logger } from '../log.ts';
 import { rangeSegments, type SendResult, startChunkSender } from '../vm/chunk-sender.ts';
 import type { BrokerObserver, BrokerStats } from './config.ts';
-import { coreKeyOf } from './upload-writer.ts';
 
 export interface CoreServerDeps {
   config: BrokerConfig;

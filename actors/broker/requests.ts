@@ -7,6 +7,7 @@
 import type { RequestInput } from '../../machines/broker.ts';
 import { directAnswer } from '../../machines/serveDownload.ts';
 import { CloudletError, type SendCommand, toFailure } from '../../machines/shared.ts';
+import { coreKeyOf } from '../../plugins/core-cloud/keys.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import type { Cleanup, MetadataStore } from '../../plugins/metadata/types.ts';
 import { DEFAULT_MAX_HEADER_BYTES, encodeListPage, joinListRecords } from '../../protocol/frame.ts';
@@ -14,7 +15,6 @@ import { type FileInfo, holdersOf, type Message, type VmInfo } from '../../proto
 import type { ReplyBox } from '../link/replies.ts';
 import type { Logger } from '../log.ts';
 import type { ListPage, ListStreams, ReadPage } from '../member/list-streams.ts';
-import { coreKeyOf } from './upload-writer.ts';
 
 export interface RequestDeps {
   brokerId: string;

@@ -8,6 +8,7 @@ import { fromPromise } from 'xstate';
 import type { BrokerConfig } from '../../machines/broker.ts';
 import { CloudletError } from '../../machines/shared.ts';
 import type { uploadMachine } from '../../machines/upload.ts';
+import { coreKeyOf } from '../../plugins/core-cloud/keys.ts';
 import type { CoreCloud } from '../../plugins/core-cloud/types.ts';
 import type { MetadataStore } from '../../plugins/metadata/types.ts';
 import type { Frame } from '../../protocol/frame.ts';
@@ -15,7 +16,7 @@ import type { FileInfo, Message } from '../../protocol/messages.ts';
 import { newId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import type { EdgeKeeper } from './edge/keeper.ts';
-import { coreKeyOf, uploadWriter } from './upload-writer.ts';
+import { uploadWriter } from './upload-writer.ts';
 
 export interface UploadServiceDeps {
   config: BrokerConfig;

@@ -40,7 +40,9 @@ export interface UploadWriterDeps {
   settling?: Map<string, Promise<unknown>>;
 }
 
-export const coreKeyOf = (fileId: string, index: number) => `${fileId}/${index}`;
+import { coreKeyOf } from '../../plugins/core-cloud/keys.ts';
+
+export { coreKeyOf };
 
 /** The statechart hears how far each chunk has come at most this often (it only resets a timer). */
 const PROGRESS_MS = 250;

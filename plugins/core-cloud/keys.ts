@@ -93,3 +93,6 @@ export function sizeProblem(
     return `${written} bytes written, not the declared ${declared}`;
   return undefined;
 }
+
+/** The core object of chunk `index` of file `fileId`. */
+export const coreKeyOf = (fileId: string, index: number) => `${fileId}/${index}`;

@@ -1,4 +1,4 @@
-import { isRedisSpec } from '../metadata/index.ts';
+import { isRedisSpec } from '../redis-connection.ts';
 import { createMemoryLease } from './memory.ts';
 import { createRedisLease } from './redis.ts';
 import { LeaseError, type LeaseStore } from './types.ts';

@@ -7,6 +7,7 @@
  */
 import {
   createRedisConnection,
+  leaseKey,
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';
@@ -18,12 +19,8 @@ export interface RedisLeaseOptions extends RedisConnectionOptions {
 }
 
 export const DRIVER_NAME = 'redis';
-const DEFAULT_NAMESPACE = 'cloudlet';
 
-/** The key of the lease in `namespace`; the metadata store fences on it. */
-export function leaseKey(namespace = DEFAULT_NAMESPACE) {
-  return `${encodeURIComponent(namespace)}:lease`;
-}
+export { leaseKey };
 
 /** KEYS[1] the lease; ARGV token, ttl. 1 when extended, 0 when another holds it. */
 const RENEW_SCRIPT = `

@@ -64,7 +64,6 @@ export function checkMetadataSpec(spec: string): void {
   throw new MetadataError(backend, `no such backend (${JSON.stringify(spec)}); ${SPEC_HELP}`);
 }
 
-/** Whether a `--metadata` spec names a Redis server (the one store brokers can share). */
-export function isRedisSpec(spec: string) {
-  return spec.startsWith('redis://') || spec.startsWith('rediss://');
-}
+import { isRedisSpec } from '../redis-connection.ts';
+
+export { isRedisSpec };

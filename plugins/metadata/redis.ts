@@ -8,10 +8,10 @@
  * conformance suite checks as a whole.
  */
 import type { FileInfo } from '../../protocol/messages.ts';
-import { leaseKey } from '../lease/redis.ts';
 import {
   type Connected,
   createRedisConnection,
+  leaseKey,
   type RedisClient,
   type RedisConnectionOptions,
 } from '../redis-connection.ts';

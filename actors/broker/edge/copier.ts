@@ -8,12 +8,12 @@
  */
 import { crc32 } from 'node:zlib';
 import { CloudletError } from '../../../machines/shared.ts';
+import { coreKeyOf } from '../../../plugins/core-cloud/keys.ts';
 import type { CoreCloud } from '../../../plugins/core-cloud/types.ts';
 import type { Frame } from '../../../protocol/frame.ts';
 import type { FileInfo, Message } from '../../../protocol/messages.ts';
 import { newId } from '../../ids.ts';
 import type { ReplyBox } from '../../link/replies.ts';
-import { coreKeyOf } from '../upload-writer.ts';
 
 export interface CopierDeps {
   brokerId: string;

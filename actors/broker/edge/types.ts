@@ -3,8 +3,7 @@
  * counts (MaintenanceStats) and what the broker calls (EdgeKeeper).
  */
 import type { EdgeIndex } from '../../../machines/edge-index.ts';
-import type { PlacementCandidate, PlannedChunk } from '../../../machines/placement.ts';
-import type { PlaceInput } from '../../../machines/upload.ts';
+import type { PlaceInput, PlacementCandidate, PlannedChunk } from '../../../machines/placement.ts';
 import type { CoreCloud } from '../../../plugins/core-cloud/types.ts';
 import type { MetadataStore } from '../../../plugins/metadata/types.ts';
 import type { FileInfo, Message, VmInfo } from '../../../protocol/messages.ts';
