@@ -18,6 +18,7 @@ import { createMemoryChunkStore } from '../plugins/chunk-store/memory.ts';
 import type { ChunkStore } from '../plugins/chunk-store/types.ts';
 import { createFsCoreCloud } from '../plugins/core-cloud/fs.ts';
 import type { VmInfo } from '../protocol/messages.ts';
+import { sleep } from '../runtime/index.ts';
 import { startEmbeddedMqtt } from '../server/mqtt-server.ts';
 import { Command, formatSize, runProgram } from './common.ts';
 
@@ -152,7 +153,7 @@ async function waitFor(condition: () => boolean, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('timed out waiting for the cloudlet');
-    await Bun.sleep(20);
+    await sleep(20);
   }
 }
 

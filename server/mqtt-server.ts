@@ -5,8 +5,9 @@
  * crosses the event loop of the process that hosts it: a cloudlet spread
  * over a LAN, or one that needs its speed, runs Mosquitto instead.
  */
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
+import { readingAll } from '../runtime/index.ts';
 
 export interface EmbeddedMqtt {
   /** What members connect to, e.g. `mqtt://127.0.0.1:1883`. */
@@ -32,7 +33,8 @@ export async function startEmbeddedMqtt(
 ): Promise<EmbeddedMqtt> {
   const host = options.host ?? '127.0.0.1';
   const aedes = await Aedes.createBroker();
-  const server: Server = createServer(aedes.handle as (socket: unknown) => void);
+  const handle = aedes.handle as (socket: Socket) => void;
+  const server: Server = createServer((socket) => handle(readingAll(socket)));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => {

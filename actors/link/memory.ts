@@ -23,6 +23,7 @@
  * which a 1 GiB upload took its broker to ~160 MiB.
  */
 import bytes from 'bytes-iec';
+import { collectGarbage } from '../../runtime/index.ts';
 
 const CHECK_EVERY_BYTES = 4 * 1024 * 1024;
 const DEFAULT_SOFT_LIMIT = 128 * 1024 * 1024;
@@ -62,7 +63,9 @@ export function createMemoryGovernor(
   /** The process's RSS, a full collection and a clock in ms (tests give their own). */
   host: { rss(): number; collect(): void; now?(): number } = {
     rss: () => process.memoryUsage.rss(),
-    collect: () => Bun.gc(true),
+    collect: () => {
+      collectGarbage();
+    },
   },
 ): MemoryGovernor {
   const now = host.now ?? (() => performance.now());

@@ -33,6 +33,7 @@ import {
   type ParsedTopic,
   type Topics,
 } from '../../protocol/index.ts';
+import { nativeConnect, sleep } from '../../runtime/index.ts';
 import type { Logger } from '../log.ts';
 import { createMemoryGovernor } from './memory.ts';
 import { createFastWire, type FastWire } from './mqtt-wire.ts';
@@ -403,7 +404,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
       // (mqtt.js emits 'outgoingEmpty' only once it is disconnecting: poll.)
       const deadline = performance.now() + CLOSE_GRACE_MS;
       while (!abrupt && client.connected && unacknowledged() && performance.now() < deadline) {
-        await Bun.sleep(5);
+        await sleep(5);
       }
       const force = abrupt || !client.connected || unacknowledged();
       const ended = client.endAsync(force);
@@ -444,7 +445,7 @@ function fastWireFor(
   options: IClientOptions,
   wanted: boolean,
 ): { fast: FastWire; credentials: IClientOptions } | null {
-  if (!wanted || typeof Bun === 'undefined' || typeof Bun.connect !== 'function') return null;
+  if (!wanted || nativeConnect === undefined) return null;
   let parsed: URL;
   try {
     parsed = new URL(url);

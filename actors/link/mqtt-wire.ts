@@ -27,6 +27,7 @@ import { Duplex } from 'node:stream';
 import { type BufferPool, POOL_MIN_BYTES, sharedPool as pool } from '../../protocol/buffer-pool.ts';
 import { ByteQueue } from '../../protocol/byte-queue.ts';
 import { closeNow, type NativeSocket, WriteQueue } from '../../protocol/write-queue.ts';
+import { nativeConnect } from '../../runtime/index.ts';
 
 export interface WireTarget {
   host: string;
@@ -168,7 +169,9 @@ class Connection {
     const fail = (error: Error) => {
       if (!this.stream.destroyed) this.stream.destroy(error);
     };
-    Bun.connect({
+    const connect = nativeConnect;
+    if (!connect) throw new Error('the fast lane needs Bun.connect');
+    connect({
       hostname: host,
       port,
       ...(tls

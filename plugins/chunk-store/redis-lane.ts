@@ -22,6 +22,7 @@
 import { POOL_MIN_BYTES, sharedPool } from '../../protocol/buffer-pool.ts';
 import { ByteQueue } from '../../protocol/byte-queue.ts';
 import { closeNow, type NativeSocket, WriteQueue } from '../../protocol/write-queue.ts';
+import { nativeConnect } from '../../runtime/index.ts';
 
 /** A RESP2 reply: simple string, integer, bulk (null when absent), array, or an error reply. */
 export type RespReply = string | number | Buffer | null | RespError | RespReply[];
@@ -53,7 +54,7 @@ export interface RespLane {
 
 /** A lane to `url`, or null where there can be none (no Bun.connect, or TLS). */
 export function createRespLane(url: URL, timeoutMs: number): RespLane | null {
-  if (typeof Bun === 'undefined' || typeof Bun.connect !== 'function') return null;
+  if (nativeConnect === undefined) return null;
   if (url.protocol !== 'redis:') return null;
   let connection: Promise<Connection> | null = null;
   let closed = false;
@@ -146,7 +147,7 @@ class Connection {
         reject(failure);
         this.fail(failure);
       };
-      Bun.connect({
+      (nativeConnect as NonNullable<typeof nativeConnect>)({
         hostname,
         port,
         socket: {

@@ -14,6 +14,7 @@ import {
   HTTPMessageHandler,
   RedirectHandler,
 } from '@microsoft/microsoft-graph-client';
+import { sleep as runtimeSleep } from '../../runtime/index.ts';
 import type { TokenSource } from './onedrive-auth.ts';
 import { CoreCloudError } from './types.ts';
 
@@ -78,7 +79,7 @@ export function createGraph(options: GraphOptions): Graph {
   const maxRetries = options.maxRetries ?? 6;
   const baseDelay = options.baseDelayMs ?? 500;
   const maxDelay = options.maxDelayMs ?? 30_000;
-  const sleep = options.sleep ?? ((ms: number) => Bun.sleep(ms));
+  const sleep = options.sleep ?? runtimeSleep;
 
   return {
     client,

@@ -1,6 +1,6 @@
 /**
  * The house rules, read from the source: every import runs down the layers
- * (cli → server/bench → actors → machines → plugins → protocol) or stays
+ * (cli → server/bench → actors → machines → plugins → protocol → runtime) or stays
  * within its own, none reaches into tests/, the statecharts in machines/ do
  * no I/O, and a file past 400 lines says why in its first comment.
  */
@@ -11,6 +11,7 @@ import { Glob } from 'bun';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const RANK: Record<string, number> = {
+  runtime: -1,
   protocol: 0,
   plugins: 1,
   machines: 2,

@@ -29,6 +29,7 @@ import {
 } from '../../../machines/placement.ts';
 import { CloudletError } from '../../../machines/shared.ts';
 import { type FileInfo, holdersOf, type VmInfo } from '../../../protocol/messages.ts';
+import { sleep } from '../../../runtime/index.ts';
 import { threadCpu } from '../../cpu.ts';
 import { newId } from '../../ids.ts';
 import { createChunkCopier } from './copier.ts';
@@ -143,7 +144,7 @@ export function createEdgeKeeper(deps: EdgeKeeperDeps): EdgeKeeper {
 
   async function pace(bytes: number) {
     const wait = pacer.book(bytes);
-    if (wait > 0) await Bun.sleep(wait);
+    if (wait > 0) await sleep(wait);
   }
 
   /** The alive VM not holding it with the most room for `size`; null if none has room. */
