@@ -1,10 +1,16 @@
 /**
- * Deno as well as Bun (issue 18, first slice): `deno task demo` runs the
+ * Deno as well as Bun (issue 18, first slices): `deno task demo` runs the
  * paper's walk-through on Deno 2 and prints what `bun run demo` prints,
- * but for ports, temp paths, the random file's hash and the time taken.
+ * but for ports, temp paths, the random file's hash and the time taken; and
+ * a mixed cloudlet — a Bun broker, a VM on each runtime, the CLI on Deno —
+ * stores and serves a file split over both VMs.
  */
 import { expect, test } from 'bun:test';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
 import { runCommand } from '../../bench/harness/run.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
@@ -43,4 +49,82 @@ test.skipIf(denoSkipReason() !== undefined)(
     expect(walk(onDeno.stdout)).toBe(walk(onBun.stdout));
   },
   60_000,
+);
+
+test.skipIf(denoSkipReason() !== undefined)(
+  'a mixed cloudlet: a Bun broker, a Bun VM and a Deno VM, the CLI on Deno',
+  async () => {
+    const work = mkdtempSync(join(tmpdir(), 'cloudlet-deno-'));
+    const port = await freePort();
+    const mqtt = `mqtt://127.0.0.1:${port}`;
+    const started: ManagedProcess[] = [];
+    try {
+      started.push(
+        await startProcess({
+          name: 'broker (Bun)',
+          command: process.execPath,
+          args: [
+            join(ROOT, 'cli/broker.ts'),
+            '--serve-mqtt',
+            String(port),
+            '--data-dir',
+            join(work, 'data'),
+            '--no-admin',
+          ],
+          env: { CLOUDLET_LOG_LEVEL: 'info' },
+          ready: { line: /"msg":"ready"/ },
+          readyTimeoutMs: 20_000,
+        }),
+      );
+      for (const [id, command, args] of [
+        ['vm-bun', process.execPath, [join(ROOT, 'cli/vm.ts')]],
+        ['vm-deno', DENO as string, ['run', '-A', join(ROOT, 'cli/vm.ts')]],
+      ] as const) {
+        started.push(
+          await startProcess({
+            name: id,
+            command,
+            args: [
+              ...args,
+              '--mqtt',
+              mqtt,
+              '--id',
+              id,
+              '--memory',
+              '64MiB',
+              '--address',
+              '127.0.0.1',
+            ],
+            env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
+            cwd: ROOT,
+            ready: { line: /"msg":"joined the cloudlet"/ },
+            readyTimeoutMs: 30_000,
+          }),
+        );
+      }
+      const cli = (more: string[]) =>
+        runCommand(
+          [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
+          {
+            cwd: ROOT,
+          },
+        );
+      const bytes = randomBytes(1_500_000);
+      writeFileSync(join(work, 'mixed.bin'), bytes);
+      const put = await cli(['-q', 'put', join(work, 'mixed.bin')]);
+      expect(put).toMatchObject({ code: 0, stderr: '' });
+      // Split 2 over the two VMs: one chunk on each runtime's VM.
+      expect(put.stdout).toMatch(/on vm-(bun|deno), #1 .* on vm-(bun|deno)/);
+      expect(put.stdout).toContain('vm-bun');
+      expect(put.stdout).toContain('vm-deno');
+      const get = await cli(['-q', 'get', 'mixed.bin', '-o', join(work, 'back.bin')]);
+      expect(get).toMatchObject({ code: 0, stderr: '' });
+      expect(get.stdout).toMatch(/#0 from vm-\w+, #1 from vm-\w+/);
+      expect(readFileSync(join(work, 'back.bin')).equals(bytes)).toBe(true);
+    } finally {
+      for (const child of started.reverse()) await child.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+  90_000,
 );
