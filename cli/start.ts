@@ -5,9 +5,10 @@
  * directory, and N VMs lending memory in one process beside it. Ctrl-C stops
  * both; started again, every file is back (from the core until re-read).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
-import type { Subprocess } from 'bun';
+import { runtimeName, scriptCommand } from '../runtime/index.ts';
 import { Command, formatSize, Option, parseCount, parseSize, runProgram } from './common.ts';
 import { defaultDataDir } from './data-dir.ts';
 
@@ -64,10 +65,14 @@ const program = new Command('start')
   .action(async () => {
     const flags = program.opts<StartFlags>();
     const memory = flags.memory ?? defaultVmMemory(flags.vms);
-    const children: Subprocess[] = [];
+    const children: Child[] = [];
+    // The VMs first, then the broker and its MQTT server: none of them is
+    // left writing to a server that is gone.
     const stopAll = async () => {
-      for (const child of [...children].reverse()) child.kill('SIGTERM');
-      await Promise.all(children.map((child) => child.exited));
+      for (const child of [...children].reverse()) {
+        child.process.kill('SIGTERM');
+        await child.exited;
+      }
     };
     let stopping = false;
     const onSignal = () => {
@@ -82,7 +87,7 @@ const program = new Command('start')
       const broker = await spawnUntil(
         'the broker',
         [
-          join(import.meta.dir, 'broker.ts'),
+          join(import.meta.dirname, 'broker.ts'),
           '--serve-mqtt',
           `127.0.0.1:${flags.mqttPort}`,
           '--data-dir',
@@ -98,7 +103,7 @@ const program = new Command('start')
       await spawnUntil(
         'the VMs',
         [
-          join(import.meta.dir, 'vm.ts'),
+          join(import.meta.dirname, 'vm.ts'),
           '--mqtt',
           ready.mqtt,
           '--count',
@@ -116,7 +121,8 @@ const program = new Command('start')
         children,
       );
       // The CLI's default server is this one on the default port.
-      const cloudlet = `bun run cloudlet${ready.mqtt === 'mqtt://127.0.0.1:1883' ? '' : ` --mqtt ${ready.mqtt}`}`;
+      const run = runtimeName === 'deno' ? 'deno task cloudlet' : 'bun run cloudlet';
+      const cloudlet = `${run}${ready.mqtt === 'mqtt://127.0.0.1:1883' ? '' : ` --mqtt ${ready.mqtt}`}`;
       console.log(
         [
           `cloudlet running: ${flags.vms} VMs × ${formatSize(memory)}, MQTT at ${ready.mqtt}`,
@@ -143,24 +149,27 @@ const program = new Command('start')
   });
 
 /**
- * Starts `bun ARGS` with its logs on this process's stderr, and waits until
+ * Starts script ARGS[0] (on this runtime) with its logs on this stderr, until
  * a line satisfies `ready`; an exit before that fails with its last line.
  */
 async function spawnUntil(
   what: string,
   args: string[],
   ready: (line: string) => boolean,
-  children: Subprocess[],
+  children: Child[],
 ): Promise<{ readyLine: string }> {
-  const child = Bun.spawn([process.execPath, ...args], {
-    stdin: 'ignore',
-    stdout: 'inherit',
-    stderr: 'pipe',
-    // Info to see `ready`; only warnings and errors reach the terminal.
-    env: { ...process.env, CLOUDLET_LOG_LEVEL: 'info' },
+  const [command, ...rest] = scriptCommand(args[0] as string);
+  const started = spawn(command as string, [...rest, ...args.slice(1)], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+    // Info to see `ready` (as JSON); only warnings and errors reach the terminal.
+    env: { ...process.env, CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
   });
+  const child: Child = {
+    process: started,
+    exited: new Promise((resolve) => started.once('exit', (code) => resolve(code ?? 1))),
+  };
   children.push(child);
-  const lines = readLines(child.stderr);
+  const lines = readLines(started.stderr as NodeJS.ReadableStream as AsyncIterable<Uint8Array>);
   const show = (line: string) => {
     if (!/^\{"level":[123]\d,/.test(line)) process.stderr.write(`${readable(line)}\n`);
   };
@@ -180,7 +189,12 @@ async function spawnUntil(
   throw new Error(`${what} did not start (exit ${code})${last ? `: ${lastMessage(last)}` : ''}`);
 }
 
-async function* readLines(stream: ReadableStream<Uint8Array>) {
+interface Child {
+  process: ChildProcess;
+  exited: Promise<number>;
+}
+
+async function* readLines(stream: AsyncIterable<Uint8Array>) {
   const decoder = new TextDecoder();
   let buffered = '';
   for await (const chunk of stream) {

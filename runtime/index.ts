@@ -10,9 +10,14 @@
  *   MQTT and Redis fast lanes use; undefined elsewhere, where they step
  *   aside for mqtt.js and node-redis.
  *
- * Still naming Bun outside this module (later slices): SQLite metadata
- * (`bun:sqlite`), the admin endpoint (`Bun.serve`), the dashboard bundle
- * (`Bun.build`), `bun run start`'s children (`Bun.spawn`).
+ * - `serveHttp`: `Bun.serve` or `Deno.serve`;
+ * - `bundleForBrowser`: `Bun.build` (Deno has no bundler API: the dashboard
+ *   page is Bun-only for now);
+ * - `scriptCommand`: how to run one of our scripts as a child process;
+ * - `readingAll`: a socket whose read() returns everything buffered (a
+ *   Deno node:net quirk that stalled aedes).
+ *
+ * SQLite is runtime/sqlite.ts. Nothing outside runtime/ names Bun or Deno.
  */
 
 type BunGlobal = typeof import('bun');
@@ -64,4 +69,69 @@ export function readingAll<S extends { read(size?: number): unknown }>(socket: S
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }) as S['read'];
   return socket;
+}
+
+export interface HttpServer {
+  /** The port it listens on (the one asked for, or the one given for 0). */
+  readonly port: number;
+  /** Stops listening and closes open connections. */
+  stop(): Promise<void>;
+}
+
+/** Serves `fetch` on `hostname:port`: `Bun.serve` on Bun, `Deno.serve` on Deno. */
+export function serveHttp(options: {
+  hostname: string;
+  port: number;
+  fetch: (request: Request) => Response | Promise<Response>;
+  /** The largest request body (Bun; Deno does not cap it). */
+  maxRequestBodySize: number;
+}): HttpServer {
+  if (bun) {
+    const server = bun.serve({
+      hostname: options.hostname,
+      port: options.port,
+      fetch: options.fetch,
+      // Event streams stay open; they send a comment every 15 s of their own.
+      idleTimeout: 0,
+      maxRequestBodySize: options.maxRequestBodySize,
+    });
+    return { port: server.port ?? options.port, stop: () => server.stop(true) };
+  }
+  const deno = (globalThis as { Deno?: DenoServe }).Deno;
+  if (!deno) throw new Error(`serving HTTP needs Bun or Deno (this is ${runtimeName})`);
+  const server = deno.serve(
+    { hostname: options.hostname, port: options.port, onListen: () => {} },
+    options.fetch,
+  );
+  return { port: server.addr.port, stop: () => server.shutdown() };
+}
+
+interface DenoServe {
+  serve(
+    options: { hostname: string; port: number; onListen: () => void },
+    handler: (request: Request) => Response | Promise<Response>,
+  ): { addr: { port: number }; shutdown(): Promise<void> };
+}
+
+/** A browser bundle of `entry`, minified; Bun only for now (Deno has no bundler API). */
+export async function bundleForBrowser(entry: string): Promise<string> {
+  if (!bun) {
+    throw new Error(
+      `the dashboard page is bundled with Bun.build, which ${runtimeName} does not have; the /api routes work without it`,
+    );
+  }
+  const result = await bun.build({ entrypoints: [entry], target: 'browser', minify: true });
+  const [script] = result.outputs;
+  if (!result.success || !script) {
+    const logs = result.logs.map((log) => String(log)).join('\n');
+    throw new Error(`the dashboard script did not build:\n${logs}`);
+  }
+  return script.text();
+}
+
+/** The command that runs TypeScript file `script` on this runtime, as a child process. */
+export function scriptCommand(script: string): string[] {
+  return runtimeName === 'deno'
+    ? [process.execPath, 'run', '-A', script]
+    : [process.execPath, script];
 }

@@ -1,7 +1,8 @@
 /**
  * Runs the admin endpoint beside a broker: its own member connection for
  * content reads and writes (as `<broker>-admin`, its own MQTT user), the live-actor registry, metrics, the dashboard,
- * and a Bun server bound to loopback unless a token guards it.
+ * and an HTTP server (Bun.serve or Deno.serve) bound to loopback unless a
+ * token guards it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import type { Logger } from '../actors/log.ts';
 import { createMember } from '../actors/member/member.ts';
 import type { MetadataStore } from '../plugins/metadata/types.ts';
 import { adminMemberId, adminPassword } from '../protocol/admin-identity.ts';
+import { serveHttp } from '../runtime/index.ts';
 import { createAdminApp } from './app.ts';
 import { isLoopback } from './auth.ts';
 import { buildDashboard } from './dashboard/build.ts';
@@ -78,12 +80,10 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     workDir,
     log: options.log,
   });
-  const server = Bun.serve({
+  const server = serveHttp({
     hostname: options.host,
     port: options.port,
     fetch: app.fetch,
-    // Event streams stay open; they send a comment every 15 s of their own.
-    idleTimeout: 0,
     maxRequestBodySize: options.maxUploadBytes + 1024 * 1024,
   });
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${server.port}`;
@@ -91,7 +91,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   return {
     url,
     async stop() {
-      await server.stop(true);
+      await server.stop();
       member.close();
       await link.close();
       rmSync(workDir, { recursive: true, force: true });

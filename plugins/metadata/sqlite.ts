@@ -1,7 +1,7 @@
-import { Database } from 'bun:sqlite';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type FileInfo, holdersOf } from '../../protocol/messages.ts';
+import { openSqlite, type SqliteDatabase, type SqliteDriver } from '../../runtime/sqlite.ts';
 import { type ChunkPlacement, checkChunkUpdate, checkUses, fileUse, withChunks } from './memory.ts';
 import {
   type Cleanup,
@@ -15,6 +15,8 @@ import {
 export interface SqliteMetadataOptions {
   /** The database file; its directory must exist. Created when missing. */
   path: string;
+  /** Which SQLite: the runtime's own by default (runtime/sqlite.ts). */
+  driver?: SqliteDriver;
 }
 
 export const DRIVER_NAME = 'sqlite';
@@ -258,7 +260,7 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
     async close() {
       if (closed) return;
       closed = true;
-      for (const statement of Object.values(statements)) statement.finalize();
+      for (const statement of Object.values(statements)) statement.finalize?.();
       db.close();
     },
   };
@@ -267,7 +269,7 @@ export function createSqliteMetadata(options: SqliteMetadataOptions): MetadataSt
 export default createSqliteMetadata;
 
 /** Opens the database and brings its schema to SCHEMA_VERSION, or says why it cannot. */
-function openDatabase(path: string): Database {
+function openDatabase(path: string, driver?: SqliteDriver): SqliteDatabase {
   const fail = (reason: string, cause?: unknown): never => {
     throw new MetadataError(DRIVER_NAME, `cannot open ${path}: ${reason}`, { cause });
   };
@@ -276,9 +278,9 @@ function openDatabase(path: string): Database {
   if (!existsSync(directory)) fail(`the directory ${directory} does not exist; create it first`);
   if (!statSync(directory).isDirectory()) fail(`${directory} is not a directory`);
 
-  let db: Database;
+  let db: SqliteDatabase;
   try {
-    db = new Database(path, { create: true, readwrite: true, strict: true });
+    db = openSqlite(path, driver);
   } catch (err) {
     return fail(describe(err), err);
   }
@@ -301,7 +303,7 @@ function openDatabase(path: string): Database {
   }
 }
 
-function migrate(db: Database, path: string) {
+function migrate(db: SqliteDatabase, path: string) {
   const version = db.query<{ user_version: number }, []>('PRAGMA user_version').get()?.user_version;
   if (version === SCHEMA_VERSION) return;
   if (version !== undefined && version > SCHEMA_VERSION) {

@@ -4,7 +4,9 @@
  * its stylesheet. The page loads them from `assets/dashboard.js` and
  * `assets/dashboard.css`, relative to itself.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { bundleForBrowser } from '../../runtime/index.ts';
 
 export interface Dashboard {
   html: string;
@@ -24,20 +26,11 @@ export function buildDashboard(): Promise<Dashboard> {
 }
 
 async function build(): Promise<Dashboard> {
-  const dir = import.meta.dir;
-  const result = await Bun.build({
-    entrypoints: [join(dir, 'app.ts')],
-    target: 'browser',
-    minify: true,
-  });
-  const [script] = result.outputs;
-  if (!result.success || !script) {
-    const logs = result.logs.map((log) => String(log)).join('\n');
-    throw new Error(`the dashboard script did not build:\n${logs}`);
-  }
-  const [html, css] = await Promise.all([
-    Bun.file(join(dir, 'index.html')).text(),
-    Bun.file(join(dir, 'style.css')).text(),
+  const dir = import.meta.dirname;
+  const [script, html, css] = await Promise.all([
+    bundleForBrowser(join(dir, 'app.ts')),
+    readFile(join(dir, 'index.html'), 'utf8'),
+    readFile(join(dir, 'style.css'), 'utf8'),
   ]);
-  return { html, script: await script.text(), css };
+  return { html, script, css };
 }

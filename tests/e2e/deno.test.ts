@@ -3,7 +3,9 @@
  * paper's walk-through on Deno 2 and prints what `bun run demo` prints,
  * but for ports, temp paths, the random file's hash and the time taken; and
  * a mixed cloudlet — a Bun broker, a VM on each runtime, the CLI on Deno —
- * stores and serves a file split over both VMs.
+ * stores and serves a file split over both VMs; and a cloudlet all on Deno
+ * (the broker with SQLite metadata and its admin API, a VM, the CLI) keeps
+ * every file across a kill -9 of the broker.
  */
 import { expect, test } from 'bun:test';
 import { randomBytes } from 'node:crypto';
@@ -127,4 +129,80 @@ test.skipIf(denoSkipReason() !== undefined)(
     }
   },
   90_000,
+);
+
+test.skipIf(denoSkipReason() !== undefined)(
+  'all on Deno: the broker (SQLite metadata, fs core, admin API), a VM and the CLI; every file back after kill -9',
+  async () => {
+    const work = mkdtempSync(join(tmpdir(), 'cloudlet-deno-all-'));
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const mqtt = `mqtt://127.0.0.1:${port}`;
+    const started: ManagedProcess[] = [];
+    const deno = (script: string, args: string[], ready: RegExp, name: string) =>
+      startProcess({
+        name,
+        command: DENO as string,
+        args: ['run', '-A', join(ROOT, script), ...args],
+        env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
+        cwd: ROOT,
+        ready: { line: ready },
+        readyTimeoutMs: 30_000,
+      });
+    try {
+      const broker = await deno(
+        'cli/broker.ts',
+        [
+          '--serve-mqtt',
+          String(port),
+          '--data-dir',
+          join(work, 'data'),
+          '--admin-port',
+          String(adminPort),
+        ],
+        /"msg":"ready"/,
+        'broker (Deno)',
+      );
+      started.push(broker);
+      expect(broker.output()).toContain('"metadata":"sqlite:');
+      started.push(
+        await deno(
+          'cli/vm.ts',
+          ['--mqtt', mqtt, '--id', 'vm-d', '--memory', '64MiB', '--address', '127.0.0.1'],
+          /"msg":"joined the cloudlet"/,
+          'vm (Deno)',
+        ),
+      );
+      const cli = (more: string[]) =>
+        runCommand(
+          [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
+          {
+            cwd: ROOT,
+          },
+        );
+      const bytes = randomBytes(700_000);
+      writeFileSync(join(work, 'kept.bin'), bytes);
+      expect(await cli(['-q', 'put', join(work, 'kept.bin')])).toMatchObject({
+        code: 0,
+        stderr: '',
+      });
+      const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+      expect(await ready.json()).toMatchObject({ ready: true, mqtt: true, metadata: true });
+      const files = (await (
+        await fetch(`http://127.0.0.1:${adminPort}/api/files`)
+      ).json()) as Array<{
+        name: string;
+      }>;
+      expect(files.map((file) => file.name)).toEqual(['kept.bin']);
+
+      await broker.kill();
+      await broker.restart();
+      const get = await cli(['-q', 'get', 'kept.bin', '-o', join(work, 'back.bin')]);
+      expect(get).toMatchObject({ code: 0, stderr: '' });
+      expect(readFileSync(join(work, 'back.bin')).equals(bytes)).toBe(true);
+    } finally {
+      for (const child of started.reverse()) await child.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+  120_000,
 );

@@ -6,6 +6,7 @@ import { join, relative } from 'node:path';
 import { createMetadataStore } from '../../plugins/metadata/index.ts';
 import { createSqliteMetadata, SCHEMA_VERSION } from '../../plugins/metadata/sqlite.ts';
 import { MetadataError, type MetadataStore } from '../../plugins/metadata/types.ts';
+import type { SqliteDriver } from '../../runtime/sqlite.ts';
 import { testMetadataStore, testRefusals } from './metadata-conformance.ts';
 import { makeFile, makeVm } from './metadata-fixtures.ts';
 
@@ -15,11 +16,24 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let created = 0;
 const paths = new WeakMap<MetadataStore, string>();
 
-function open(path = join(scratch, `store-${++created}.db`)): MetadataStore {
-  const store = createSqliteMetadata({ path });
+function open(path = join(scratch, `store-${++created}.db`), driver?: SqliteDriver): MetadataStore {
+  const store = createSqliteMetadata({ path, ...(driver ? { driver } : {}) });
   paths.set(store, path);
   return store;
 }
+
+// The same suite through node:sqlite, the driver the store uses on Deno.
+describe('through node:sqlite (as on Deno)', () => {
+  testMetadataStore({
+    name: 'sqlite',
+    create: async () => open(undefined, 'node'),
+    reopen: async (store) => {
+      const path = paths.get(store) as string;
+      await store.close();
+      return open(path, 'node');
+    },
+  });
+});
 
 /** The error `create` throws, or a failure when it does not throw. */
 function openingError(path: string): MetadataError {

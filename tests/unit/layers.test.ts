@@ -2,7 +2,8 @@
  * The house rules, read from the source: every import runs down the layers
  * (cli → server/bench → actors → machines → plugins → protocol → runtime) or stays
  * within its own, none reaches into tests/, the statecharts in machines/ do
- * no I/O, and a file past 400 lines says why in its first comment.
+ * no I/O, a file past 400 lines says why in its first comment, and only
+ * runtime/ names Bun or Deno.
  */
 import { expect, test } from 'bun:test';
 import { readFileSync } from 'node:fs';
@@ -76,4 +77,20 @@ test('a source file over 400 lines says why in its first comment ("Kept whole: �
   expect(unexplained).toEqual([]);
   // (So that the rule is seen to bite: there are such files, each explained.)
   expect(long).toBeGreaterThan(0);
+});
+
+test('nothing outside runtime/ calls Bun or Deno, or imports bun:*', () => {
+  const named: string[] = [];
+  for (const layer of Object.keys(RANK)) {
+    if (layer === 'runtime') continue;
+    for (const file of new Glob(`${layer}/**/*.{ts,tsx}`).scanSync(ROOT)) {
+      // bench/ measures Bun itself (its allocator, its profiler) and runs under it.
+      if (layer === 'bench' || file.startsWith('server/dashboard/')) continue;
+      const code = readFileSync(join(ROOT, file), 'utf8')
+        .replace(/\/\*[\s\S]*?\*\//g, '')
+        .replace(/\/\/.*$/gm, '');
+      if (/\b(Bun|Deno)\.\w+\s*\(|from\s+'bun(:\w+)?'/.test(code)) named.push(file);
+    }
+  }
+  expect(named).toEqual([]);
 });
