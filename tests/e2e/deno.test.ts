@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, type ManagedProcess, startProcess } from '../../bench/harness/process.ts';
 import { runCommand } from '../../bench/harness/run.ts';
+import { type ServiceHandle, serviceSkipReason, startRedis } from '../../bench/harness/services.ts';
+import { until } from '../support/until.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const DENO = Bun.which('deno');
@@ -199,6 +201,116 @@ test.skipIf(denoSkipReason() !== undefined)(
       const get = await cli(['-q', 'get', 'kept.bin', '-o', join(work, 'back.bin')]);
       expect(get).toMatchObject({ code: 0, stderr: '' });
       expect(readFileSync(join(work, 'back.bin')).equals(bytes)).toBe(true);
+    } finally {
+      for (const child of started.reverse()) await child.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+  120_000,
+);
+
+test.skipIf(denoSkipReason() !== undefined || serviceSkipReason('redis-server') !== undefined)(
+  "the paper's scenario all on Deno: three VMs on redis-server, a 3:2 split, a VM killed -9, its chunk from the core, its rejoin with penalty 1",
+  async () => {
+    const work = mkdtempSync(join(tmpdir(), 'cloudlet-deno-paper-'));
+    const port = await freePort();
+    const mqtt = `mqtt://127.0.0.1:${port}`;
+    const started: Array<ManagedProcess | ServiceHandle> = [];
+    const deno = (script: string, args: string[], ready: RegExp, name: string) =>
+      startProcess({
+        name,
+        command: DENO as string,
+        args: ['run', '-A', join(ROOT, script), ...args],
+        env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
+        cwd: ROOT,
+        ready: { line: ready },
+        readyTimeoutMs: 30_000,
+      });
+    const cli = (more: string[]) =>
+      runCommand(
+        [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
+        {
+          cwd: ROOT,
+        },
+      );
+    const table = async () =>
+      JSON.parse((await cli(['vms', '--json'])).stdout) as Array<{
+        id: string;
+        status: string;
+        penalty: number;
+      }>;
+    try {
+      started.push(
+        await deno(
+          'cli/broker.ts',
+          [
+            '--serve-mqtt',
+            String(port),
+            '--data-dir',
+            join(work, 'data'),
+            '--no-admin',
+            '--split',
+            '2',
+            '--heartbeat-ms',
+            '500',
+          ],
+          /"msg":"ready"/,
+          'broker (Deno)',
+        ),
+      );
+      const vms = new Map<string, ManagedProcess>();
+      for (const [id, memory] of [
+        ['vm-1', '300MiB'],
+        ['vm-2', '200MiB'],
+        ['vm-3', '100MiB'],
+      ] as const) {
+        const redis = await startRedis();
+        started.push(redis);
+        const vm = await deno(
+          'cli/vm.ts',
+          [
+            '--mqtt',
+            mqtt,
+            '--id',
+            id,
+            '--memory',
+            memory,
+            '--store',
+            redis.url,
+            '--address',
+            '127.0.0.1',
+          ],
+          /"msg":"joined the cloudlet"/,
+          `${id} (Deno)`,
+        );
+        started.push(vm);
+        vms.set(id, vm);
+      }
+      const bytes = randomBytes(3 * 1024 * 1024);
+      writeFileSync(join(work, 'paper.bin'), bytes);
+      const put = await cli(['-q', 'put', join(work, 'paper.bin')]);
+      expect(put).toMatchObject({ code: 0, stderr: '' });
+      // 3:2 over the two VMs with the most memory.
+      expect(put.stdout).toMatch(/#0 1\.8MiB on vm-1, #1 1\.2MiB on vm-2/);
+      expect((await cli(['ls'])).stdout).toContain('paper.bin');
+      const edge = await cli(['-q', 'get', 'paper.bin', '-o', join(work, 'edge.bin')]);
+      expect(edge.stdout).toContain('#0 from vm-1, #1 from vm-2');
+      expect(readFileSync(join(work, 'edge.bin')).equals(bytes)).toBe(true);
+
+      await (vms.get('vm-1') as ManagedProcess).kill();
+      await until(
+        async () => (await table()).find((vm) => vm.id === 'vm-1')?.status === 'failed',
+        'vm-1 failed',
+      );
+      const failover = await cli(['-q', 'get', 'paper.bin', '-o', join(work, 'core.bin')]);
+      expect(failover.stdout).toContain('#0 from the core, #1 from vm-2');
+      expect(readFileSync(join(work, 'core.bin')).equals(bytes)).toBe(true);
+
+      await (vms.get('vm-1') as ManagedProcess).restart();
+      await until(async () => {
+        const row = (await table()).find((vm) => vm.id === 'vm-1');
+        return row?.status === 'alive' && row.penalty === 1;
+      }, 'vm-1 back with penalty 1');
     } finally {
       for (const child of started.reverse()) await child.stop();
       rmSync(work, { recursive: true, force: true });
