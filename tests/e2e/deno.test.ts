@@ -30,6 +30,18 @@ function denoSkipReason(): string | undefined {
   return reason;
 }
 
+/** `deno run -A SCRIPT ARGS` from the clone, JSON logs, until a line says it is ready. */
+const deno = (script: string, args: string[], ready: RegExp, name: string) =>
+  startProcess({
+    name,
+    command: DENO as string,
+    args: ['run', '-A', join(ROOT, script), ...args],
+    env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
+    cwd: ROOT,
+    ready: { line: ready },
+    readyTimeoutMs: 30_000,
+  });
+
 /** The walk-through without what differs from run to run. */
 const walk = (text: string) =>
   text
@@ -140,16 +152,6 @@ test.skipIf(denoSkipReason() !== undefined)(
     const [port, adminPort] = [await freePort(), await freePort()];
     const mqtt = `mqtt://127.0.0.1:${port}`;
     const started: ManagedProcess[] = [];
-    const deno = (script: string, args: string[], ready: RegExp, name: string) =>
-      startProcess({
-        name,
-        command: DENO as string,
-        args: ['run', '-A', join(ROOT, script), ...args],
-        env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
-        cwd: ROOT,
-        ready: { line: ready },
-        readyTimeoutMs: 30_000,
-      });
     try {
       const broker = await deno(
         'cli/broker.ts',
@@ -216,16 +218,6 @@ test.skipIf(denoSkipReason() !== undefined || serviceSkipReason('redis-server') 
     const port = await freePort();
     const mqtt = `mqtt://127.0.0.1:${port}`;
     const started: Array<ManagedProcess | ServiceHandle> = [];
-    const deno = (script: string, args: string[], ready: RegExp, name: string) =>
-      startProcess({
-        name,
-        command: DENO as string,
-        args: ['run', '-A', join(ROOT, script), ...args],
-        env: { CLOUDLET_LOG_LEVEL: 'info', CLOUDLET_LOG_FORMAT: 'json' },
-        cwd: ROOT,
-        ready: { line: ready },
-        readyTimeoutMs: 30_000,
-      });
     const cli = (more: string[]) =>
       runCommand(
         [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
