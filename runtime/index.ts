@@ -11,8 +11,7 @@
  *   aside for mqtt.js and node-redis.
  *
  * - `serveHttp`: `Bun.serve` or `Deno.serve`;
- * - `bundleForBrowser`: `Bun.build` (Deno has no bundler API: the dashboard
- *   page is Bun-only for now);
+ * - `bundleForBrowser`: `Bun.build`, or esbuild where there is none (Deno);
  * - `scriptCommand`: how to run one of our scripts as a child process;
  * - `readingAll`: a socket whose read() returns everything buffered (a
  *   Deno node:net quirk that stalled aedes).
@@ -113,12 +112,22 @@ interface DenoServe {
   ): { addr: { port: number }; shutdown(): Promise<void> };
 }
 
-/** A browser bundle of `entry`, minified; Bun only for now (Deno has no bundler API). */
+/** A browser bundle of `entry`, minified: `Bun.build` on Bun, esbuild elsewhere (Deno has no bundler API). */
 export async function bundleForBrowser(entry: string): Promise<string> {
   if (!bun) {
-    throw new Error(
-      `the dashboard page is bundled with Bun.build, which ${runtimeName} does not have; the /api routes work without it`,
-    );
+    const esbuild = await import('esbuild');
+    const result = await esbuild.build({
+      entryPoints: [entry],
+      bundle: true,
+      minify: true,
+      format: 'esm',
+      platform: 'browser',
+      write: false,
+      logLevel: 'silent',
+    });
+    const [script] = result.outputFiles;
+    if (!script) throw new Error('the dashboard script did not build: esbuild wrote nothing');
+    return script.text;
   }
   const result = await bun.build({ entrypoints: [entry], target: 'browser', minify: true });
   const [script] = result.outputs;
