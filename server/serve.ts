@@ -1,8 +1,8 @@
 /**
  * Runs the admin endpoint beside a broker: its own member connection for
- * content reads and writes (as `<broker>-admin`, its own MQTT user), the live-actor registry, metrics, the dashboard,
- * and an HTTP server (Bun.serve or Deno.serve) bound to loopback unless a
- * token guards it.
+ * content reads and writes (as `<broker>-admin`, its own MQTT user), the
+ * live-actor registry, metrics, the dashboard, and an HTTP server
+ * (Bun.serve or Deno.serve) bound to loopback unless a token guards it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
