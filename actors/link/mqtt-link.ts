@@ -280,7 +280,12 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     log.warn({ url: redact(options.url) }, 'MQTT connection lost; reconnecting');
     notify(false);
   });
-  client.on('error', (error) => log.warn({ err: error.message }, 'MQTT error'));
+  // An error while this link closes itself (Deno's sockets report a write
+  // after end as mqtt.js says goodbye) is not news.
+  let closing = false;
+  client.on('error', (error) => {
+    if (!closing) log.warn({ err: error.message }, 'MQTT error');
+  });
 
   const memory = createMemoryGovernor();
   /** Retained statuses: QoS 1, through mqtt.js. */
@@ -396,6 +401,7 @@ export async function connectLink(options: LinkOptions): Promise<Link> {
     onConnection: (handler) => subscribe(connectionHandlers, handler),
     rejections: () => ({ ...rejected }),
     close: async ({ abrupt = false } = {}) => {
+      closing = true;
       frameHandlers.clear();
       connectionHandlers.clear();
       // A polite end waits until every QoS 1 message is acknowledged, which
