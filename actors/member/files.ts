@@ -46,15 +46,9 @@ export async function fileSource(path: string): Promise<ByteSource> {
   return {
     size,
     async read(offset, length, into) {
-      const buffer =
-        into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);
-        if (bytesRead === 0)
-          throw new CloudletError('bad-request', `${path} shrank while it was being read`);
-        filled += bytesRead;
-      }
+      const buffer = await readAt(handle, offset, length, into);
+      if (buffer.byteLength < length)
+        throw new CloudletError('bad-request', `${path} shrank while it was being read`);
       return buffer;
     },
     close: () => handle.close(),
@@ -109,17 +103,7 @@ export async function fileSink(path: string): Promise<FileSink> {
         written += result.bytesWritten;
       }
     },
-    async read(position, length, into) {
-      const buffer =
-        into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      return buffer.subarray(0, filled);
-    },
+    read: (position, length, into) => readAt(handle, position, length, into),
     truncate: (size) => handle.truncate(size),
     async commit() {
       await flusher.settle();
@@ -174,4 +158,20 @@ export async function hashFile(path: string): Promise<{ size: number; sha256: st
     size += (piece as Buffer).byteLength;
   }
   return { size, sha256: hash.digest('hex') };
+}
+
+/**
+ * Up to `length` bytes of `handle` from `position` (fewer only at the end of
+ * the file), into `into` when it is big enough, else a new buffer.
+ */
+async function readAt(handle: FileHandle, position: number, length: number, into?: Buffer) {
+  const buffer =
+    into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, filled);
 }

@@ -42,6 +42,15 @@ const deno = (script: string, args: string[], ready: RegExp, name: string) =>
     readyTimeoutMs: 30_000,
   });
 
+/** The CLI on Deno against `mqtt`, from the clone. */
+const denoCli = (mqtt: string) => (more: string[]) =>
+  runCommand(
+    [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
+    {
+      cwd: ROOT,
+    },
+  );
+
 /** The walk-through without what differs from run to run. */
 const walk = (text: string) =>
   text
@@ -118,13 +127,7 @@ test.skipIf(denoSkipReason() !== undefined)(
           }),
         );
       }
-      const cli = (more: string[]) =>
-        runCommand(
-          [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
-          {
-            cwd: ROOT,
-          },
-        );
+      const cli = denoCli(mqtt);
       const bytes = randomBytes(1_500_000);
       writeFileSync(join(work, 'mixed.bin'), bytes);
       const put = await cli(['-q', 'put', join(work, 'mixed.bin')]);
@@ -176,13 +179,7 @@ test.skipIf(denoSkipReason() !== undefined)(
           'vm (Deno)',
         ),
       );
-      const cli = (more: string[]) =>
-        runCommand(
-          [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
-          {
-            cwd: ROOT,
-          },
-        );
+      const cli = denoCli(mqtt);
       const bytes = randomBytes(700_000);
       writeFileSync(join(work, 'kept.bin'), bytes);
       expect(await cli(['-q', 'put', join(work, 'kept.bin')])).toMatchObject({
@@ -218,13 +215,7 @@ test.skipIf(denoSkipReason() !== undefined || serviceSkipReason('redis-server') 
     const port = await freePort();
     const mqtt = `mqtt://127.0.0.1:${port}`;
     const started: Array<ManagedProcess | ServiceHandle> = [];
-    const cli = (more: string[]) =>
-      runCommand(
-        [DENO as string, 'run', '-A', join(ROOT, 'cli/cloudlet.ts'), '--mqtt', mqtt, ...more],
-        {
-          cwd: ROOT,
-        },
-      );
+    const cli = denoCli(mqtt);
     const table = async () =>
       JSON.parse((await cli(['vms', '--json'])).stdout) as Array<{
         id: string;
